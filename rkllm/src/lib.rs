@@ -3,13 +3,27 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
+mod builder;
 pub mod chat;
 pub mod diagnosis;
 mod error;
+mod input;
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod mock;
+mod model;
+mod run;
 mod runtime;
+mod session;
+mod stop;
+mod stream;
+mod utf8;
 
+pub use builder::{Mirostat, ModelBuilder};
 pub use error::{Error, Result};
+pub use input::{GenerateOptions, Input, GEMMA_END_OF_TURN, GEMMA_EOS};
+pub use model::{AbortHandle, LoraAdapter, Model};
+pub use run::HiddenStates;
 pub use runtime::Runtime;
+pub use session::{PromptCache, Session};
+pub use stream::{Completion, FinishReason, RunEnd, Timings, Token, TokenStream};

@@ -1,0 +1,407 @@
+//! Building a model: plain values, validated, laid over the runtime's defaults in `build()`.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+use rkllm_sys::LLMHandle;
+
+use crate::diagnosis::{self, Diagnosis, InitError, Preflight};
+use crate::error::{c_string, Error, Result};
+use crate::model::Model;
+use crate::run::trampoline;
+use crate::runtime::Runtime;
+
+/// Mirostat sampling (`RKLLMParam.mirostat`, `mirostat_tau`, `mirostat_eta`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Mirostat {
+    /// Off (the runtime's default).
+    Off,
+    /// Mirostat 1.
+    V1 {
+        /// Target entropy (default 5.0).
+        tau: f32,
+        /// Learning rate (default 0.1).
+        eta: f32,
+    },
+    /// Mirostat 2.0.
+    V2 {
+        /// Target entropy (default 5.0).
+        tau: f32,
+        /// Learning rate (default 0.1).
+        eta: f32,
+    },
+}
+
+/// Builds a [`Model`]. Holds plain values and touches the runtime only in [`build`].
+///
+/// Every field of the 1.1.1 `RKLLMParam` has a setter; a value left unset keeps the
+/// runtime's default (`rkllm_createDefaultParam`). Values are validated in `build()`.
+///
+/// ```no_run
+/// # fn main() -> rkllm::Result<()> {
+/// use rkllm::{Model, Runtime};
+/// let model = Model::builder("/models/gemma-2-2b-it-w8a8.rkllm")
+///     .runtime(Runtime::load()?)
+///     .max_context_len(4096)
+///     .max_new_tokens(512)
+///     .top_k(1)
+///     .build()?;
+/// # Ok(()) }
+/// ```
+///
+/// [`build`]: ModelBuilder::build
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ModelBuilder {
+    path: PathBuf,
+    runtime: Option<Runtime>,
+    max_context_len: Option<u32>,
+    max_new_tokens: Option<Option<u32>>,
+    top_k: Option<u32>,
+    top_p: Option<f32>,
+    temperature: Option<f32>,
+    repeat_penalty: Option<f32>,
+    frequency_penalty: Option<f32>,
+    presence_penalty: Option<f32>,
+    mirostat: Option<Mirostat>,
+    skip_special_token: Option<bool>,
+    img_start: Option<String>,
+    img_end: Option<String>,
+    img_content: Option<String>,
+    base_domain_id: Option<i32>,
+    capture_log: bool,
+    preflight: bool,
+    preflight_root: PathBuf,
+}
+
+impl ModelBuilder {
+    /// A builder for the model file at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> ModelBuilder {
+        ModelBuilder {
+            path: path.into(),
+            runtime: None,
+            max_context_len: None,
+            max_new_tokens: None,
+            top_k: None,
+            top_p: None,
+            temperature: None,
+            repeat_penalty: None,
+            frequency_penalty: None,
+            presence_penalty: None,
+            mirostat: None,
+            skip_special_token: None,
+            img_start: None,
+            img_end: None,
+            img_content: None,
+            base_domain_id: None,
+            capture_log: true,
+            preflight: true,
+            preflight_root: PathBuf::from("/"),
+        }
+    }
+
+    /// The runtime to load the model into. Default: [`Runtime::load`] at build time.
+    pub fn runtime(mut self, runtime: Runtime) -> Self {
+        self.runtime = Some(runtime);
+        self
+    }
+
+    /// Maximum context length in tokens (prompt plus reply), at most what the model was
+    /// converted for. Must be positive.
+    pub fn max_context_len(mut self, n: u32) -> Self {
+        self.max_context_len = Some(n);
+        self
+    }
+
+    /// Maximum tokens the runtime generates per run. Must be positive.
+    pub fn max_new_tokens(mut self, n: u32) -> Self {
+        self.max_new_tokens = Some(Some(n));
+        self
+    }
+
+    /// No limit on generated tokens besides the context (`max_new_tokens = -1`).
+    pub fn unlimited_new_tokens(mut self) -> Self {
+        self.max_new_tokens = Some(None);
+        self
+    }
+
+    /// Top-k sampling (runtime default 40; 1 is greedy). Must be positive.
+    pub fn top_k(mut self, k: u32) -> Self {
+        self.top_k = Some(k);
+        self
+    }
+
+    /// Top-p sampling, in (0, 1] (runtime default 0.9).
+    pub fn top_p(mut self, p: f32) -> Self {
+        self.top_p = Some(p);
+        self
+    }
+
+    /// Temperature, finite and not negative (runtime default 0.8).
+    pub fn temperature(mut self, t: f32) -> Self {
+        self.temperature = Some(t);
+        self
+    }
+
+    /// Repetition penalty, positive (runtime default 1.1).
+    pub fn repeat_penalty(mut self, p: f32) -> Self {
+        self.repeat_penalty = Some(p);
+        self
+    }
+
+    /// Frequency penalty, in [-2, 2] (runtime default 0).
+    pub fn frequency_penalty(mut self, p: f32) -> Self {
+        self.frequency_penalty = Some(p);
+        self
+    }
+
+    /// Presence penalty, in [-2, 2] (runtime default 0).
+    pub fn presence_penalty(mut self, p: f32) -> Self {
+        self.presence_penalty = Some(p);
+        self
+    }
+
+    /// Mirostat sampling (default off). `tau` and `eta` must be positive.
+    pub fn mirostat(mut self, m: Mirostat) -> Self {
+        self.mirostat = Some(m);
+        self
+    }
+
+    /// Whether the runtime hides special tokens' text (runtime default: on). Their ids are
+    /// delivered either way, so stop tokens work in both settings.
+    pub fn skip_special_token(mut self, skip: bool) -> Self {
+        self.skip_special_token = Some(skip);
+        self
+    }
+
+    /// Marker before an image in multimodal prompts (`img_start`).
+    pub fn img_start(mut self, s: impl Into<String>) -> Self {
+        self.img_start = Some(s.into());
+        self
+    }
+
+    /// Marker after an image in multimodal prompts (`img_end`).
+    pub fn img_end(mut self, s: impl Into<String>) -> Self {
+        self.img_end = Some(s.into());
+        self
+    }
+
+    /// Image content placeholder token in multimodal prompts (`img_content`).
+    pub fn img_content(mut self, s: impl Into<String>) -> Self {
+        self.img_content = Some(s.into());
+        self
+    }
+
+    /// NPU IOMMU domain for the weights (`extend_param.base_domain_id`, default 0). Use 1
+    /// when another NPU model is already resident in this process.
+    pub fn base_domain_id(mut self, id: i32) -> Self {
+        self.base_domain_id = Some(id);
+        self
+    }
+
+    /// Whether to capture the runtime's stdout/stderr during `rkllm_init` to diagnose a
+    /// failure (default on). The output is passed on to the original streams either way.
+    pub fn capture_runtime_log(mut self, on: bool) -> Self {
+        self.capture_log = on;
+        self
+    }
+
+    /// Whether to run the cheap checks before init (model file, RAM, driver, platform,
+    /// open-file limit; default on). See [`Preflight`].
+    pub fn preflight(mut self, on: bool) -> Self {
+        self.preflight = on;
+        self
+    }
+
+    /// Root directory under which the preflight reads `/proc` and `/sys` (default `/`).
+    pub fn preflight_root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.preflight_root = root.into();
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        fn bad(name: &'static str, reason: String) -> Result<()> {
+            Err(Error::InvalidParameter { name, reason })
+        }
+        fn finite(name: &'static str, v: f32) -> Result<()> {
+            if v.is_finite() {
+                Ok(())
+            } else {
+                bad(name, format!("{v} is not a finite number"))
+            }
+        }
+        if let Some(n) = self.max_context_len {
+            if n == 0 || i32::try_from(n).is_err() {
+                return bad("max_context_len", format!("{n} must be between 1 and {}", i32::MAX));
+            }
+        }
+        if let Some(Some(n)) = self.max_new_tokens {
+            if n == 0 || i32::try_from(n).is_err() {
+                return bad("max_new_tokens", format!("{n} must be between 1 and {} (or unlimited)", i32::MAX));
+            }
+        }
+        if let Some(k) = self.top_k {
+            if k == 0 || i32::try_from(k).is_err() {
+                return bad("top_k", format!("{k} must be between 1 and {}", i32::MAX));
+            }
+        }
+        if let Some(p) = self.top_p {
+            finite("top_p", p)?;
+            if !(p > 0.0 && p <= 1.0) {
+                return bad("top_p", format!("{p} must be in (0, 1]"));
+            }
+        }
+        if let Some(t) = self.temperature {
+            finite("temperature", t)?;
+            if t < 0.0 {
+                return bad("temperature", format!("{t} must not be negative"));
+            }
+        }
+        if let Some(p) = self.repeat_penalty {
+            finite("repeat_penalty", p)?;
+            if p <= 0.0 {
+                return bad("repeat_penalty", format!("{p} must be positive"));
+            }
+        }
+        for (name, v) in [("frequency_penalty", self.frequency_penalty), ("presence_penalty", self.presence_penalty)] {
+            if let Some(p) = v {
+                finite(name, p)?;
+                if !(-2.0..=2.0).contains(&p) {
+                    return bad(name, format!("{p} must be in [-2, 2]"));
+                }
+            }
+        }
+        if let Some(Mirostat::V1 { tau, eta } | Mirostat::V2 { tau, eta }) = self.mirostat {
+            finite("mirostat_tau", tau)?;
+            finite("mirostat_eta", eta)?;
+            if tau <= 0.0 {
+                return bad("mirostat_tau", format!("{tau} must be positive"));
+            }
+            if eta <= 0.0 {
+                return bad("mirostat_eta", format!("{eta} must be positive"));
+            }
+        }
+        if let Some(id) = self.base_domain_id {
+            if id < 0 {
+                return bad("base_domain_id", format!("{id} must not be negative"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates the values, runs the preflight, and loads the model with `rkllm_init`.
+    ///
+    /// On failure the error says what to do: [`Error::InvalidParameter`] or [`Error::Nul`]
+    /// for bad values, [`Error::Io`] for an unreadable model file, [`Error::Load`] when the
+    /// runtime library is missing or incompatible, and [`Error::Init`] with the runtime's log
+    /// read into a [`Diagnosis`] when the runtime refuses the model.
+    pub fn build(self) -> Result<Model> {
+        self.validate()?;
+        let model_path = path_c_string("model_path", &self.path)?;
+        let empty = || CString::default();
+        let img_start = self.img_start.as_deref().map(|s| c_string("img_start", s)).transpose()?;
+        let img_end = self.img_end.as_deref().map(|s| c_string("img_end", s)).transpose()?;
+        let img_content =
+            self.img_content.as_deref().map(|s| c_string("img_content", s)).transpose()?;
+
+        let preflight = if self.preflight {
+            let preflight = Preflight::with_root(&self.preflight_root);
+            let report = preflight.check(&self.path);
+            if let Some(e) = report.fatal() {
+                return Err(e);
+            }
+            for warning in report.warnings() {
+                log::warn!(target: "rkllm", "preflight: {warning}");
+            }
+            if self.preflight_root == Path::new("/") {
+                preflight.raise_nofile_limit();
+            }
+            Some(report)
+        } else {
+            None
+        };
+
+        let runtime = match self.runtime {
+            Some(r) => r,
+            None => Runtime::load()?,
+        };
+        let api = runtime.api();
+        // SAFETY: rkllm_createDefaultParam takes no arguments and returns the struct by value.
+        let mut param = unsafe { (api.create_default_param)() };
+        // The runtime's defaults are kept for every unset value; what the 1.1.x runtime does
+        // not document is fixed here: no async mode, zeroed reserved bytes.
+        param.model_path = model_path.as_ptr();
+        if let Some(n) = self.max_context_len {
+            param.max_context_len = n as i32;
+        }
+        if let Some(n) = self.max_new_tokens {
+            param.max_new_tokens = n.map_or(-1, |n| n as i32);
+        }
+        if let Some(k) = self.top_k {
+            param.top_k = k as i32;
+        }
+        if let Some(p) = self.top_p {
+            param.top_p = p;
+        }
+        if let Some(t) = self.temperature {
+            param.temperature = t;
+        }
+        if let Some(p) = self.repeat_penalty {
+            param.repeat_penalty = p;
+        }
+        if let Some(p) = self.frequency_penalty {
+            param.frequency_penalty = p;
+        }
+        if let Some(p) = self.presence_penalty {
+            param.presence_penalty = p;
+        }
+        match self.mirostat {
+            None => {}
+            Some(Mirostat::Off) => param.mirostat = 0,
+            Some(Mirostat::V1 { tau, eta }) => {
+                (param.mirostat, param.mirostat_tau, param.mirostat_eta) = (1, tau, eta)
+            }
+            Some(Mirostat::V2 { tau, eta }) => {
+                (param.mirostat, param.mirostat_tau, param.mirostat_eta) = (2, tau, eta)
+            }
+        }
+        if let Some(s) = self.skip_special_token {
+            param.skip_special_token = s;
+        }
+        param.is_async = false;
+        // Empty strings, never NULL, for the image markers (as the vendor demos pass them).
+        let (e1, e2, e3) = (empty(), empty(), empty());
+        param.img_start = img_start.as_ref().unwrap_or(&e1).as_ptr();
+        param.img_end = img_end.as_ref().unwrap_or(&e2).as_ptr();
+        param.img_content = img_content.as_ref().unwrap_or(&e3).as_ptr();
+        if let Some(id) = self.base_domain_id {
+            param.extend_param.base_domain_id = id;
+        }
+        param.extend_param.reserved = [0; 112];
+        let max_context_len = u32::try_from(param.max_context_len).unwrap_or(0);
+
+        let mut handle: LLMHandle = std::ptr::null_mut();
+        let (rc, log) = diagnosis::run_captured(self.capture_log, || {
+            // SAFETY: `handle` and `param` are valid for writes; every string in `param`
+            // outlives the call (the runtime copies what it keeps); the callback is this
+            // crate's trampoline, which accepts any userdata/result the runtime passes.
+            unsafe { (api.init)(&mut handle, &mut param, Some(trampoline)) }
+        });
+        let diagnosis = Diagnosis::parse(&log);
+        if rc != 0 || handle.is_null() {
+            let code = if rc != 0 { Some(rc) } else { None };
+            let mut error = InitError::new(code, diagnosis, self.path.clone());
+            if let Some(report) = preflight {
+                error = error.with_preflight(report);
+            }
+            return Err(error.into());
+        }
+        Ok(Model::from_handle(runtime, handle, self.path, diagnosis, max_context_len))
+    }
+}
+
+/// A path as a C string, naming `field` when it holds a NUL byte.
+pub(crate) fn path_c_string(field: &'static str, path: &Path) -> Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    c_string(field, path.as_os_str().as_bytes())
+}
