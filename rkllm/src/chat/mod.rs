@@ -1,10 +1,38 @@
-//! Gemma 2 chat formatting (placeholder until the chat module lands).
+//! Gemma 2 chat prompts: the prompt format, token mode, and a budgeted conversation.
+//!
+//! RKLLM 1.1.x applies no chat template; the caller sends the whole formatted prompt, as
+//! text or as token ids. This module produces both:
+//!
+//! * [`Gemma2Template`] renders messages in one of four [`SystemStyle`]s, byte-identical to
+//!   the Hugging Face templates where the style names one (content trimmed with Python
+//!   `str.strip()` semantics, see [`python_strip`]).
+//! * `GemmaTokenizer` (feature `tokenizer`) encodes the same prompt to ids with message
+//!   content protected from control-token injection.
+//! * [`Conversation`] keeps the history and fits it into `max_context_len`.
+//!
+//! ```
+//! use rkllm::chat::{Gemma2Template, Message, SystemStyle};
+//! let prompt = Gemma2Template::new(SystemStyle::Merge)
+//!     .render(&[Message::user("Hello")], true)
+//!     .unwrap();
+//! assert_eq!(prompt, "<bos><start_of_turn>user\nHello<end_of_turn>\n<start_of_turn>model\n");
+//! ```
 
-/// Why a conversation could not be formatted.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ChatError {
-    /// Placeholder.
-    #[error("chat: {0}")]
-    Invalid(String),
-}
+mod budget;
+mod conversation;
+mod detect;
+mod error;
+mod message;
+mod strip;
+mod template;
+#[cfg(feature = "tokenizer")]
+mod tokenizer;
+
+pub use conversation::{ContextBudget, Conversation, Fit, TrimPolicy};
+pub use error::ChatError;
+pub use message::{Message, Role};
+pub use strip::{is_python_space, python_strip};
+pub use template::{Bos, ChatTemplate, Gemma2Template, SpecialToken, SystemStyle, STOP_TOKEN_IDS};
+#[cfg(feature = "tokenizer")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokenizer")))]
+pub use tokenizer::GemmaTokenizer;

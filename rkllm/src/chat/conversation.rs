@@ -1,0 +1,432 @@
+//! A multi-turn conversation kept within the model's context.
+//!
+//! RKLLM 1.1.x keeps no dialogue state, so every call re-sends the whole formatted
+//! conversation. [`Conversation`] owns the history, renders (or encodes) the prompt for the
+//! next turn, and drops the oldest exchanges when the prompt plus the tokens reserved for the
+//! reply would exceed `max_context_len`.
+
+#[cfg(feature = "tokenizer")]
+use std::sync::Arc;
+
+use super::budget::{Counter, BOS_TOKENS, GENERATION_PROMPT_TOKENS};
+#[cfg(feature = "tokenizer")]
+use super::GemmaTokenizer;
+use super::{ChatError, Gemma2Template, Message, Role, SystemStyle};
+use crate::Result;
+
+/// The context limit a prompt must respect: `prompt tokens + reserved_new_tokens <=
+/// max_context_len`.
+///
+/// ```
+/// use rkllm::chat::ContextBudget;
+/// assert_eq!(ContextBudget::new(4096, 512).prompt_limit(), 3584);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContextBudget {
+    /// The model's context length (`RKLLMParam::max_context_len`).
+    pub max_context_len: usize,
+    /// Tokens kept free for the reply (usually `max_new_tokens`).
+    pub reserved_new_tokens: usize,
+}
+
+impl ContextBudget {
+    /// A budget of `max_context_len` tokens with `reserved_new_tokens` kept for the reply.
+    pub const fn new(max_context_len: usize, reserved_new_tokens: usize) -> Self {
+        ContextBudget {
+            max_context_len,
+            reserved_new_tokens,
+        }
+    }
+
+    /// The most tokens a prompt may have.
+    pub const fn prompt_limit(&self) -> usize {
+        self.max_context_len
+            .saturating_sub(self.reserved_new_tokens)
+    }
+}
+
+/// How much history to drop when the prompt does not fit.
+///
+/// Every drop changes the prompt's prefix, which invalidates a runtime prompt cache. Dropping
+/// in larger steps keeps the prefix stable for more turns between drops.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum TrimPolicy {
+    /// Drop the fewest oldest exchanges that make the prompt fit.
+    #[default]
+    MinimalExchanges,
+    /// When the prompt does not fit, drop the oldest exchanges until at least
+    /// `drop_fraction` (0.0..=1.0, clamped; NaN counts as 0) of the droppable history's
+    /// tokens are gone, and at least enough to fit.
+    Chunked {
+        /// Share of the droppable history's tokens to drop at once.
+        drop_fraction: f32,
+    },
+}
+
+/// What the last [`Conversation::fit`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fit {
+    /// Messages dropped by this fit (always whole user + assistant exchanges).
+    pub dropped_messages: usize,
+    /// Tokens of the prompt with the generation prompt and one BOS: exact with a tokenizer
+    /// (token mode), otherwise an upper bound.
+    pub prompt_tokens: usize,
+    /// Whether `prompt_tokens` is exact.
+    pub exact: bool,
+    /// [`Conversation::prefix_epoch`] after the fit.
+    pub prefix_epoch: u64,
+}
+
+/// A Gemma 2 conversation: system prompt, alternating user/assistant turns, a style, and
+/// optionally a context budget.
+///
+/// ```
+/// use rkllm::chat::{ContextBudget, Conversation, SystemStyle};
+/// # fn main() -> rkllm::Result<()> {
+/// let mut chat = Conversation::new(SystemStyle::Merge)
+///     .with_budget(ContextBudget::new(4096, 256));
+/// chat.set_system("Answer briefly.");
+/// chat.push_user("Hi")?;
+/// let prompt = chat.render(true)?;
+/// assert_eq!(
+///     prompt,
+///     "<bos><start_of_turn>user\nAnswer briefly.\n\nHi<end_of_turn>\n<start_of_turn>model\n"
+/// );
+/// // ... run the model on `prompt`, then record its reply:
+/// chat.push_assistant("Hello!")?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Conversation {
+    template: Gemma2Template,
+    /// The system message (if any) at index 0, then the turns, alternating from a user.
+    messages: Vec<Message>,
+    /// Cached token count of each message's part of the prompt, parallel to `messages`.
+    tokens: Vec<Option<usize>>,
+    budget: Option<ContextBudget>,
+    policy: TrimPolicy,
+    counter: Counter,
+    epoch: u64,
+    dropped: usize,
+    last_fit: Option<Fit>,
+}
+
+impl Conversation {
+    /// An empty conversation with `style`, no budget, and the byte estimate for counting.
+    pub fn new(style: SystemStyle) -> Self {
+        Conversation {
+            template: Gemma2Template::new(style),
+            ..Self::default()
+        }
+    }
+
+    /// Uses `template` (style and BOS setting).
+    pub fn with_template(mut self, template: Gemma2Template) -> Self {
+        self.set_template(template);
+        self
+    }
+
+    /// Keeps prompts within `budget`.
+    pub fn with_budget(mut self, budget: ContextBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Trims history with `policy` when over budget.
+    pub fn with_trim_policy(mut self, policy: TrimPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Counts tokens exactly with `tokenizer` and enables [`encode`](Self::encode).
+    #[cfg(feature = "tokenizer")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokenizer")))]
+    pub fn with_tokenizer(mut self, tokenizer: Arc<GemmaTokenizer>) -> Self {
+        self.counter = Counter::Exact(tokenizer);
+        self.tokens.iter_mut().for_each(|t| *t = None);
+        self
+    }
+
+    /// Changes the template; the prompt's prefix changes with it.
+    pub fn set_template(&mut self, template: Gemma2Template) {
+        if template != self.template {
+            self.template = template;
+            // The system part's count depends on the style.
+            if let Some(t) = self.system_index().and_then(|i| self.tokens.get_mut(i)) {
+                *t = None;
+            }
+            self.epoch += 1;
+        }
+    }
+
+    /// Sets (or removes, with `None`) the context budget.
+    pub fn set_budget(&mut self, budget: Option<ContextBudget>) {
+        self.budget = budget;
+    }
+
+    /// Sets the system prompt. Never dropped by trimming.
+    pub fn set_system(&mut self, content: impl Into<String>) {
+        let content = content.into();
+        match self.system_index() {
+            Some(i) if self.messages[i].content == content => return,
+            Some(i) => {
+                self.messages[i].content = content;
+                self.tokens[i] = None;
+            }
+            None => {
+                self.messages.insert(0, Message::system(content));
+                self.tokens.insert(0, None);
+            }
+        }
+        self.epoch += 1;
+    }
+
+    /// Removes the system prompt.
+    pub fn clear_system(&mut self) {
+        if let Some(i) = self.system_index() {
+            self.messages.remove(i);
+            self.tokens.remove(i);
+            self.epoch += 1;
+        }
+    }
+
+    /// Adds a user message.
+    ///
+    /// # Errors
+    /// [`ChatError::RolesMustAlternate`] when the last message is already a user message.
+    pub fn push_user(&mut self, content: impl Into<String>) -> Result<(), ChatError> {
+        if self.last_role() == Some(Role::User) {
+            return Err(ChatError::RolesMustAlternate {
+                index: self.messages.len(),
+            });
+        }
+        self.push(Message::user(content));
+        Ok(())
+    }
+
+    /// Adds the model's reply to the last user message.
+    ///
+    /// # Errors
+    /// [`ChatError::RolesMustAlternate`] unless the last message is a user message.
+    pub fn push_assistant(&mut self, content: impl Into<String>) -> Result<(), ChatError> {
+        if self.last_role() != Some(Role::User) {
+            return Err(ChatError::RolesMustAlternate {
+                index: self.messages.len(),
+            });
+        }
+        self.push(Message::assistant(content));
+        Ok(())
+    }
+
+    /// Removes and returns the last user or assistant message (e.g. a user message whose run
+    /// failed, to retry or replace it).
+    pub fn pop(&mut self) -> Option<Message> {
+        if self.last_role().is_none_or(|r| r == Role::System) {
+            return None;
+        }
+        self.tokens.pop();
+        self.epoch += 1;
+        self.messages.pop()
+    }
+
+    /// Removes every user and assistant message; keeps the system prompt and settings.
+    pub fn clear(&mut self) {
+        let keep = usize::from(self.system_index().is_some());
+        if self.messages.len() > keep {
+            self.messages.truncate(keep);
+            self.tokens.truncate(keep);
+            self.epoch += 1;
+        }
+        self.dropped = 0;
+    }
+
+    /// All messages as the template sees them: the system message first (if set), then the
+    /// turns.
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
+    /// The system prompt, if set.
+    pub fn system(&self) -> Option<&str> {
+        self.system_index()
+            .map(|i| self.messages[i].content.as_str())
+    }
+
+    /// The template in use.
+    pub fn template(&self) -> Gemma2Template {
+        self.template
+    }
+
+    /// The budget, if set.
+    pub fn budget(&self) -> Option<ContextBudget> {
+        self.budget
+    }
+
+    /// A counter that changes whenever the rendered prompt stops being an extension of the
+    /// previous one: history dropped by trimming, system prompt or template changed, a
+    /// message popped, the history cleared. Adding messages does not change it. While it is
+    /// unchanged, a prompt cache of the previous prompt stays valid as a prefix.
+    pub fn prefix_epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// Messages dropped by trimming since creation or the last [`clear`](Self::clear).
+    pub fn dropped_messages(&self) -> usize {
+        self.dropped
+    }
+
+    /// What the last [`fit`](Self::fit) did, if any.
+    pub fn last_fit(&self) -> Option<Fit> {
+        self.last_fit
+    }
+
+    /// Checks the conversation and drops the oldest exchanges (never the system prompt,
+    /// never the newest user message) until the prompt for the next turn, generation prompt
+    /// included, fits the budget. Without a budget it only checks and counts.
+    ///
+    /// Token counts are cached per message, so a fit after one new message tokenizes only
+    /// that message.
+    ///
+    /// ```
+    /// use rkllm::chat::{ContextBudget, Conversation, SystemStyle};
+    /// # fn main() -> rkllm::Result<()> {
+    /// // Byte estimate: each turn costs 5 + content bytes, plus BOS and the 3-token
+    /// // generation prompt.
+    /// let mut chat = Conversation::new(SystemStyle::Merge).with_budget(ContextBudget::new(20, 4));
+    /// chat.push_user("aaaa")?;      // 9
+    /// chat.push_assistant("bbbb")?; // 9
+    /// chat.push_user("cc")?;        // 7
+    /// let fit = chat.fit()?;        // 1 + 9 + 9 + 7 + 3 = 29 > 16: drop the first exchange
+    /// assert_eq!((fit.dropped_messages, fit.prompt_tokens), (2, 11));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// The template's [`ChatError`] for an invalid conversation,
+    /// [`ChatError::MessageTooLong`] when even the newest exchange alone does not fit (then
+    /// nothing is dropped), `Error::Tokenizer` if counting fails.
+    pub fn fit(&mut self) -> Result<Fit> {
+        self.template.validate(&self.messages)?;
+        self.fill_token_cache()?;
+        let counts: Vec<usize> = self.tokens.iter().map(|t| t.unwrap_or(0)).collect();
+        let first_turn = usize::from(self.system_index().is_some());
+        let total = BOS_TOKENS + GENERATION_PROMPT_TOKENS + counts.iter().sum::<usize>();
+
+        let mut drop = 0;
+        if let Some(budget) = self.budget {
+            let limit = budget.prompt_limit();
+            let turns = &counts[first_turn..];
+            // Exchanges start at even turn indices; the one holding the newest user message
+            // is kept whatever happens.
+            let newest_user = self.messages[first_turn..]
+                .iter()
+                .rposition(|m| m.role == Role::User)
+                .unwrap_or(0);
+            let droppable = newest_user / 2;
+            // dropped[k]: tokens removed by dropping the k oldest exchanges.
+            let dropped: Vec<usize> = std::iter::once(0)
+                .chain(turns.chunks(2).take(droppable).scan(0, |acc, pair| {
+                    *acc += pair.iter().sum::<usize>();
+                    Some(*acc)
+                }))
+                .collect();
+            let Some(min_k) = dropped.iter().position(|&d| total - d <= limit) else {
+                return Err(ChatError::MessageTooLong {
+                    needed: total - dropped[droppable],
+                    available: limit,
+                }
+                .into());
+            };
+            let k = match self.policy {
+                _ if min_k == 0 => 0,
+                TrimPolicy::MinimalExchanges => min_k,
+                TrimPolicy::Chunked { drop_fraction } => {
+                    let fraction = f64::from(drop_fraction.clamp(0.0, 1.0));
+                    let fraction = if fraction.is_nan() { 0.0 } else { fraction };
+                    let target = (fraction * dropped[droppable] as f64).ceil();
+                    let chunk_k = dropped
+                        .iter()
+                        .position(|&d| d as f64 >= target)
+                        .unwrap_or(droppable);
+                    min_k.max(chunk_k)
+                }
+            };
+            drop = 2 * k;
+        }
+
+        let removed: usize = counts[first_turn..first_turn + drop].iter().sum();
+        if drop > 0 {
+            self.messages.drain(first_turn..first_turn + drop);
+            self.tokens.drain(first_turn..first_turn + drop);
+            self.dropped += drop;
+            self.epoch += 1;
+        }
+        let fit = Fit {
+            dropped_messages: drop,
+            prompt_tokens: total - removed,
+            exact: self.counter.is_exact(),
+            prefix_epoch: self.epoch,
+        };
+        self.last_fit = Some(fit);
+        Ok(fit)
+    }
+
+    /// [Fits](Self::fit) the conversation into the budget, then renders it as text.
+    ///
+    /// # Errors
+    /// As [`fit`](Self::fit).
+    pub fn render(&mut self, add_generation_prompt: bool) -> Result<String> {
+        self.fit()?;
+        Ok(self
+            .template
+            .render(&self.messages, add_generation_prompt)?)
+    }
+
+    /// [Fits](Self::fit) the conversation into the budget, then encodes it as token ids
+    /// (see [`GemmaTokenizer::encode`]).
+    ///
+    /// # Errors
+    /// As [`fit`](Self::fit); [`Error::Tokenizer`](crate::Error::Tokenizer) when the
+    /// conversation was created without [`with_tokenizer`](Self::with_tokenizer).
+    #[cfg(feature = "tokenizer")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tokenizer")))]
+    pub fn encode(&mut self, add_generation_prompt: bool) -> Result<Vec<u32>> {
+        let Counter::Exact(tokenizer) = self.counter.clone() else {
+            return Err(crate::Error::Tokenizer(
+                "this conversation has no tokenizer; build it with Conversation::with_tokenizer"
+                    .to_owned(),
+            ));
+        };
+        self.fit()?;
+        tokenizer.encode(&self.template, &self.messages, add_generation_prompt)
+    }
+
+    fn push(&mut self, message: Message) {
+        self.messages.push(message);
+        self.tokens.push(None);
+    }
+
+    fn system_index(&self) -> Option<usize> {
+        self.messages
+            .first()
+            .filter(|m| m.role == Role::System)
+            .map(|_| 0)
+    }
+
+    fn last_role(&self) -> Option<Role> {
+        self.messages.last().map(|m| m.role)
+    }
+
+    fn fill_token_cache(&mut self) -> Result<()> {
+        let style = self.template.style();
+        for (m, slot) in self.messages.iter().zip(self.tokens.iter_mut()) {
+            if slot.is_none() {
+                *slot = Some(match m.role {
+                    Role::System => self.counter.system(style, &m.content)?,
+                    Role::User | Role::Assistant => self.counter.turn(m)?,
+                });
+            }
+        }
+        Ok(())
+    }
+}

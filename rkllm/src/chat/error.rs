@@ -1,0 +1,71 @@
+//! Why a conversation could not be formatted or fitted.
+
+/// Why a conversation could not be formatted, or could not be fitted into the context.
+///
+/// The two texts Hugging Face's Gemma templates raise (`System role not supported`,
+/// `Conversation roles must alternate user/assistant/user/assistant/...`) appear verbatim in
+/// the messages of the variants that correspond to them, so logs match the Python side.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChatError {
+    /// The message list is empty.
+    #[error("the conversation is empty; add a user message before rendering")]
+    Empty,
+
+    /// `SystemStyle::Strict` (the official Gemma 2 template) got a system message first.
+    #[error(
+        "System role not supported by the official Gemma 2 template (SystemStyle::Strict); \
+         use SystemStyle::Merge to put the system prompt into the first user turn"
+    )]
+    SystemRoleNotSupported,
+
+    /// The user/assistant order is broken (two users in a row, an assistant first, ...).
+    #[error(
+        "Conversation roles must alternate user/assistant/user/assistant/... \
+         (message {index} is out of order)"
+    )]
+    RolesMustAlternate {
+        /// Index of the offending message in the list given to the template.
+        index: usize,
+    },
+
+    /// A system message somewhere other than first (or a second one).
+    #[error(
+        "a system message is only allowed as the first message, found one at index {index}; \
+         put all system instructions into one leading system message"
+    )]
+    MisplacedSystem {
+        /// Index of the offending message.
+        index: usize,
+    },
+
+    /// `SystemStyle::Merge` or `SystemStyle::Turn` got no user message to respond to.
+    #[error("the conversation has no user message; Gemma 2 needs a user turn to respond to")]
+    NoUserMessage,
+
+    /// `SystemStyle::SystemGemma2` got no leading system message (its template requires one).
+    #[error(
+        "Conversation roles must alternate user/assistant/user/assistant/... : the SystemGemma2 \
+         template requires a system message first; set one (it may be empty) or use \
+         SystemStyle::Merge"
+    )]
+    MissingSystem,
+
+    /// A role string other than `system`, `user`, `assistant` or `model`.
+    #[error("unknown role `{0}`; expected system, user, assistant or model")]
+    UnknownRole(String),
+
+    /// The newest exchange does not fit the context budget even with all older history
+    /// dropped.
+    #[error(
+        "the prompt needs {needed} tokens even with all older history dropped, but the context \
+         budget allows {available} (max_context_len minus the tokens reserved for the reply); \
+         shorten the message or system prompt, raise max_context_len, or reserve fewer new tokens"
+    )]
+    MessageTooLong {
+        /// Tokens the smallest possible prompt needs (an upper bound without a tokenizer).
+        needed: usize,
+        /// Tokens the budget allows for the prompt.
+        available: usize,
+    },
+}
