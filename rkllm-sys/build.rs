@@ -18,7 +18,12 @@ fn main() {
     println!("cargo:rerun-if-changed=include/rkllm.h");
     println!("cargo:rerun-if-changed=include/vendor_wrapper.h");
     println!("cargo:rustc-check-cfg=cfg(rkllm_sys_generated)");
-    for var in ["DOCS_RS", "RKLLM_LIB_DIR", "RKLLM_VENDOR_HEADER", "RKLLM_SYS_BINDINGS_OUT"] {
+    for var in [
+        "DOCS_RS",
+        "RKLLM_LIB_DIR",
+        "RKLLM_VENDOR_HEADER",
+        "RKLLM_SYS_BINDINGS_OUT",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     if env::var_os("DOCS_RS").is_some() {
@@ -58,7 +63,10 @@ mod generate {
         let mut builder = bindgen::Builder::default();
         match env::var_os("RKLLM_VENDOR_HEADER") {
             Some(vendor) => {
-                println!("cargo:rerun-if-changed={}", PathBuf::from(&vendor).display());
+                println!(
+                    "cargo:rerun-if-changed={}",
+                    PathBuf::from(&vendor).display()
+                );
                 builder = builder
                     .header(include.join("vendor_wrapper.h").to_string_lossy())
                     .header(PathBuf::from(vendor).to_string_lossy());

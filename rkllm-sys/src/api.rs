@@ -20,8 +20,7 @@ pub struct RkllmApi {
     /// `int rkllm_init(LLMHandle *handle, RKLLMParam *param, LLMResultCallback callback)`:
     /// 0 on success with `*handle` set, -1 on failure. The callback is bound for the handle's
     /// lifetime.
-    pub init:
-        unsafe extern "C" fn(*mut LLMHandle, *mut RKLLMParam, LLMResultCallback) -> c_int,
+    pub init: unsafe extern "C" fn(*mut LLMHandle, *mut RKLLMParam, LLMResultCallback) -> c_int,
     /// `int rkllm_load_lora(LLMHandle, RKLLMLoraAdapter *)`: 0 ok, -1 fail.
     pub load_lora: unsafe extern "C" fn(LLMHandle, *mut RKLLMLoraAdapter) -> c_int,
     /// `int rkllm_load_prompt_cache(LLMHandle, const char *path)`: 0 ok, -1 fail.

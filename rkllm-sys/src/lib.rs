@@ -41,10 +41,10 @@ pub use api::RkllmApi;
 pub use loader::{Library, LoadError, LIBRARY_NAME, LIB_PATH_ENV};
 
 pub use bindings::{
-    LLMCallState, LLMHandle, LLMResultCallback, RKLLMEmbedInput, RKLLMExtendParam,
-    RKLLMInferMode, RKLLMInferParam, RKLLMInput, RKLLMInputType, RKLLMInput__bindgen_ty_1,
-    RKLLMLoraAdapter, RKLLMLoraParam, RKLLMMultiModelInput, RKLLMParam, RKLLMPromptCacheParam,
-    RKLLMResult, RKLLMResultLastHiddenLayer, RKLLMTokenInput, RKLLM_INFER_GENERATE,
+    LLMCallState, LLMHandle, LLMResultCallback, RKLLMEmbedInput, RKLLMExtendParam, RKLLMInferMode,
+    RKLLMInferParam, RKLLMInput, RKLLMInputType, RKLLMInput__bindgen_ty_1, RKLLMLoraAdapter,
+    RKLLMLoraParam, RKLLMMultiModelInput, RKLLMParam, RKLLMPromptCacheParam, RKLLMResult,
+    RKLLMResultLastHiddenLayer, RKLLMTokenInput, RKLLM_INFER_GENERATE,
     RKLLM_INFER_GET_LAST_HIDDEN_LAYER, RKLLM_INPUT_EMBED, RKLLM_INPUT_MULTIMODAL,
     RKLLM_INPUT_PROMPT, RKLLM_INPUT_TOKEN, RKLLM_RUN_ERROR, RKLLM_RUN_FINISH,
     RKLLM_RUN_GET_LAST_HIDDEN_LAYER, RKLLM_RUN_NORMAL, RKLLM_RUN_WAITING,

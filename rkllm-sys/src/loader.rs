@@ -91,7 +91,9 @@ pub struct Library {
 
 impl fmt::Debug for Library {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Library").field("origin", &self.origin).finish_non_exhaustive()
+        f.debug_struct("Library")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
     }
 }
 
@@ -146,7 +148,10 @@ impl Library {
         for symbol in INCOMPATIBLE_SYMBOLS {
             // SAFETY: the symbol is only looked up, never called or dereferenced.
             if unsafe { lib.get::<*const ()>(symbol.as_bytes()) }.is_ok() {
-                return Err(LoadError::IncompatibleVersion { library: shown, symbol });
+                return Err(LoadError::IncompatibleVersion {
+                    library: shown,
+                    symbol,
+                });
             }
         }
         macro_rules! sym {
@@ -157,7 +162,10 @@ impl Library {
                 match unsafe { lib.get(concat!($name, "\0").as_bytes()) } {
                     Ok(s) => *s,
                     Err(_) => {
-                        return Err(LoadError::MissingSymbol { library: shown, symbol: $name })
+                        return Err(LoadError::MissingSymbol {
+                            library: shown,
+                            symbol: $name,
+                        })
                     }
                 }
             }};
@@ -174,7 +182,11 @@ impl Library {
             abort: sym!("rkllm_abort"),
             is_running: sym!("rkllm_is_running"),
         };
-        Ok(Library { api, origin: shown, _lib: Some(lib) })
+        Ok(Library {
+            api,
+            origin: shown,
+            _lib: Some(lib),
+        })
     }
 
     /// The runtime linked at build time (feature `link`).
@@ -197,7 +209,11 @@ impl Library {
             abort: l::rkllm_abort,
             is_running: l::rkllm_is_running,
         };
-        Library { api, origin: "librkllmrt.so (linked)".to_owned(), _lib: None }
+        Library {
+            api,
+            origin: "librkllmrt.so (linked)".to_owned(),
+            _lib: None,
+        }
     }
 
     /// A table of functions from another implementation of the 1.1.1 C ABI, such as a mock.
@@ -209,7 +225,11 @@ impl Library {
     /// registered callback only while `run` for that handle is in progress, and stay callable
     /// for as long as the returned `Library` lives.
     pub unsafe fn from_api(api: RkllmApi, origin: impl Into<String>) -> Library {
-        Library { api, origin: origin.into(), _lib: None }
+        Library {
+            api,
+            origin: origin.into(),
+            _lib: None,
+        }
     }
 
     /// The function table.

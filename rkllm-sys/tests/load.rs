@@ -69,7 +69,12 @@ fn a_1_1_library_loads_and_its_functions_are_called() {
     assert_eq!((param.max_context_len, param.top_k), (512, 40));
     // SAFETY: as above; the fake ignores its arguments.
     let rc = unsafe {
-        (lib.api().run)(std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut(), std::ptr::null_mut())
+        (lib.api().run)(
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
     };
     assert_eq!(rc, 7);
 }
@@ -102,8 +107,14 @@ fn a_library_missing_a_function_is_refused() {
 #[test]
 fn find_prefers_the_explicit_path() {
     let err = Library::find(Some(Path::new("/nonexistent/explicit.so"))).unwrap_err();
-    let LoadError::NotFound { tried } = err else { panic!("expected NotFound") };
-    assert_eq!(tried.len(), 1, "an explicit path is the only candidate: {tried:?}");
+    let LoadError::NotFound { tried } = err else {
+        panic!("expected NotFound")
+    };
+    assert_eq!(
+        tried.len(),
+        1,
+        "an explicit path is the only candidate: {tried:?}"
+    );
 }
 
 #[test]
@@ -116,7 +127,9 @@ fn find_uses_the_environment_variable() {
     let missing = Library::find(None).unwrap_err();
     std::env::remove_var(rkllm_sys::LIB_PATH_ENV);
     assert_eq!(loaded.unwrap(), so.display().to_string());
-    let LoadError::NotFound { tried } = missing else { panic!("expected NotFound") };
+    let LoadError::NotFound { tried } = missing else {
+        panic!("expected NotFound")
+    };
     assert_eq!(tried.len(), 1);
     assert!(tried[0].0.contains("RKLLM_LIB_PATH"), "{tried:?}");
 }

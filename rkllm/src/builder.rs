@@ -232,12 +232,18 @@ impl ModelBuilder {
         }
         if let Some(n) = self.max_context_len {
             if n == 0 || i32::try_from(n).is_err() {
-                return bad("max_context_len", format!("{n} must be between 1 and {}", i32::MAX));
+                return bad(
+                    "max_context_len",
+                    format!("{n} must be between 1 and {}", i32::MAX),
+                );
             }
         }
         if let Some(Some(n)) = self.max_new_tokens {
             if n == 0 || i32::try_from(n).is_err() {
-                return bad("max_new_tokens", format!("{n} must be between 1 and {} (or unlimited)", i32::MAX));
+                return bad(
+                    "max_new_tokens",
+                    format!("{n} must be between 1 and {} (or unlimited)", i32::MAX),
+                );
             }
         }
         if let Some(k) = self.top_k {
@@ -263,7 +269,10 @@ impl ModelBuilder {
                 return bad("repeat_penalty", format!("{p} must be positive"));
             }
         }
-        for (name, v) in [("frequency_penalty", self.frequency_penalty), ("presence_penalty", self.presence_penalty)] {
+        for (name, v) in [
+            ("frequency_penalty", self.frequency_penalty),
+            ("presence_penalty", self.presence_penalty),
+        ] {
             if let Some(p) = v {
                 finite(name, p)?;
                 if !(-2.0..=2.0).contains(&p) {
@@ -299,22 +308,34 @@ impl ModelBuilder {
         self.validate()?;
         let model_path = path_c_string("model_path", &self.path)?;
         let empty = || CString::default();
-        let img_start = self.img_start.as_deref().map(|s| c_string("img_start", s)).transpose()?;
-        let img_end = self.img_end.as_deref().map(|s| c_string("img_end", s)).transpose()?;
-        let img_content =
-            self.img_content.as_deref().map(|s| c_string("img_content", s)).transpose()?;
+        let img_start = self
+            .img_start
+            .as_deref()
+            .map(|s| c_string("img_start", s))
+            .transpose()?;
+        let img_end = self
+            .img_end
+            .as_deref()
+            .map(|s| c_string("img_end", s))
+            .transpose()?;
+        let img_content = self
+            .img_content
+            .as_deref()
+            .map(|s| c_string("img_content", s))
+            .transpose()?;
 
         let preflight = if self.preflight {
             let preflight = Preflight::with_root(&self.preflight_root);
-            let report = preflight.check(&self.path);
+            let mut report = preflight.check(&self.path);
             if let Some(e) = report.fatal() {
                 return Err(e);
             }
+            // Raising the open-file limit acts on this process, so only for the real root.
+            if self.preflight_root == Path::new("/") {
+                report.record_open_files_limit(preflight.raise_nofile_limit());
+            }
             for warning in report.warnings() {
                 log::warn!(target: "rkllm", "preflight: {warning}");
-            }
-            if self.preflight_root == Path::new("/") {
-                preflight.raise_nofile_limit();
             }
             Some(report)
         } else {
@@ -396,7 +417,13 @@ impl ModelBuilder {
             }
             return Err(error.into());
         }
-        Ok(Model::from_handle(runtime, handle, self.path, diagnosis, max_context_len))
+        Ok(Model::from_handle(
+            runtime,
+            handle,
+            self.path,
+            diagnosis,
+            max_context_len,
+        ))
     }
 }
 

@@ -67,14 +67,18 @@ pub enum Error {
     },
 
     /// A LoRA adapter was selected that was not loaded into this model.
-    #[error("LoRA adapter `{name}` was not loaded into this model; load it with Model::load_lora first")]
+    #[error(
+        "LoRA adapter `{name}` was not loaded into this model; load it with Model::load_lora first"
+    )]
     UnknownLora {
         /// The adapter's name.
         name: String,
     },
 
     /// The model's session is in use: 1.1.x runs one inference per handle at a time.
-    #[error("the model already has an active session; drop it first (one run per handle at a time)")]
+    #[error(
+        "the model already has an active session; drop it first (one run per handle at a time)"
+    )]
     Busy,
 
     /// A file could not be read or written.
@@ -108,5 +112,8 @@ impl From<crate::diagnosis::InitError> for Error {
 
 /// Converts `s` into a C string, naming `field` in the error when it holds a NUL byte.
 pub(crate) fn c_string(field: &'static str, s: impl Into<Vec<u8>>) -> Result<std::ffi::CString> {
-    std::ffi::CString::new(s).map_err(|e| Error::Nul { field, position: e.nul_position() })
+    std::ffi::CString::new(s).map_err(|e| Error::Nul {
+        field,
+        position: e.nul_position(),
+    })
 }

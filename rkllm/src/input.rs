@@ -46,7 +46,10 @@ impl Input {
 
     /// Embeddings of `n_tokens` rows; `data.len()` must be a non-zero multiple of `n_tokens`.
     pub fn embeddings(data: impl Into<Vec<f32>>, n_tokens: usize) -> Input {
-        Input::Embeddings { data: data.into(), n_tokens }
+        Input::Embeddings {
+            data: data.into(),
+            n_tokens,
+        }
     }
 
     /// A prompt with an image embedding of `n_image_tokens` rows.
@@ -55,14 +58,20 @@ impl Input {
         image_embed: impl Into<Vec<f32>>,
         n_image_tokens: usize,
     ) -> Input {
-        Input::Multimodal { prompt: prompt.into(), image_embed: image_embed.into(), n_image_tokens }
+        Input::Multimodal {
+            prompt: prompt.into(),
+            image_embed: image_embed.into(),
+            n_image_tokens,
+        }
     }
 
     /// Checks shapes and C-string rules in safe code, before anything reaches the runtime.
     pub(crate) fn validate(&self) -> Result<()> {
         fn rows(what: &str, len: usize, rows: usize) -> Result<()> {
             if rows == 0 || len == 0 {
-                return Err(Error::InvalidInput(format!("{what}: no data ({len} floats, {rows} rows)")));
+                return Err(Error::InvalidInput(format!(
+                    "{what}: no data ({len} floats, {rows} rows)"
+                )));
             }
             if len % rows != 0 {
                 return Err(Error::InvalidInput(format!(
@@ -70,7 +79,9 @@ impl Input {
                 )));
             }
             if i32::try_from(rows).is_err() {
-                return Err(Error::InvalidInput(format!("{what}: too many rows ({rows})")));
+                return Err(Error::InvalidInput(format!(
+                    "{what}: too many rows ({rows})"
+                )));
             }
             Ok(())
         }
@@ -87,7 +98,11 @@ impl Input {
                 None => Ok(()),
             },
             Input::Embeddings { data, n_tokens } => rows("embedding input", data.len(), *n_tokens),
-            Input::Multimodal { prompt, image_embed, n_image_tokens } => {
+            Input::Multimodal {
+                prompt,
+                image_embed,
+                n_image_tokens,
+            } => {
                 nul_free("prompt", prompt)?;
                 rows("image embedding", image_embed.len(), *n_image_tokens)
             }
@@ -155,7 +170,9 @@ impl GenerateOptions {
     /// Stops at Gemma's `<end_of_turn>` (107) and `<eos>` (1). With `skip_special_token` the
     /// runtime hides their text, so they are matched by id.
     pub fn gemma() -> GenerateOptions {
-        GenerateOptions::new().stop_token(GEMMA_END_OF_TURN).stop_token(GEMMA_EOS)
+        GenerateOptions::new()
+            .stop_token(GEMMA_END_OF_TURN)
+            .stop_token(GEMMA_EOS)
     }
 
     /// Stops after `n` generated tokens.

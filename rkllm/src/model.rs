@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use rkllm_sys::{LLMHandle, RKLLMLoraAdapter, RkllmApi};
 
@@ -132,7 +132,7 @@ pub(crate) struct ModelInner {
     id: u64,
     abort: Arc<AbortState>,
     /// Serialises calls that use the handle other than runs, abort and is_running.
-    call_lock: Mutex<()>,
+    call_lock: Arc<Mutex<()>>,
     /// Whether a `Session` exists.
     session_taken: AtomicBool,
     /// The run in flight, if its stream was leaked instead of dropped.
@@ -141,6 +141,8 @@ pub(crate) struct ModelInner {
     path: PathBuf,
     diagnosis: Diagnosis,
     max_context_len: u32,
+    /// Row length of embedding inputs, measured on first use.
+    pub(crate) embedding_size: OnceLock<usize>,
 }
 
 impl ModelInner {
@@ -159,11 +161,32 @@ impl ModelInner {
     pub(crate) fn call_lock(&self) -> MutexGuard<'_, ()> {
         self.call_lock.lock().unwrap_or_else(|e| e.into_inner())
     }
+    pub(crate) fn call_lock_arc(&self) -> Arc<Mutex<()>> {
+        Arc::clone(&self.call_lock)
+    }
+    /// Whether the active run's worker has ended (or there is none).
+    pub(crate) fn active_finished(&self) -> bool {
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_none_or(|a| a.worker.is_finished())
+    }
+    /// Joins the active run, which must have been stopped or have ended.
+    pub(crate) fn join_active(&self) {
+        let active = self.active.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(active) = active {
+            active.join();
+        }
+    }
     pub(crate) fn release_session(&self) {
         self.session_taken.store(false, Ordering::Release);
     }
     pub(crate) fn has_lora(&self, name: &str) -> bool {
-        self.loras.lock().unwrap_or_else(|e| e.into_inner()).contains(name)
+        self.loras
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
     }
 
     /// Aborts and joins a run whose stream was leaked.
@@ -239,13 +262,14 @@ impl Model {
                 handle: RawHandle(handle),
                 id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
                 abort,
-                call_lock: Mutex::new(()),
+                call_lock: Arc::new(Mutex::new(())),
                 session_taken: AtomicBool::new(false),
                 active: Mutex::new(None),
                 loras: Mutex::new(HashSet::new()),
                 path,
                 diagnosis,
                 max_context_len,
+                embedding_size: OnceLock::new(),
             }),
         }
     }
@@ -266,7 +290,9 @@ impl Model {
 
     /// A handle that aborts this model's current run from any thread.
     pub fn abort_handle(&self) -> AbortHandle {
-        AbortHandle { state: Arc::clone(&self.inner.abort) }
+        AbortHandle {
+            state: Arc::clone(&self.inner.abort),
+        }
     }
 
     /// Loads a LoRA adapter (converted by the RKLLM toolkit) under `name`, with `scale`.
@@ -292,11 +318,21 @@ impl Model {
         // other call but abort, and the strings outlive the call (the runtime copies them).
         let rc = unsafe { (self.inner.api().load_lora)(self.inner.handle.0, &mut adapter) };
         if rc != 0 {
-            return Err(Error::Call { func: "rkllm_load_lora", code: rc });
+            return Err(Error::Call {
+                func: "rkllm_load_lora",
+                code: rc,
+            });
         }
         let name: Arc<str> = Arc::from(name);
-        self.inner.loras.lock().unwrap_or_else(|e| e.into_inner()).insert(Arc::clone(&name));
-        Ok(LoraAdapter { name, model_id: self.inner.id })
+        self.inner
+            .loras
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(Arc::clone(&name));
+        Ok(LoraAdapter {
+            name,
+            model_id: self.inner.id,
+        })
     }
 
     fn try_call_lock(&self) -> Result<MutexGuard<'_, ()>> {

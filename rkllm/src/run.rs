@@ -32,6 +32,7 @@ use rkllm_sys::{
 use crate::error::{c_string, Result};
 use crate::input::Input;
 use crate::model::{ModelInner, RawHandle};
+use rkllm_sys::RkllmApi;
 
 /// How many events may wait for the consumer before the runtime's callback blocks.
 ///
@@ -77,7 +78,11 @@ impl HiddenStates {
 /// What the callback hands to the consumer.
 #[derive(Debug)]
 pub(crate) enum Event {
-    Token { id: i32, bytes: Vec<u8>, at: Instant },
+    Token {
+        id: i32,
+        bytes: Vec<u8>,
+        at: Instant,
+    },
     Hidden(HiddenStates),
     Finish,
     Error,
@@ -159,7 +164,11 @@ unsafe fn on_result(shared: &RunShared, result: Option<&RKLLMResult>, state: LLM
                 // SAFETY: non-null `text` is a NUL-terminated string valid during the callback.
                 unsafe { CStr::from_ptr(r.text) }.to_bytes().to_vec()
             };
-            shared.send(Event::Token { id: r.token_id, bytes, at: Instant::now() });
+            shared.send(Event::Token {
+                id: r.token_id,
+                bytes,
+                at: Instant::now(),
+            });
         }
         RKLLM_RUN_FINISH => {
             shared.terminal.store(true, Ordering::Release);
@@ -172,11 +181,14 @@ unsafe fn on_result(shared: &RunShared, result: Option<&RKLLMResult>, state: LLM
         RKLLM_RUN_GET_LAST_HIDDEN_LAYER => {
             let Some(r) = result else { return };
             let h = &r.last_hidden_layer;
-            let (Ok(rows), Ok(cols)) = (usize::try_from(h.num_tokens), usize::try_from(h.embd_size))
+            let (Ok(rows), Ok(cols)) =
+                (usize::try_from(h.num_tokens), usize::try_from(h.embd_size))
             else {
                 return;
             };
-            let Some(len) = rows.checked_mul(cols) else { return };
+            let Some(len) = rows.checked_mul(cols) else {
+                return;
+            };
             let data = if h.hidden_states.is_null() || len == 0 {
                 Vec::new()
             } else {
@@ -212,27 +224,42 @@ enum OwnedInput {
 }
 
 impl RunJob {
-    fn new(input: Input, hidden: bool, lora: Option<CString>, save_cache: Option<CString>) -> Result<RunJob> {
+    fn new(
+        input: Input,
+        hidden: bool,
+        lora: Option<CString>,
+        save_cache: Option<CString>,
+    ) -> Result<RunJob> {
         input.validate()?;
         let input = match input {
             Input::Prompt(p) => OwnedInput::Prompt(c_string("prompt", p)?),
             Input::Tokens(ids) => OwnedInput::Tokens(ids),
             Input::Embeddings { data, n_tokens } => OwnedInput::Embed(data, n_tokens),
-            Input::Multimodal { prompt, image_embed, n_image_tokens } => {
-                OwnedInput::Multimodal(c_string("prompt", prompt)?, image_embed, n_image_tokens)
-            }
+            Input::Multimodal {
+                prompt,
+                image_embed,
+                n_image_tokens,
+            } => OwnedInput::Multimodal(c_string("prompt", prompt)?, image_embed, n_image_tokens),
         };
-        Ok(RunJob { input, hidden, lora, save_cache })
+        Ok(RunJob {
+            input,
+            hidden,
+            lora,
+            save_cache,
+        })
     }
 
     /// Calls `rkllm_run` with C structs pointing into this job's buffers.
     ///
     /// # Safety
     ///
-    /// `handle` must be a live handle of `inner`'s runtime, not used by another run, and
+    /// `handle` must be a live handle of `api`'s runtime, not used by another run, and
     /// `shared` must outlive the call.
-    unsafe fn run(&mut self, inner: &ModelInner, handle: RawHandle, shared: &RunShared) -> i32 {
-        let mut c_input = RKLLMInput { input_type: RKLLM_INPUT_PROMPT, ..Default::default() };
+    unsafe fn run(&mut self, api: &RkllmApi, handle: RawHandle, shared: &RunShared) -> i32 {
+        let mut c_input = RKLLMInput {
+            input_type: RKLLM_INPUT_PROMPT,
+            ..Default::default()
+        };
         match &mut self.input {
             OwnedInput::Prompt(p) => c_input.__bindgen_anon_1.prompt_input = p.as_ptr(),
             OwnedInput::Tokens(ids) => {
@@ -247,7 +274,10 @@ impl RunJob {
             OwnedInput::Embed(data, n) => {
                 c_input.input_type = RKLLM_INPUT_EMBED;
                 c_input.__bindgen_anon_1 = RKLLMInput__bindgen_ty_1 {
-                    embed_input: rkllm_sys::RKLLMEmbedInput { embed: data.as_mut_ptr(), n_tokens: *n },
+                    embed_input: rkllm_sys::RKLLMEmbedInput {
+                        embed: data.as_mut_ptr(),
+                        n_tokens: *n,
+                    },
                 };
             }
             OwnedInput::Multimodal(p, data, n) => {
@@ -262,13 +292,19 @@ impl RunJob {
                 };
             }
         }
-        let mut lora = self.lora.as_ref().map(|n| RKLLMLoraParam { lora_adapter_name: n.as_ptr() });
+        let mut lora = self.lora.as_ref().map(|n| RKLLMLoraParam {
+            lora_adapter_name: n.as_ptr(),
+        });
         let mut cache = self.save_cache.as_ref().map(|p| RKLLMPromptCacheParam {
             save_prompt_cache: 1,
             prompt_cache_path: p.as_ptr(),
         });
         let mut infer = RKLLMInferParam {
-            mode: if self.hidden { RKLLM_INFER_GET_LAST_HIDDEN_LAYER } else { RKLLM_INFER_GENERATE },
+            mode: if self.hidden {
+                RKLLM_INFER_GET_LAST_HIDDEN_LAYER
+            } else {
+                RKLLM_INFER_GENERATE
+            },
             lora_params: lora.as_mut().map_or(std::ptr::null_mut(), |l| l as *mut _),
             prompt_cache_params: cache.as_mut().map_or(std::ptr::null_mut(), |c| c as *mut _),
         };
@@ -277,11 +313,12 @@ impl RunJob {
         // owned by `self` or locals of this frame, alive until rkllm_run returns (it blocks
         // until all callbacks are delivered). `userdata` outlives the call (caller's
         // contract), and `handle` is live and exclusively ours (caller's contract).
-        unsafe { (inner.api().run)(handle.0, &mut c_input, &mut infer, userdata) }
+        unsafe { (api.run)(handle.0, &mut c_input, &mut infer, userdata) }
     }
 }
 
-/// A run in flight: the worker and the consumer's end of its channel.
+/// A run in flight. Kept by the model (not the stream), so that a leaked stream's run is
+/// still aborted and joined before the handle is destroyed.
 pub(crate) struct ActiveRun {
     pub worker: JoinHandle<()>,
     /// Dropped to release a callback blocked on a full channel.
@@ -297,14 +334,17 @@ impl ActiveRun {
     }
 }
 
-/// Starts `rkllm_run` on a worker thread. The caller must hold the model's run slot.
+/// Starts `rkllm_run` on a worker thread and records it as the model's active run.
+///
+/// The worker holds no reference to the model: the handle stays valid because the model
+/// joins its active run before `rkllm_destroy` (`ModelInner::drop`).
 pub(crate) fn start(
-    inner: &Arc<ModelInner>,
+    inner: &ModelInner,
     input: Input,
     hidden: bool,
     lora: Option<CString>,
     save_cache: Option<CString>,
-) -> Result<(Receiver<Event>, Arc<RunShared>, ActiveRun)> {
+) -> Result<(Receiver<Event>, Arc<RunShared>)> {
     let mut job = RunJob::new(input, hidden, lora, save_cache)?;
     let (tx, rx) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
     let (cancel_tx, cancel_rx) = crossbeam_channel::bounded::<()>(0);
@@ -315,40 +355,46 @@ pub(crate) fn start(
         panic: Mutex::new(None),
     });
     let worker_shared = Arc::clone(&shared);
-    let worker_inner = Arc::downgrade(inner);
+    let api = *inner.api();
     let handle = inner.handle();
-    inner.abort_state().begin_run();
-    let worker = std::thread::Builder::new()
+    let abort = Arc::clone(inner.abort_state());
+    let call_lock = inner.call_lock_arc();
+    abort.begin_run();
+    let spawned = std::thread::Builder::new()
         .name("rkllm-run".into())
         .spawn(move || {
-            let rc = match worker_inner.upgrade() {
-                Some(inner) if !inner.abort_state().requested() => {
-                    // Other calls on the handle (LoRA, prompt cache) wait or report Busy.
-                    let guard = inner.call_lock();
-                    // SAFETY: the handle is live: the model destroys it only after joining
-                    // this worker (ModelInner::drop and Session::finish_active). The run slot
-                    // is ours, so no other run uses the handle, and `worker_shared` outlives
-                    // the call.
-                    let rc = catch_unwind(AssertUnwindSafe(|| unsafe {
-                        job.run(&inner, handle, &worker_shared)
-                    }))
-                    .unwrap_or(-1);
-                    drop(guard);
-                    inner.abort_state().end_run();
-                    drop(inner);
-                    rc
-                }
-                // Aborted before the runtime was reached, or the model is going away.
-                Some(inner) => {
-                    inner.abort_state().end_run();
-                    0
-                }
-                None => 0,
+            let rc = if abort.requested() {
+                // Aborted before the runtime was reached.
+                0
+            } else {
+                // Other calls on the handle (LoRA, prompt cache) wait or report Busy meanwhile.
+                let _guard = call_lock.lock().unwrap_or_else(|e| e.into_inner());
+                // SAFETY: the handle is live: the model joins this worker before destroying it.
+                // This is the model's only run (the session is borrowed mutably, and an earlier
+                // run was joined before this one started), and `worker_shared` outlives the call.
+                catch_unwind(AssertUnwindSafe(|| unsafe {
+                    job.run(&api, handle, &worker_shared)
+                }))
+                .unwrap_or(-1)
             };
+            abort.end_run();
             worker_shared.terminal.store(true, Ordering::Release);
             // Delivered unless the consumer is gone (then the cancel channel releases it).
             worker_shared.send(Event::Returned(rc));
-        })
-        .map_err(|e| crate::Error::Io { path: "rkllm-run worker thread".into(), source: e })?;
-    Ok((rx, shared, ActiveRun { worker, cancel: Some(cancel_tx) }))
+        });
+    let worker = match spawned {
+        Ok(w) => w,
+        Err(e) => {
+            inner.abort_state().end_run();
+            return Err(crate::Error::Io {
+                path: "rkllm-run worker thread".into(),
+                source: e,
+            });
+        }
+    };
+    *inner.active.lock().unwrap_or_else(|e| e.into_inner()) = Some(ActiveRun {
+        worker,
+        cancel: Some(cancel_tx),
+    });
+    Ok((rx, shared))
 }

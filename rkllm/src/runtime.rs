@@ -26,7 +26,9 @@ pub struct Runtime {
 
 impl fmt::Debug for Runtime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Runtime").field("origin", &self.lib.origin()).finish()
+        f.debug_struct("Runtime")
+            .field("origin", &self.lib.origin())
+            .finish()
     }
 }
 
@@ -35,19 +37,28 @@ impl Runtime {
     /// system loader's search path and the usual install directories. A runtime of 1.2.0 or
     /// later is refused with [`Error::Load`](crate::Error::Load).
     pub fn load() -> Result<Runtime> {
-        Ok(Runtime { lib: Arc::new(Library::find(None)?), mock: false })
+        Ok(Runtime {
+            lib: Arc::new(Library::find(None)?),
+            mock: false,
+        })
     }
 
     /// Loads the runtime library from one explicit path.
     pub fn load_from(path: impl AsRef<Path>) -> Result<Runtime> {
-        Ok(Runtime { lib: Arc::new(Library::find(Some(path.as_ref()))?), mock: false })
+        Ok(Runtime {
+            lib: Arc::new(Library::find(Some(path.as_ref()))?),
+            mock: false,
+        })
     }
 
     /// The runtime linked at build time (feature `link`).
     #[cfg(feature = "link")]
     #[cfg_attr(docsrs, doc(cfg(feature = "link")))]
     pub fn linked() -> Runtime {
-        Runtime { lib: Arc::new(Library::linked()), mock: false }
+        Runtime {
+            lib: Arc::new(Library::linked()),
+            mock: false,
+        }
     }
 
     /// The in-process mock runtime (feature `mock`): it implements the same C ABI and is
@@ -55,7 +66,10 @@ impl Runtime {
     #[cfg(feature = "mock")]
     #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
     pub fn mock() -> Runtime {
-        Runtime { lib: Arc::new(crate::mock::library()), mock: true }
+        Runtime {
+            lib: Arc::new(crate::mock::library()),
+            mock: true,
+        }
     }
 
     /// Where the functions come from: the library path, or the mock.

@@ -51,7 +51,10 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn new(inner: Arc<ModelInner>) -> Session {
-        Session { inner, _not_sync: PhantomData }
+        Session {
+            inner,
+            _not_sync: PhantomData,
+        }
     }
 
     /// Starts a run and returns its token stream.
@@ -67,23 +70,80 @@ impl Session {
     }
 
     /// Runs to the end and collects the result: text, token ids, finish reason, timings.
-    pub fn complete(&mut self, input: impl Into<Input>, options: &GenerateOptions) -> Result<Completion> {
+    pub fn complete(
+        &mut self,
+        input: impl Into<Input>,
+        options: &GenerateOptions,
+    ) -> Result<Completion> {
         self.generate(input, options)?.complete()
     }
 
     /// Runs in last-hidden-layer mode and returns the hidden states, copied out of the
     /// runtime's buffer.
     pub fn hidden_states(&mut self, input: impl Into<Input>) -> Result<HiddenStates> {
-        self.start(input.into(), &GenerateOptions::default(), true)?.into_hidden()
+        self.start(input.into(), &GenerateOptions::default(), true)?
+            .into_hidden()
     }
 
-    fn start(&mut self, input: Input, options: &GenerateOptions, hidden: bool) -> Result<TokenStream<'_>> {
+    /// The model's embedding size: the row length of embedding and image-embedding inputs.
+    ///
+    /// The 1.1.1 runtime reads `n_tokens × embedding size` floats from an embedding input
+    /// but has no call that tells the size, so a wrong buffer would be read out of bounds.
+    /// It is therefore measured once per model, as the row length of the last hidden layer
+    /// for a one-token input (a decoder's hidden size is its embedding size), and every
+    /// embedding input is checked against it.
+    pub fn embedding_size(&mut self) -> Result<usize> {
+        if let Some(&n) = self.inner.embedding_size.get() {
+            return Ok(n);
+        }
+        let states = self.hidden_states(Input::tokens(vec![1]))?;
+        let n = states.embd_size();
+        if n == 0 {
+            return Err(Error::InvalidInput(
+                "the runtime reported an embedding size of 0; embedding input is unavailable"
+                    .into(),
+            ));
+        }
+        Ok(*self.inner.embedding_size.get_or_init(|| n))
+    }
+
+    fn check_embedding_rows(&mut self, input: &Input) -> Result<()> {
+        let (what, len, rows) = match input {
+            Input::Embeddings { data, n_tokens } => ("embedding input", data.len(), *n_tokens),
+            Input::Multimodal {
+                image_embed,
+                n_image_tokens,
+                ..
+            } => ("image embedding", image_embed.len(), *n_image_tokens),
+            _ => return Ok(()),
+        };
+        input.validate()?;
+        let size = self.embedding_size()?;
+        if len != rows * size {
+            return Err(Error::InvalidInput(format!(
+                "{what}: {len} floats for {rows} rows, but this model's rows are {size} floats \
+                 ({} expected)",
+                rows * size
+            )));
+        }
+        Ok(())
+    }
+
+    fn start(
+        &mut self,
+        input: Input,
+        options: &GenerateOptions,
+        hidden: bool,
+    ) -> Result<TokenStream<'_>> {
         // A stream that was leaked (mem::forget) left its run behind: finish it first.
         self.inner.finish_active();
+        self.check_embedding_rows(&input)?;
         let lora = match &options.lora {
             Some(adapter) => {
                 if adapter.model_id != self.inner.id() || !self.inner.has_lora(&adapter.name) {
-                    return Err(Error::UnknownLora { name: adapter.name.to_string() });
+                    return Err(Error::UnknownLora {
+                        name: adapter.name.to_string(),
+                    });
                 }
                 Some(lora_name_c(adapter)?)
             }
@@ -96,12 +156,11 @@ impl Session {
             .transpose()?;
         let prompt_tokens = input.known_token_count();
         let started = Instant::now();
-        let (rx, shared, active) = run::start(&self.inner, input, hidden, lora, save_cache)?;
+        let (rx, shared) = run::start(&self.inner, input, hidden, lora, save_cache)?;
         Ok(TokenStream::new(
             &self.inner,
             rx,
             shared,
-            active,
             options.stop_tokens.clone(),
             options.stop_strings.clone(),
             options.max_tokens,
@@ -117,7 +176,11 @@ impl Session {
     pub fn load_prompt_cache(&mut self, path: impl AsRef<Path>) -> Result<PromptCache<'_>> {
         let path = path.as_ref().to_path_buf();
         self.load_cache_raw(&path)?;
-        Ok(PromptCache { session: self, path, released: false })
+        Ok(PromptCache {
+            session: self,
+            path,
+            released: false,
+        })
     }
 
     pub(crate) fn load_cache_raw(&mut self, path: &Path) -> Result<()> {
@@ -127,9 +190,13 @@ impl Session {
         // SAFETY: the handle is live (the session keeps the model), no run is in flight (the
         // session is borrowed mutably and leaked runs were joined), calls are serialised by
         // the call lock, and the path outlives the call.
-        let rc = unsafe { (self.inner.api().load_prompt_cache)(self.inner.handle().0, c_path.as_ptr()) };
+        let rc =
+            unsafe { (self.inner.api().load_prompt_cache)(self.inner.handle().0, c_path.as_ptr()) };
         if rc != 0 {
-            return Err(Error::Call { func: "rkllm_load_prompt_cache", code: rc });
+            return Err(Error::Call {
+                func: "rkllm_load_prompt_cache",
+                code: rc,
+            });
         }
         Ok(())
     }
@@ -140,7 +207,10 @@ impl Session {
         // SAFETY: as in load_cache_raw.
         let rc = unsafe { (self.inner.api().release_prompt_cache)(self.inner.handle().0) };
         if rc != 0 {
-            return Err(Error::Call { func: "rkllm_release_prompt_cache", code: rc });
+            return Err(Error::Call {
+                func: "rkllm_release_prompt_cache",
+                code: rc,
+            });
         }
         Ok(())
     }
@@ -152,7 +222,9 @@ impl Session {
 
     /// The model this session runs (another reference to it).
     pub fn model(&self) -> Model {
-        Model { inner: Arc::clone(&self.inner) }
+        Model {
+            inner: Arc::clone(&self.inner),
+        }
     }
 }
 

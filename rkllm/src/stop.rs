@@ -19,7 +19,10 @@ pub(crate) enum StopOutcome {
 
 impl StopMatcher {
     pub fn new(stops: Vec<String>) -> StopMatcher {
-        StopMatcher { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), held: String::new() }
+        StopMatcher {
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            held: String::new(),
+        }
     }
 
     pub fn is_active(&self) -> bool {
@@ -83,23 +86,38 @@ mod tests {
 
     #[test]
     fn stop_across_tokens_is_cut() {
-        assert_eq!(run(&["END"], &["abc E", "N", "D tail"]), ("abc ".into(), Some("END".into())));
+        assert_eq!(
+            run(&["END"], &["abc E", "N", "D tail"]),
+            ("abc ".into(), Some("END".into()))
+        );
     }
 
     #[test]
     fn partial_prefix_is_released_when_it_does_not_match() {
-        assert_eq!(run(&["END"], &["abc E", "N", "x"]), ("abc ENx".into(), None));
+        assert_eq!(
+            run(&["END"], &["abc E", "N", "x"]),
+            ("abc ENx".into(), None)
+        );
         assert_eq!(run(&["END"], &["abc EN"]), ("abc EN".into(), None));
     }
 
     #[test]
     fn earliest_match_wins() {
-        assert_eq!(run(&["b", "abc"], &["xabc"]), ("x".into(), Some("abc".into())));
-        assert_eq!(run(&["\n\n"], &["one\n", "\ntwo"]), ("one".into(), Some("\n\n".into())));
+        assert_eq!(
+            run(&["b", "abc"], &["xabc"]),
+            ("x".into(), Some("abc".into()))
+        );
+        assert_eq!(
+            run(&["\n\n"], &["one\n", "\ntwo"]),
+            ("one".into(), Some("\n\n".into()))
+        );
     }
 
     #[test]
     fn multibyte_text_is_split_on_char_boundaries() {
-        assert_eq!(run(&["世界!"], &["héllo 世", "界?"]), ("héllo 世界?".into(), None));
+        assert_eq!(
+            run(&["世界!"], &["héllo 世", "界?"]),
+            ("héllo 世界?".into(), None)
+        );
     }
 }

@@ -8,7 +8,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::error::{Error, Result};
 use crate::model::ModelInner;
-use crate::run::{ActiveRun, Event, HiddenStates, RunShared};
+use crate::run::{Event, HiddenStates, RunShared};
 use crate::stop::{StopMatcher, StopOutcome};
 use crate::utf8::Utf8Assembler;
 
@@ -117,7 +117,6 @@ pub struct TokenStream<'s> {
     inner: &'s ModelInner,
     rx: Receiver<Event>,
     shared: Arc<RunShared>,
-    active: Option<ActiveRun>,
     utf8: Utf8Assembler,
     stop: StopMatcher,
     stop_tokens: Vec<i32>,
@@ -157,7 +156,6 @@ impl<'s> TokenStream<'s> {
         inner: &'s ModelInner,
         rx: Receiver<Event>,
         shared: Arc<RunShared>,
-        active: ActiveRun,
         stop_tokens: Vec<i32>,
         stop_strings: Vec<String>,
         max_tokens: Option<usize>,
@@ -168,7 +166,6 @@ impl<'s> TokenStream<'s> {
             inner,
             rx,
             shared,
-            active: Some(active),
             utf8: Utf8Assembler::default(),
             stop: StopMatcher::new(stop_strings),
             stop_tokens,
@@ -243,7 +240,10 @@ impl<'s> TokenStream<'s> {
         for item in self.by_ref() {
             item?;
         }
-        self.hidden.take().ok_or(Error::Call { func: "rkllm_run (hidden states)", code: 0 })
+        self.hidden.take().ok_or(Error::Call {
+            func: "rkllm_run (hidden states)",
+            code: 0,
+        })
     }
 
     fn request_stop(&mut self, reason: FinishReason) {
@@ -283,11 +283,22 @@ impl<'s> TokenStream<'s> {
         let assembled = self.utf8.push(&bytes);
         let text = assembled.text;
         if !self.stop.is_active() {
-            self.queue.push_back(Ok(Token { id, text, delivered_at: at }));
+            self.queue.push_back(Ok(Token {
+                id,
+                text,
+                delivered_at: at,
+            }));
         } else {
             self.text_total += text.len();
             let outcome = self.stop.feed(&text);
-            self.held.push_back(Held { token: Token { id, text, delivered_at: at }, end: self.text_total });
+            self.held.push_back(Held {
+                token: Token {
+                    id,
+                    text,
+                    delivered_at: at,
+                },
+                end: self.text_total,
+            });
             match outcome {
                 StopOutcome::Continue(safe) => {
                     self.text_safe += safe.len();
@@ -299,7 +310,9 @@ impl<'s> TokenStream<'s> {
                     // The token holding the start of the stop string keeps its text before it.
                     if let Some(mut held) = self.held.pop_front() {
                         let start = held.end - held.token.text.len();
-                        held.token.text.truncate(self.text_safe.saturating_sub(start));
+                        held.token
+                            .text
+                            .truncate(self.text_safe.saturating_sub(start));
                         self.queue.push_back(Ok(held.token));
                     }
                     self.held.clear();
@@ -318,9 +331,7 @@ impl<'s> TokenStream<'s> {
     fn on_returned(&mut self, rc: i32) {
         self.ended = Some(Instant::now());
         self.end.return_code = rc;
-        if let Some(active) = self.active.take() {
-            active.join();
-        }
+        self.inner.join_active();
         if let Some(payload) = self.shared.take_panic() {
             self.finish = Some(FinishReason::Error);
             std::panic::resume_unwind(payload);
@@ -331,10 +342,15 @@ impl<'s> TokenStream<'s> {
         let finish = if let Some(reason) = self.stopping.take() {
             reason
         } else if self.end.error_callback {
-            self.queue.push_back(Err(Error::Run { tokens: self.tokens }));
+            self.queue.push_back(Err(Error::Run {
+                tokens: self.tokens,
+            }));
             FinishReason::Error
         } else if rc != 0 {
-            self.queue.push_back(Err(Error::Call { func: "rkllm_run", code: rc }));
+            self.queue.push_back(Err(Error::Call {
+                func: "rkllm_run",
+                code: rc,
+            }));
             FinishReason::Error
         } else {
             FinishReason::Finished
@@ -361,9 +377,7 @@ impl<'s> TokenStream<'s> {
                         // prefill); ask again.
                         self.inner.abort_state().abort();
                     }
-                    if self.active.as_ref().is_some_and(|a| a.worker.is_finished())
-                        && self.rx.is_empty()
-                    {
+                    if self.inner.active_finished() && self.rx.is_empty() {
                         return Event::Returned(-1);
                     }
                 }
@@ -397,13 +411,23 @@ impl Iterator for TokenStream<'_> {
 
 impl Drop for TokenStream<'_> {
     fn drop(&mut self) {
-        let Some(mut active) = self.active.take() else { return };
+        if self.finish.is_some() {
+            return;
+        }
         // Stop the run, release a callback blocked on the channel, and wait for rkllm_run to
         // return, asking again while the runtime has not reacted.
         self.inner.abort_state().abort();
-        active.cancel.take();
+        if let Some(active) = self
+            .inner
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            active.cancel.take();
+        }
         let mut waited = Duration::ZERO;
-        while !active.worker.is_finished() {
+        while !self.inner.active_finished() {
             // Drain so the runtime thread is never stuck on a full channel.
             while self.rx.try_recv().is_ok() {}
             std::thread::sleep(Duration::from_millis(1));
@@ -413,7 +437,7 @@ impl Drop for TokenStream<'_> {
                 self.inner.abort_state().abort();
             }
         }
-        active.join();
+        self.inner.join_active();
         if self.shared.take_panic().is_some() {
             log::error!(target: "rkllm", "the runtime callback panicked during a dropped run");
         }

@@ -42,7 +42,8 @@ impl Utf8Assembler {
                 Err(e) => {
                     let (valid, after) = rest.split_at(e.valid_up_to());
                     // `valid` is UTF-8 by the definition of valid_up_to, so this cannot fail.
-                    out.text.push_str(std::str::from_utf8(valid).unwrap_or_default());
+                    out.text
+                        .push_str(std::str::from_utf8(valid).unwrap_or_default());
                     match e.error_len() {
                         // An incomplete character at the end: keep it for the next piece.
                         None => {

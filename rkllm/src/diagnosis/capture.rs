@@ -1,0 +1,552 @@
+//! Capturing what C code writes to file descriptors 1 and 2 while a closure runs.
+//!
+//! The runtime prints its reasons for a failed `rkllm_init` with `printf`-style calls, so the
+//! only way to read them is at the file-descriptor level: each of fds 1 and 2 is pointed at a
+//! pipe for the duration of the call, and a reader thread per pipe copies every byte on to the
+//! original descriptor (the user loses nothing) while keeping a copy.
+//!
+//! - Captures are serialised process-wide; a capture nested inside another on the same thread
+//!   works (the inner one tees into the outer one). A closure that waits for another thread
+//!   which itself starts a capture would deadlock; nothing in this crate does that.
+//! - Anything the whole process writes to fds 1 and 2 meanwhile (other threads too) is
+//!   captured as well, and still reaches the original descriptors.
+//! - The descriptors are restored on every path, panics included (a drop guard).
+//! - Captured lines go to the `log` facade (target `rkllm::runtime`) only after the
+//!   descriptors are restored: a logger writing to stderr during the capture would feed its
+//!   own output back into the pipe.
+
+use std::cell::Cell;
+use std::io::Write;
+use std::os::fd::RawFd;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+
+use super::fd::{
+    dup2, flush_c_stdio, pipe, read, set_nonblocking, wait_readable, write_all, Fd, Wake,
+};
+use super::log::{clean_line, level_mark};
+
+/// The `log` target captured runtime lines are forwarded to.
+pub(crate) const LOG_TARGET: &str = "rkllm::runtime";
+
+/// Serialises captures: the file descriptors are process-wide.
+static CAPTURE_LOCK: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    /// How many captures (or [`exclusive`] sections) this thread is inside; when non-zero it
+    /// already holds [`CAPTURE_LOCK`].
+    static DEPTH: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Runs `f`, capturing fds 1 and 2 when `enabled`, else calling it directly (empty text).
+pub(crate) fn run_captured<R>(enabled: bool, f: impl FnOnce() -> R) -> (R, String) {
+    if enabled {
+        capture(f)
+    } else {
+        (f(), String::new())
+    }
+}
+
+/// Runs `f` while capturing what is written to fds 1 and 2; returns its result and the text
+/// (whole lines, in arrival order across the two streams). Every byte is also passed on to
+/// the original descriptors.
+///
+/// If the capture cannot be set up (no free descriptors, no thread), `f` runs uncaptured and
+/// the text is empty. A panic in `f` propagates after the descriptors are restored.
+pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, String) {
+    let _lock = LockGuard::acquire();
+    flush_all();
+    let redirect = match Redirect::start() {
+        Ok(redirect) => redirect,
+        Err(e) => {
+            ::log::debug!(target: LOG_TARGET, "runtime output not captured: {e}");
+            return (f(), String::new());
+        }
+    };
+    // On a panic in `f`, dropping `redirect` restores the descriptors during unwinding.
+    let result = f();
+    let text = redirect.finish();
+    forward_to_log(&text);
+    (result, text)
+}
+
+/// Runs `f` holding the capture lock, so that no capture on another thread can move fds 1
+/// and 2 meanwhile; captures inside `f` on this thread still work.
+#[cfg(test)]
+pub(crate) fn exclusive<R>(f: impl FnOnce() -> R) -> R {
+    let _lock = LockGuard::acquire();
+    f()
+}
+
+/// Holds [`CAPTURE_LOCK`] unless this thread already does, and counts the nesting depth.
+struct LockGuard {
+    _guard: Option<MutexGuard<'static, ()>>,
+}
+
+impl LockGuard {
+    fn acquire() -> LockGuard {
+        let guard = if DEPTH.get() == 0 {
+            // A panic while capturing poisons the lock, but the drop guard restored the
+            // descriptors before it was released, so the state it protects is sound.
+            Some(CAPTURE_LOCK.lock().unwrap_or_else(PoisonError::into_inner))
+        } else {
+            None
+        };
+        DEPTH.set(DEPTH.get() + 1);
+        LockGuard { _guard: guard }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        DEPTH.set(DEPTH.get().saturating_sub(1));
+    }
+}
+
+/// Flushes Rust's and C's buffered standard streams, so that earlier output goes to the
+/// original descriptors and output from inside the capture reaches the pipes.
+fn flush_all() {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    flush_c_stdio();
+}
+
+/// Sends each captured line to the `log` facade at the level of its mark.
+fn forward_to_log(text: &str) {
+    for line in text.lines() {
+        let line = clean_line(line);
+        if !line.is_empty() {
+            ::log::log!(target: LOG_TARGET, log_level(&line), "{line}");
+        }
+    }
+}
+
+/// The `log` level of a runtime line: by its mark, `E` error, `W` warn, `I` info, else debug.
+fn log_level(line: &str) -> ::log::Level {
+    match level_mark(line) {
+        Some('E') => ::log::Level::Error,
+        Some('W') => ::log::Level::Warn,
+        Some('I') => ::log::Level::Info,
+        _ => ::log::Level::Debug,
+    }
+}
+
+/// The captured text of both streams: complete lines, appended as they arrive.
+type Sink = Arc<Mutex<Vec<u8>>>;
+
+/// Fds 1 and 2 pointed at pipes, with their reader threads. Dropping it restores the
+/// descriptors and stops the readers.
+struct Redirect {
+    streams: Vec<Stream>,
+    sink: Sink,
+}
+
+/// One redirected descriptor.
+struct Stream {
+    /// 1 or 2.
+    target: RawFd,
+    /// A duplicate of the original descriptor, restored onto `target` at the end.
+    saved: Fd,
+    /// Write end of the pipe that tells the reader to drain what is left and stop.
+    stop: Option<Fd>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Redirect {
+    /// Redirects fds 1 and 2. A descriptor that is not open (a daemon with stdout closed) is
+    /// left alone; a failure part-way undoes what was done.
+    fn start() -> std::io::Result<Redirect> {
+        let sink: Sink = Arc::default();
+        let mut redirect = Redirect {
+            streams: Vec::with_capacity(2),
+            sink,
+        };
+        for target in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+            // On an error `redirect` drops here and restores the streams already started.
+            if let Some(stream) = Stream::start(target, &redirect.sink)? {
+                redirect.streams.push(stream);
+            }
+        }
+        Ok(redirect)
+    }
+
+    /// Flushes C's buffers into the pipes, restores the descriptors, waits for the readers
+    /// and returns the text.
+    fn finish(mut self) -> String {
+        self.restore();
+        let bytes = std::mem::take(&mut *self.sink.lock().unwrap_or_else(PoisonError::into_inner));
+        String::from_utf8(bytes)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    }
+
+    fn restore(&mut self) {
+        if self.streams.is_empty() {
+            return;
+        }
+        flush_all();
+        for stream in &mut self.streams {
+            stream.restore();
+        }
+        for stream in &mut self.streams {
+            stream.join();
+        }
+        self.streams.clear();
+    }
+}
+
+impl Drop for Redirect {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
+
+impl Stream {
+    fn start(target: RawFd, sink: &Sink) -> std::io::Result<Option<Stream>> {
+        let saved = match Fd::dup(target) {
+            Ok(saved) => saved,
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let (data_r, data_w) = pipe()?;
+        let (stop_r, stop_w) = pipe()?;
+        let tee = saved.dup_raw()?;
+        let sink = Arc::clone(sink);
+        let reader = std::thread::Builder::new()
+            .name(format!("rkllm-capture-fd{target}"))
+            .spawn(move || read_loop(data_r, stop_r, tee, &sink))?;
+        let mut stream = Stream {
+            target,
+            saved,
+            stop: Some(stop_w),
+            reader: Some(reader),
+        };
+        if let Err(e) = dup2(data_w.0, target) {
+            stream.stop_reader();
+            stream.join();
+            return Err(e);
+        }
+        // `data_w` closes here: `target` is now the pipe's only write end in this process.
+        drop(data_w);
+        Ok(Some(stream))
+    }
+
+    /// Points `target` back at the original descriptor, then tells the reader to finish.
+    fn restore(&mut self) {
+        if let Err(e) = dup2(self.saved.0, self.target) {
+            // Nothing better to do than say so: the descriptor stays on the pipe.
+            ::log::error!(target: LOG_TARGET, "could not restore fd {}: {e}", self.target);
+        }
+        self.stop_reader();
+    }
+
+    /// Wakes the reader through the stop pipe; it then drains what is left of the data pipe
+    /// without waiting for end-of-file, which a child process forked meanwhile could delay
+    /// forever by holding a write end. A byte is written, not just the end closed, for the
+    /// same reason.
+    fn stop_reader(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            // If the write fails the reader still wakes when `stop` closes below.
+            let _ = write_all(&stop, b"x");
+        }
+    }
+
+    fn join(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            // The reader does not panic (it only copies bytes); if it did, the captured text
+            // is incomplete but the descriptors are already restored.
+            let _ = reader.join();
+        }
+    }
+}
+
+/// The reader thread: copies the data pipe to `tee` and to `sink` (whole lines), until the
+/// stop pipe closes; then drains what the pipe still holds.
+fn read_loop(data: Fd, stop: Fd, tee: Fd, sink: &Sink) {
+    let mut pending = Vec::new();
+    let mut tee_ok = true;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut stopping = false;
+    loop {
+        if !stopping {
+            match wait_readable(&data, &stop) {
+                Ok(Wake::Data) => {}
+                Ok(Wake::Stop) => {
+                    stopping = true;
+                    if set_nonblocking(&data).is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        match read(&data, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let chunk = &buf[..n];
+                if tee_ok {
+                    // A closed or broken original stream must not stop the capture.
+                    tee_ok = write_all(&tee, chunk).is_ok();
+                }
+                pending.extend_from_slice(chunk);
+                if let Some(last_nl) = pending.iter().rposition(|&b| b == b'\n') {
+                    let rest = pending.split_off(last_nl + 1);
+                    append(sink, &pending);
+                    pending = rest;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break, // EAGAIN once drained after stop, or a real error
+        }
+    }
+    if !pending.is_empty() {
+        pending.push(b'\n');
+        append(sink, &pending);
+    }
+}
+
+fn append(sink: &Sink, bytes: &[u8]) {
+    sink.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .extend_from_slice(bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+
+    /// Writes all of `bytes` to `fd` with `write(2)`, as C code would.
+    fn c_write(fd: RawFd, bytes: &[u8]) {
+        let mut off = 0;
+        while off < bytes.len() {
+            // SAFETY: the slice is valid for reads of its length.
+            let n = unsafe { libc::write(fd, bytes[off..].as_ptr().cast(), bytes.len() - off) };
+            assert!(
+                n > 0,
+                "write to fd {fd} failed: {}",
+                std::io::Error::last_os_error()
+            );
+            off += n as usize;
+        }
+    }
+
+    /// (device, inode) of what `fd` points at.
+    fn identity(fd: RawFd) -> (u64, u64) {
+        // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is valid for writes for the duration of the call.
+        let rc = unsafe { libc::fstat(fd, &mut st) };
+        assert_eq!(rc, 0, "fstat({fd}): {}", std::io::Error::last_os_error());
+        (st.st_dev as u64, st.st_ino as u64)
+    }
+
+    /// Runs `f` with fds 1 and 2 pointed at pipes of the test's own (holding the capture
+    /// lock, so no other capture moves them meanwhile), and returns what reached each. With
+    /// `tee` the bytes are also passed on to the real descriptors, so that the harness's own
+    /// output meanwhile survives.
+    fn observe<R>(tee: bool, f: impl FnOnce() -> R) -> (R, Vec<u8>, Vec<u8>) {
+        exclusive(|| {
+            flush_all();
+            let mut saved = Vec::new();
+            let mut readers = Vec::new();
+            for fd in [1, 2] {
+                let real = Fd::dup(fd).unwrap();
+                let copy = if tee {
+                    Some(real.dup_raw().unwrap())
+                } else {
+                    None
+                };
+                let (r, w) = pipe().unwrap();
+                dup2(w.0, fd).unwrap();
+                drop(w);
+                readers.push(std::thread::spawn(move || {
+                    let mut seen = Vec::new();
+                    let mut buf = [0u8; 8192];
+                    loop {
+                        match read(&r, &mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                if let Some(copy) = &copy {
+                                    let _ = write_all(copy, &buf[..n]);
+                                }
+                                seen.extend_from_slice(&buf[..n]);
+                            }
+                            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                            Err(e) => panic!("observer read: {e}"),
+                        }
+                    }
+                    seen
+                }));
+                saved.push((fd, real));
+            }
+            let result = catch_unwind(AssertUnwindSafe(f));
+            flush_all();
+            for (fd, real) in &saved {
+                dup2(real.0, *fd).unwrap();
+            }
+            let mut seen: Vec<Vec<u8>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+            let err = seen.pop().unwrap();
+            let out = seen.pop().unwrap();
+            match result {
+                Ok(r) => (r, out, err),
+                Err(payload) => std::panic::resume_unwind(payload),
+            }
+        })
+    }
+
+    fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+        haystack.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn captures_and_tees_both_streams() {
+        let ((), out, err) = observe(true, || {
+            let ((), text) = capture(|| {
+                c_write(1, b"I rkllm: tee-test stdout line\n");
+                c_write(2, b"E RKNN: tee-test stderr line\n");
+                c_write(2, b"tee-test unterminated");
+            });
+            assert!(
+                text.contains("I rkllm: tee-test stdout line\n"),
+                "captured: {text:?}"
+            );
+            assert!(
+                text.contains("E RKNN: tee-test stderr line\n"),
+                "captured: {text:?}"
+            );
+            // A last line without a newline is still a whole line.
+            assert!(
+                text.contains("tee-test unterminated\n"),
+                "captured: {text:?}"
+            );
+        });
+        assert!(contains(&out, b"I rkllm: tee-test stdout line\n"));
+        assert!(contains(&err, b"E RKNN: tee-test stderr line\n"));
+        assert!(contains(&err, b"tee-test unterminated"));
+        // Each stream reached its own original descriptor only.
+        assert!(!contains(&out, b"tee-test stderr line"));
+        assert!(!contains(&err, b"tee-test stdout line"));
+    }
+
+    #[test]
+    fn large_write_does_not_deadlock() {
+        let block: String = (0..20_000)
+            .map(|i| format!("bulk {i:06} {}\n", "x".repeat(50)))
+            .collect();
+        assert!(block.len() > 1 << 20);
+        let ((), out, _) = observe(false, || {
+            // One write call larger than any pipe buffer, while nobody else reads the pipe
+            // but the capture's reader.
+            let ((), text) = capture(|| c_write(1, block.as_bytes()));
+            // Other threads of the test binary (the harness reporting results) may write to
+            // fd 1 meanwhile, between two chunks of this write: every byte must arrive in
+            // order, with possibly something else in between.
+            assert!(
+                is_subsequence(text.as_bytes(), block.as_bytes()),
+                "capture lost bytes"
+            );
+        });
+        assert!(is_subsequence(&out, block.as_bytes()), "tee lost bytes");
+    }
+
+    /// Whether `needle` occurs in `haystack` in order, possibly with other bytes in between.
+    fn is_subsequence(haystack: &[u8], needle: &[u8]) -> bool {
+        let mut want = needle.iter().peekable();
+        for b in haystack {
+            if want.peek() == Some(&b) {
+                want.next();
+            }
+        }
+        want.peek().is_none()
+    }
+
+    #[test]
+    fn descriptors_restored_after_normal_run_and_panic() {
+        exclusive(|| {
+            let before = (identity(1), identity(2));
+            let (during, _) = capture(|| (identity(1), identity(2)));
+            assert_ne!(during.0, before.0, "fd 1 was not redirected");
+            assert_ne!(during.1, before.1, "fd 2 was not redirected");
+            assert_eq!((identity(1), identity(2)), before);
+
+            let result = catch_unwind(|| capture(|| panic!("capture-test panic")));
+            let payload = result.expect_err("the panic must propagate");
+            assert_eq!(payload.downcast_ref::<&str>(), Some(&"capture-test panic"));
+            assert_eq!((identity(1), identity(2)), before);
+        });
+        // The lock is usable again (poisoning is tolerated).
+        let (n, _) = capture(|| 7);
+        assert_eq!(n, 7);
+    }
+
+    #[test]
+    fn nested_captures_tee_into_the_outer_one() {
+        let ((inner, outer), _, _) = observe(true, || {
+            let (inner, outer) = capture(|| {
+                c_write(1, b"nest-outer-a\n");
+                let ((), inner) = capture(|| c_write(1, b"nest-inner\n"));
+                c_write(1, b"nest-outer-b\n");
+                inner
+            });
+            (inner, outer)
+        });
+        assert!(inner.contains("nest-inner\n"));
+        assert!(!inner.contains("nest-outer"));
+        for marker in ["nest-outer-a\n", "nest-inner\n", "nest-outer-b\n"] {
+            assert!(outer.contains(marker), "{marker:?} missing from {outer:?}");
+        }
+    }
+
+    #[test]
+    fn concurrent_captures_serialise() {
+        // These lines reach the real stderr: observing it would hold the lock these
+        // threads need, so they are kept few.
+        let threads: Vec<_> = (0..3)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    for round in 0..4 {
+                        let marker = format!("conc-thread-{t}-round-{round}");
+                        let ((), text) = capture(|| {
+                            c_write(2, format!("{marker} start\n").as_bytes());
+                            std::thread::yield_now();
+                            c_write(2, format!("{marker} end\n").as_bytes());
+                        });
+                        assert!(text.contains(&format!("{marker} start\n")));
+                        assert!(text.contains(&format!("{marker} end\n")));
+                        let foreign = text
+                            .lines()
+                            .filter(|l| l.starts_with("conc-thread-"))
+                            .count();
+                        assert_eq!(foreign, 2, "another capture ran inside this one: {text:?}");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn disabled_capture_calls_f_directly() {
+        let (n, text) = run_captured(false, || 42);
+        assert_eq!((n, text.as_str()), (42, ""));
+        let (text, out, _) = observe(true, || {
+            run_captured(true, || c_write(1, b"enabled-capture\n")).1
+        });
+        assert!(contains(&out, b"enabled-capture\n"));
+        assert!(text.contains("enabled-capture"));
+    }
+
+    #[test]
+    fn log_levels_follow_marks() {
+        assert_eq!(log_level("E RKNN: failed"), ::log::Level::Error);
+        assert_eq!(log_level("E rkllm: failed"), ::log::Level::Error);
+        assert_eq!(log_level("W rkllm: Warning"), ::log::Level::Warn);
+        assert_eq!(
+            log_level("I rkllm: rkllm-runtime version: 1.1.1"),
+            ::log::Level::Info
+        );
+        assert_eq!(log_level("rknn_init fail! ret=-1"), ::log::Level::Debug);
+    }
+}

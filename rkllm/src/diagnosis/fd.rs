@@ -1,0 +1,152 @@
+//! Thin, safe wrappers over the descriptor system calls the capture needs; all of the
+//! capture's `unsafe` is here.
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// Flushes every C stdio output stream (`fflush(NULL)`): a runtime's `printf` output may sit
+/// in a buffer that would otherwise reach the descriptor only after it was restored.
+pub(super) fn flush_c_stdio() {
+    // SAFETY: `fflush(NULL)` is defined to flush all open output streams; no pointer of ours
+    // is involved.
+    unsafe {
+        libc::fflush(std::ptr::null_mut());
+    }
+}
+
+/// Why [`wait_readable`] returned.
+pub(super) enum Wake {
+    /// The data pipe has bytes (or reached end-of-file).
+    Data,
+    /// The stop pipe was written or closed.
+    Stop,
+}
+
+/// Blocks until the data pipe is readable or the stop pipe is closed.
+pub(super) fn wait_readable(data: &Fd, stop: &Fd) -> io::Result<Wake> {
+    let mut fds = [
+        libc::pollfd {
+            fd: data.0,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop.0,
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    loop {
+        // SAFETY: `fds` is a valid array of two `pollfd` for the duration of the call, and
+        // its length is passed alongside.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // Data first: the stop signal only matters once the pipe is empty.
+        if fds[0].revents != 0 {
+            return Ok(Wake::Data);
+        }
+        if fds[1].revents != 0 {
+            return Ok(Wake::Stop);
+        }
+    }
+}
+
+/// An owned file descriptor, closed on drop.
+#[derive(Debug)]
+pub(super) struct Fd(pub(super) RawFd);
+
+impl Fd {
+    /// A close-on-exec duplicate of `fd` (children must not inherit our pipe ends).
+    pub(super) fn dup(fd: RawFd) -> io::Result<Fd> {
+        // SAFETY: F_DUPFD_CLOEXEC only reads the descriptor number; an invalid one fails with
+        // EBADF, which is reported.
+        let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        if new < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Fd(new))
+    }
+
+    pub(super) fn dup_raw(&self) -> io::Result<Fd> {
+        Fd::dup(self.0)
+    }
+}
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        // SAFETY: `Fd` owns the descriptor: it was returned by `pipe2` or `fcntl` and is closed
+        // exactly once, here.
+        unsafe {
+            libc::close(self.0);
+        }
+    }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub(super) fn pipe() -> io::Result<(Fd, Fd)> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: `fds` has room for the two descriptors `pipe2` writes.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((Fd(fds[0]), Fd(fds[1])))
+}
+
+/// `dup2`, retried when interrupted or racing another `open` (EBUSY).
+pub(super) fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
+    loop {
+        // SAFETY: `dup2` only manipulates the descriptor table; `to` is 1 or 2, which this
+        // module owns for the duration of the capture.
+        if unsafe { libc::dup2(from, to) } >= 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) {
+            return Err(e);
+        }
+    }
+}
+
+pub(super) fn set_nonblocking(fd: &Fd) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own; no pointers involved.
+    let ok = unsafe {
+        let flags = libc::fcntl(fd.0, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd.0, libc::F_SETFL, flags | libc::O_NONBLOCK) >= 0
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+pub(super) fn read(fd: &Fd, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+    let n = unsafe { libc::read(fd.0, buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+pub(super) fn write_all(fd: &Fd, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        // SAFETY: `bytes` is valid for reads of `bytes.len()` bytes.
+        let n = unsafe { libc::write(fd.0, bytes.as_ptr().cast(), bytes.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        bytes = &bytes[n as usize..];
+    }
+    Ok(())
+}

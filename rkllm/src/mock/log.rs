@@ -1,0 +1,111 @@
+//! The runtime's log lines, written with `write(2)` straight to file descriptors 1 and 2.
+//!
+//! The real runtime is C++ and prints below Rust's `print!` machinery, so the test harness
+//! cannot capture its lines; writing to the descriptors keeps the mock's lines where a
+//! log-capturing wrapper (a `dup2` onto a pipe) finds them. Each line goes out in one
+//! `write` call, so lines of concurrent threads do not interleave within a line.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::model_file::LogStream;
+
+/// Standard output.
+const STDOUT: libc::c_int = 1;
+/// Standard error.
+const STDERR: libc::c_int = 2;
+
+/// Writes `line` and a newline to `fd`, retrying short writes and `EINTR`.
+fn write_line(fd: libc::c_int, line: &str) {
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    let mut off = 0;
+    while off < buf.len() {
+        let rest = &buf[off..];
+        // SAFETY: `rest` is a live, initialised byte slice; write(2) reads at most
+        // `rest.len()` bytes from its start and keeps no pointer after returning.
+        let n = unsafe { libc::write(fd, rest.as_ptr().cast(), rest.len()) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            // A closed or full descriptor: the runtime's logging never fails a call.
+            return;
+        }
+        off += n as usize;
+    }
+}
+
+fn fd_of(stream: LogStream) -> libc::c_int {
+    match stream {
+        LogStream::Stdout => STDOUT,
+        LogStream::Stderr => STDERR,
+    }
+}
+
+/// `hh:mm:ss.mmm` of the wall clock (UTC), as RKNN stamps its error lines.
+pub(crate) fn timestamp() -> String {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() % 86_400;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60,
+        now.subsec_millis()
+    )
+}
+
+/// An `I rkllm: …` line, on standard output.
+pub(crate) fn info(msg: &str) {
+    write_line(STDOUT, &format!("I rkllm: {msg}"));
+}
+
+/// A `W rkllm: …` line, on standard output.
+pub(crate) fn warn(msg: &str) {
+    write_line(STDOUT, &format!("W rkllm: {msg}"));
+}
+
+/// An `E rkllm: …` line (the LLM layer's own errors), on `stream`.
+pub(crate) fn rkllm_error(stream: LogStream, msg: &str) {
+    write_line(fd_of(stream), &format!("E rkllm: {msg}"));
+}
+
+/// An `E RKNN: [hh:mm:ss.mmm] …` line (the NPU layer's errors), on `stream`.
+pub(crate) fn rknn_error(stream: LogStream, msg: &str) {
+    write_line(fd_of(stream), &format!("E RKNN: [{}] {msg}", timestamp()));
+}
+
+/// One stage of the performance table.
+pub(crate) struct Stage {
+    pub(crate) name: &'static str,
+    pub(crate) millis: f64,
+    pub(crate) tokens: usize,
+}
+
+/// The per-run performance table printed when `RKLLM_LOG_LEVEL=1`, on standard output.
+pub(crate) fn perf_table(stages: &[Stage]) {
+    let rule = "-".repeat(86);
+    info(&rule);
+    info(" Stage         Total Time (ms)  Tokens    Time per Token (ms)      Tokens per Second");
+    info(&rule);
+    for s in stages {
+        let (per_token, per_second) = if s.tokens == 0 {
+            (0.0, 0.0)
+        } else if s.millis <= 0.0 {
+            (s.millis / s.tokens as f64, 0.0)
+        } else {
+            (
+                s.millis / s.tokens as f64,
+                s.tokens as f64 * 1000.0 / s.millis,
+            )
+        };
+        info(&format!(
+            " {:<13} {:<16.2} {:<9} {:<24.2} {:.2}",
+            s.name, s.millis, s.tokens, per_token, per_second
+        ));
+    }
+    info(&rule);
+}

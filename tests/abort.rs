@@ -1,0 +1,176 @@
+//! Aborting runs: from another thread, by dropping the stream, by dropping the model, and
+//! under every way the runtime may end an aborted run.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use rkllm::mock::MockModel;
+use rkllm::{FinishReason, GenerateOptions};
+
+const LONG: &str =
+    "one two three four five six seven eight nine ten eleven twelve thirteen fourteen \
+                    fifteen sixteen seventeen eighteen nineteen twenty twenty-one twenty-two";
+
+fn slow(mock: MockModel) -> MockModel {
+    mock.answer(LONG).decode_seconds_per_token(0.005)
+}
+
+#[test]
+fn abort_from_another_thread_mid_stream() {
+    let model = common::load(&slow(MockModel::new()));
+    let abort = model.abort_handle();
+    assert!(!abort.abort(), "nothing to abort before a run");
+    let mut session = model.session().unwrap();
+    let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+    let first = stream.next().unwrap().unwrap();
+    assert!(!first.text.is_empty());
+    let t = std::thread::spawn(move || abort.abort());
+    assert!(t.join().unwrap(), "a run was in flight");
+    let rest: Vec<_> = stream.by_ref().collect::<Result<_, _>>().unwrap();
+    assert!(
+        rest.len() < 10,
+        "generation stopped soon after the abort ({} more tokens)",
+        rest.len()
+    );
+    assert_eq!(stream.finish_reason(), Some(&FinishReason::Aborted));
+    drop(stream);
+    // The next run starts fresh.
+    let done = session.complete("q", &GenerateOptions::gemma()).unwrap();
+    assert_eq!(done.text, LONG);
+}
+
+#[test]
+fn every_abort_ending_of_the_runtime_gives_aborted() {
+    for finish_after_abort in [true, false] {
+        for rc in [0, -1] {
+            let mock = slow(MockModel::new()).with_runtime(|r| {
+                r.finish_after_abort = finish_after_abort;
+                r.run_return_after_abort = rc;
+            });
+            let model = common::load(&mock);
+            let mut session = model.session().unwrap();
+            let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+            stream.next().unwrap().unwrap();
+            stream.abort();
+            let rest: Vec<_> = stream.by_ref().collect();
+            assert!(
+                rest.iter().all(|r| r.is_ok()),
+                "no error after an abort: {rest:?}"
+            );
+            assert_eq!(
+                stream.finish_reason(),
+                Some(&FinishReason::Aborted),
+                "{finish_after_abort} {rc}"
+            );
+            let end = stream.run_end().unwrap();
+            assert_eq!(end.return_code, rc);
+            assert_eq!(end.finish_callback, finish_after_abort);
+            drop(stream);
+            assert_eq!(
+                session
+                    .complete("q", &GenerateOptions::gemma())
+                    .unwrap()
+                    .text,
+                LONG
+            );
+        }
+    }
+}
+
+#[test]
+fn dropping_the_stream_mid_run_aborts_and_waits() {
+    let model = common::load(&slow(MockModel::new()));
+    let mut session = model.session().unwrap();
+    let started = Instant::now();
+    {
+        let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+        stream.next().unwrap().unwrap();
+    }
+    // Far less than the ~25 tokens × 5 ms of the whole answer, and the runtime is idle.
+    assert!(
+        started.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(!model.runtime_reports_running());
+    assert_eq!(
+        session
+            .complete("q", &GenerateOptions::gemma())
+            .unwrap()
+            .text,
+        LONG
+    );
+}
+
+#[test]
+fn dropping_everything_with_a_leaked_stream_joins_then_destroys() {
+    let mock = slow(MockModel::new());
+    let path = mock.write_temp().unwrap();
+    let model = rkllm::Model::builder(&path)
+        .runtime(rkllm::Runtime::mock())
+        .build()
+        .unwrap();
+    let abort = model.abort_handle();
+    let mut session = model.session().unwrap();
+    let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+    stream.next().unwrap().unwrap();
+    std::mem::forget(stream);
+    assert_eq!(rkllm::mock::live_handles_of_model(&path), 1);
+    drop(session);
+    drop(model);
+    assert_eq!(
+        rkllm::mock::live_handles_of_model(&path),
+        0,
+        "destroyed exactly once"
+    );
+    // An abort handle outliving the model does nothing and touches nothing.
+    assert!(!abort.abort());
+}
+
+#[test]
+fn a_leaked_stream_is_finished_by_the_next_run() {
+    let model = common::load(&slow(MockModel::new()));
+    let mut session = model.session().unwrap();
+    let stream = session.generate("q", &GenerateOptions::new()).unwrap();
+    std::mem::forget(stream);
+    let done = session.complete("q", &GenerateOptions::gemma()).unwrap();
+    assert_eq!(done.text, LONG);
+}
+
+#[test]
+fn dropping_the_model_mid_run_from_another_thread() {
+    let model = common::load(&slow(MockModel::new()));
+    let session = model.session().unwrap();
+    drop(model);
+    // The session owns the model now; run on another thread and drop it mid-stream there.
+    let t = std::thread::spawn(move || {
+        let mut session = session;
+        let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+        stream.next().unwrap().unwrap();
+        drop(stream);
+        drop(session);
+    });
+    t.join().unwrap();
+}
+
+#[test]
+fn one_session_per_model() {
+    let model = common::load(&MockModel::new());
+    let session = model.session().unwrap();
+    assert!(matches!(model.session(), Err(rkllm::Error::Busy)));
+    drop(session);
+    assert!(model.session().is_ok());
+}
+
+#[test]
+fn is_running_is_reported_the_right_way_round() {
+    let model = common::load(&slow(MockModel::new()));
+    assert!(!model.runtime_reports_running());
+    let mut session = model.session().unwrap();
+    let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+    stream.next().unwrap().unwrap();
+    assert!(model.runtime_reports_running());
+    drop(stream);
+    assert!(!model.runtime_reports_running());
+}

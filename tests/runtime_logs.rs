@@ -1,0 +1,133 @@
+//! Table test: every runtime-log fixture reads into the expected diagnosis.
+//!
+//! Reads `testdata/runtime-logs/*.json`, or every `*.json` in the directory named by
+//! `RKLLM_LOG_FIXTURES_DIR` when that is set (the format is in the directory's README).
+
+use std::path::{Path, PathBuf};
+
+use rkllm::diagnosis::{Cause, Diagnosis};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+struct Case {
+    name: String,
+    #[serde(default)]
+    description: String,
+    log: String,
+    expected: Expected,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Expected {
+    cause: String,
+    requested_bytes: Option<u64>,
+    errno: Option<i32>,
+    runtime_version: Option<String>,
+    driver_version: Option<String>,
+    platform: Option<String>,
+    driver_too_old: bool,
+}
+
+fn fixture_dir() -> PathBuf {
+    match std::env::var_os("RKLLM_LOG_FIXTURES_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/runtime-logs"),
+    }
+}
+
+fn load_cases(dir: &Path) -> Vec<(PathBuf, Case)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot read fixture directory {}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let mut cases = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
+        let parsed: Vec<Case> = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not a list of cases: {e}", file.display()));
+        cases.extend(parsed.into_iter().map(|case| (file.clone(), case)));
+    }
+    cases
+}
+
+/// The differences between what was read and what was expected, one per field.
+fn mismatches(d: &Diagnosis, want: &Expected) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |field: &str, got: String, want: String| {
+        if got != want {
+            out.push(format!("{field}: got {got}, expected {want}"));
+        }
+    };
+    match want.cause.parse::<Cause>() {
+        Ok(cause) => check("cause", d.cause().as_str().into(), cause.as_str().into()),
+        Err(e) => check("cause", d.cause().as_str().into(), format!("<{e}>")),
+    }
+    check(
+        "requested_bytes",
+        format!("{:?}", d.requested_bytes()),
+        format!("{:?}", want.requested_bytes),
+    );
+    check(
+        "errno",
+        format!("{:?}", d.errno()),
+        format!("{:?}", want.errno),
+    );
+    check(
+        "runtime_version",
+        format!("{:?}", d.runtime_version()),
+        format!("{:?}", want.runtime_version.as_deref()),
+    );
+    check(
+        "driver_version",
+        format!("{:?}", d.driver_version()),
+        format!("{:?}", want.driver_version.as_deref()),
+    );
+    check(
+        "platform",
+        format!("{:?}", d.platform()),
+        format!("{:?}", want.platform.as_deref()),
+    );
+    check(
+        "driver_too_old",
+        d.driver_too_old().to_string(),
+        want.driver_too_old.to_string(),
+    );
+    out
+}
+
+#[test]
+fn runtime_log_fixtures() {
+    let dir = fixture_dir();
+    let cases = load_cases(&dir);
+    assert!(
+        !cases.is_empty(),
+        "no runtime log fixtures found in {}",
+        dir.display()
+    );
+
+    let mut failures = Vec::new();
+    for (file, case) in &cases {
+        let diagnosis = Diagnosis::parse(&case.log);
+        let problems = mismatches(&diagnosis, &case.expected);
+        if !problems.is_empty() {
+            failures.push(format!(
+                "{} ({}): {}\n    {}",
+                case.name,
+                file.display(),
+                case.description,
+                problems.join("\n    ")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    println!("runtime log fixtures: {} cases checked", cases.len());
+}
