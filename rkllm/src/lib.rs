@@ -5,6 +5,7 @@
 
 mod builder;
 pub mod chat;
+pub mod chat_session;
 pub mod diagnosis;
 mod error;
 mod input;
@@ -20,6 +21,7 @@ mod stream;
 mod utf8;
 
 pub use builder::{Mirostat, ModelBuilder};
+pub use chat_session::{ChatCacheStats, ChatStream};
 pub use error::{Error, Result};
 pub use input::{GenerateOptions, Input, GEMMA_END_OF_TURN, GEMMA_EOS};
 pub use model::{AbortHandle, LoraAdapter, Model};

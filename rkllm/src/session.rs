@@ -39,6 +39,8 @@ use crate::stream::{Completion, TokenStream};
 /// session are both gone.
 pub struct Session {
     pub(crate) inner: Arc<ModelInner>,
+    /// The rolling prompt cache of chat turns, when enabled.
+    pub(crate) rolling: Option<crate::chat_session::RollingCache>,
     // Not Sync: one thread drives a session at a time.
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -53,6 +55,7 @@ impl Session {
     pub(crate) fn new(inner: Arc<ModelInner>) -> Session {
         Session {
             inner,
+            rolling: None,
             _not_sync: PhantomData,
         }
     }
@@ -138,35 +141,7 @@ impl Session {
         // A stream that was leaked (mem::forget) left its run behind: finish it first.
         self.inner.finish_active();
         self.check_embedding_rows(&input)?;
-        let lora = match &options.lora {
-            Some(adapter) => {
-                if adapter.model_id != self.inner.id() || !self.inner.has_lora(&adapter.name) {
-                    return Err(Error::UnknownLora {
-                        name: adapter.name.to_string(),
-                    });
-                }
-                Some(lora_name_c(adapter)?)
-            }
-            None => None,
-        };
-        let save_cache = options
-            .save_prompt_cache
-            .as_deref()
-            .map(|p| path_c_string("prompt_cache_path", p))
-            .transpose()?;
-        let prompt_tokens = input.known_token_count();
-        let started = Instant::now();
-        let (rx, shared) = run::start(&self.inner, input, hidden, lora, save_cache)?;
-        Ok(TokenStream::new(
-            &self.inner,
-            rx,
-            shared,
-            options.stop_tokens.clone(),
-            options.stop_strings.clone(),
-            options.max_tokens,
-            prompt_tokens,
-            started,
-        ))
+        start_stream(&self.inner, input, options, hidden)
     }
 
     /// Loads a prompt cache saved by an earlier run
@@ -228,9 +203,54 @@ impl Session {
     }
 }
 
+/// Starts a run on `inner`, whose borrow the stream keeps. The caller has checked
+/// embedding rows.
+pub(crate) fn start_stream<'s>(
+    inner: &'s Arc<ModelInner>,
+    input: Input,
+    options: &GenerateOptions,
+    hidden: bool,
+) -> Result<TokenStream<'s>> {
+    inner.finish_active();
+    let lora = match &options.lora {
+        Some(adapter) => {
+            if adapter.model_id != inner.id() || !inner.has_lora(&adapter.name) {
+                return Err(Error::UnknownLora {
+                    name: adapter.name.to_string(),
+                });
+            }
+            Some(lora_name_c(adapter)?)
+        }
+        None => None,
+    };
+    let save_cache = options
+        .save_prompt_cache
+        .as_deref()
+        .map(|p| path_c_string("prompt_cache_path", p))
+        .transpose()?;
+    let prompt_tokens = input.known_token_count();
+    let started = Instant::now();
+    let (rx, shared) = run::start(inner, input, hidden, lora, save_cache)?;
+    Ok(TokenStream::new(
+        inner,
+        rx,
+        shared,
+        options.stop_tokens.clone(),
+        options.stop_strings.clone(),
+        options.max_tokens,
+        prompt_tokens,
+        started,
+    ))
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
         self.inner.finish_active();
+        if self.rolling.is_some() {
+            if let Err(e) = self.disable_chat_prompt_cache() {
+                log::warn!(target: "rkllm", "cleaning up the chat prompt cache: {e}");
+            }
+        }
         self.inner.release_session();
     }
 }

@@ -147,6 +147,12 @@ impl Conversation {
         self
     }
 
+    /// Whether the conversation counts and encodes with a real tokenizer, so that
+    /// [`Session::chat`](crate::Session::chat) sends it in token mode.
+    pub fn has_tokenizer(&self) -> bool {
+        self.counter.is_exact()
+    }
+
     /// Changes the template; the prompt's prefix changes with it.
     pub fn set_template(&mut self, template: Gemma2Template) {
         if template != self.template {

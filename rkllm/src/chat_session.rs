@@ -1,0 +1,404 @@
+//! Chat on a session: a [`Conversation`] turn streamed from the model, and the opt-in
+//! rolling prompt cache that keeps multi-turn chat fast on 1.1.1.
+//!
+//! ## Why a rolling prompt cache
+//!
+//! The 1.1.1 runtime keeps nothing between runs, so every chat turn prefills the whole
+//! conversation again and the time to first token grows with the history. Its one lever is
+//! the prompt cache: a run can save its prompt's prefill to a file, and a loaded cache makes
+//! a later run skip the longest prefix it shares with the cached prompt. Each chat turn's
+//! prompt begins with the previous turn's prompt (history only grows at the end), so:
+//!
+//! 1. turn N runs with `save_prompt_cache` = a fresh file: the prefill of prompt N;
+//! 2. before turn N+1, that file is loaded (the previous one released and deleted);
+//! 3. whenever the new prompt does not begin with the cached one (history trimmed, system
+//!    prompt or template changed, messages popped or edited, another conversation), the
+//!    cache is released and deleted and the turn prefills in full, saving a new one.
+//!
+//! Correctness never depends on the cache: the prompt sent is always the whole
+//! conversation, so a runtime that reuses nothing gives the same output, only slower.
+//! Files live in a directory the caller chooses, are named per process and model, and are
+//! deleted when replaced, when the mode is disabled and when the session is dropped.
+//!
+//! Trimming and the cache pull in opposite directions: each trim changes the prefix and
+//! costs one full prefill. [`TrimPolicy::Chunked`](crate::chat::TrimPolicy::Chunked)
+//! drops a larger share of the history at once, so trims (and full prefills) happen
+//! rarely; with the cache on, prefer it to the default one-exchange-at-a-time trimming.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::chat::Conversation;
+use crate::error::{Error, Result};
+use crate::input::{GenerateOptions, Input, GEMMA_END_OF_TURN, GEMMA_EOS};
+use crate::session::{start_stream, Session};
+use crate::stream::{Completion, FinishReason, Timings, Token, TokenStream};
+
+/// A rendered prompt, as text or as token ids, compared by prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum PromptKey {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+impl PromptKey {
+    fn starts_with(&self, prefix: &PromptKey) -> bool {
+        match (self, prefix) {
+            (PromptKey::Text(a), PromptKey::Text(b)) => a.starts_with(b.as_str()),
+            (PromptKey::Tokens(a), PromptKey::Tokens(b)) => a.starts_with(b),
+            _ => false,
+        }
+    }
+
+    fn to_input(&self) -> Result<Input> {
+        Ok(match self {
+            PromptKey::Text(s) => Input::Prompt(s.clone()),
+            PromptKey::Tokens(ids) => Input::Tokens(
+                ids.iter()
+                    .map(|&id| {
+                        i32::try_from(id).map_err(|_| {
+                            Error::InvalidInput(format!(
+                                "token id {id} does not fit the runtime's int32"
+                            ))
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+        })
+    }
+}
+
+/// What the rolling prompt cache did so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChatCacheStats {
+    /// Turns that ran with the previous turn's cache loaded.
+    pub reused: u64,
+    /// Turns that prefilled in full (first turn, or the prefix changed).
+    pub rebuilt: u64,
+}
+
+/// A saved prompt cache and the prompt it holds.
+#[derive(Debug)]
+struct CacheEntry {
+    file: PathBuf,
+    prompt: PromptKey,
+}
+
+/// The rolling cache's state, owned by the session.
+#[derive(Debug)]
+pub(crate) struct RollingCache {
+    dir: PathBuf,
+    /// The cache of the last completed turn.
+    current: Option<CacheEntry>,
+    /// The cache file loaded into the runtime (may be `current`'s, or an older one).
+    loaded: Option<PathBuf>,
+    stats: ChatCacheStats,
+}
+
+static NEXT_CACHE_FILE: AtomicU64 = AtomicU64::new(0);
+
+impl RollingCache {
+    fn new_file(&self, model_id: u64) -> PathBuf {
+        let n = NEXT_CACHE_FILE.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!(
+            "rkllm-chat-{}-m{model_id}-{n}.cache",
+            std::process::id()
+        ))
+    }
+}
+
+fn remove_quietly(path: &Path) {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => log::warn!(target: "rkllm", "removing prompt cache {}: {e}", path.display()),
+    }
+}
+
+impl Session {
+    /// Turns on the rolling prompt cache for [`chat`](Session::chat), with cache files in
+    /// `dir` (created if missing). See the [module docs](crate::chat_session) for how it works
+    /// and the trade-off with trimming.
+    pub fn enable_chat_prompt_cache(&mut self, dir: impl Into<PathBuf>) -> Result<()> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        if self.rolling.is_some() {
+            self.disable_chat_prompt_cache()?;
+        }
+        self.rolling = Some(RollingCache {
+            dir,
+            current: None,
+            loaded: None,
+            stats: ChatCacheStats::default(),
+        });
+        Ok(())
+    }
+
+    /// Turns the rolling prompt cache off: releases it from the runtime and deletes its files.
+    pub fn disable_chat_prompt_cache(&mut self) -> Result<()> {
+        let Some(mut rolling) = self.rolling.take() else {
+            return Ok(());
+        };
+        let released = if rolling.loaded.take().is_some() {
+            self.release_cache_raw()
+        } else {
+            Ok(())
+        };
+        if let Some(entry) = rolling.current.take() {
+            remove_quietly(&entry.file);
+        }
+        released
+    }
+
+    /// What the rolling prompt cache did so far (`None` when it is off).
+    pub fn chat_cache_stats(&self) -> Option<ChatCacheStats> {
+        self.rolling.as_ref().map(|r| r.stats)
+    }
+
+    /// Adds `user` to `conversation`, runs the model on the whole conversation (kept within
+    /// its budget), and streams the reply. The reply is added to the conversation when the
+    /// stream ends or is dropped.
+    ///
+    /// The prompt goes as token ids when the conversation has a tokenizer (recommended for
+    /// Gemma: it settles who adds BOS and keeps message text from injecting control tokens),
+    /// as text otherwise. Generation stops at Gemma's `<end_of_turn>` and `<eos>` in
+    /// addition to `options`' own conditions.
+    ///
+    /// What the conversation keeps: a reply that ended normally, by a stop condition or by
+    /// an abort is added as the assistant's turn (an aborted reply is kept as far as it got,
+    /// so the history matches what the user saw). When the run fails, the user message is
+    /// taken back out, so the turn can be retried.
+    ///
+    /// ```
+    /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
+    /// use rkllm::chat::{Conversation, SystemStyle};
+    /// use rkllm::{mock::MockModel, GenerateOptions, Model, Runtime};
+    /// let path = MockModel::new().answer("Arr, hello!").write_temp()?;
+    /// let model = Model::builder(path).runtime(Runtime::mock()).build()?;
+    /// let mut session = model.session()?;
+    /// let mut chat = Conversation::new(SystemStyle::Merge);
+    /// chat.set_system("You are a pirate.");
+    /// let reply = session.chat(&mut chat, "Hello", &GenerateOptions::new())?.complete()?;
+    /// assert_eq!(reply.text, "Arr, hello!");
+    /// assert_eq!(chat.messages().len(), 3); // system, user, assistant
+    /// # Ok(()) }
+    /// # #[cfg(not(feature = "mock"))] fn main() {}
+    /// ```
+    pub fn chat<'s>(
+        &'s mut self,
+        conversation: &'s mut Conversation,
+        user: impl Into<String>,
+        options: &GenerateOptions,
+    ) -> Result<ChatStream<'s>> {
+        self.inner.finish_active();
+        conversation.push_user(user)?;
+        match self.prepare_chat(conversation, options) {
+            Ok((input, options, pending)) => {
+                let Session { inner, rolling, .. } = self;
+                match start_stream(inner, input, &options, false) {
+                    Ok(stream) => Ok(ChatStream {
+                        stream,
+                        conversation,
+                        rolling: rolling.as_mut(),
+                        pending,
+                        reply: String::new(),
+                        finished: false,
+                    }),
+                    Err(e) => {
+                        if let Some(entry) = pending {
+                            remove_quietly(&entry.file);
+                        }
+                        conversation.pop();
+                        Err(e)
+                    }
+                }
+            }
+            Err(e) => {
+                conversation.pop();
+                Err(e)
+            }
+        }
+    }
+
+    /// Renders the prompt, arranges the rolling cache, and returns the run's input, options
+    /// and the cache entry the run will save.
+    fn prepare_chat(
+        &mut self,
+        conversation: &mut Conversation,
+        options: &GenerateOptions,
+    ) -> Result<(Input, GenerateOptions, Option<CacheEntry>)> {
+        let prompt = prompt_of(conversation)?;
+        let input = prompt.to_input()?;
+        let mut options = options
+            .clone()
+            .stop_token(GEMMA_END_OF_TURN)
+            .stop_token(GEMMA_EOS);
+        let Some(rolling) = self.rolling.as_mut() else {
+            return Ok((input, options, None));
+        };
+        let reuse = rolling
+            .current
+            .as_ref()
+            .filter(|e| prompt.starts_with(&e.prompt))
+            .map(|e| e.file.clone());
+        let stale = match &reuse {
+            Some(file) => rolling.loaded.as_ref().is_some_and(|l| l != file),
+            None => rolling.loaded.is_some(),
+        };
+        if stale {
+            rolling.loaded = None;
+            self.release_cache_raw()?;
+        }
+        let rolling = self.rolling.as_mut().expect("checked above");
+        match reuse {
+            Some(file) => {
+                rolling.stats.reused += 1;
+                if rolling.loaded.is_none() {
+                    self.load_cache_raw(&file)?;
+                    self.rolling.as_mut().expect("checked above").loaded = Some(file);
+                }
+            }
+            None => {
+                rolling.stats.rebuilt += 1;
+                if let Some(old) = rolling.current.take() {
+                    remove_quietly(&old.file);
+                }
+            }
+        }
+        let rolling = self.rolling.as_mut().expect("checked above");
+        let file = rolling.new_file(self.inner.id());
+        options = options.save_prompt_cache(&file);
+        Ok((input, options, Some(CacheEntry { file, prompt })))
+    }
+}
+
+fn prompt_of(conversation: &mut Conversation) -> Result<PromptKey> {
+    #[cfg(feature = "tokenizer")]
+    if conversation.has_tokenizer() {
+        return Ok(PromptKey::Tokens(conversation.encode(true)?));
+    }
+    Ok(PromptKey::Text(conversation.render(true)?))
+}
+
+/// The reply of one chat turn, streamed. Created by [`Session::chat`].
+///
+/// Yields the reply's tokens like a [`TokenStream`]; when it ends or is dropped, the reply is
+/// added to the conversation (see [`Session::chat`] for what is kept).
+pub struct ChatStream<'s> {
+    stream: TokenStream<'s>,
+    conversation: &'s mut Conversation,
+    rolling: Option<&'s mut RollingCache>,
+    pending: Option<CacheEntry>,
+    reply: String,
+    finished: bool,
+}
+
+impl std::fmt::Debug for ChatStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatStream")
+            .field("stream", &self.stream)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChatStream<'_> {
+    /// Stops the reply; it ends with [`FinishReason::Aborted`] and is kept as far as it got.
+    pub fn abort(&mut self) {
+        self.stream.abort();
+    }
+
+    /// Why the reply stopped, once it has.
+    pub fn finish_reason(&self) -> Option<&FinishReason> {
+        self.stream.finish_reason()
+    }
+
+    /// Timings so far (final once the stream has ended).
+    pub fn timings(&self) -> Timings {
+        self.stream.timings()
+    }
+
+    /// Runs to the end and collects the reply.
+    pub fn complete(mut self) -> Result<Completion> {
+        let (mut text, mut ids) = (String::new(), Vec::new());
+        for token in self.by_ref() {
+            let token = token?;
+            text.push_str(&token.text);
+            ids.push(token.id);
+        }
+        Ok(Completion {
+            text,
+            token_ids: ids,
+            finish_reason: self
+                .finish_reason()
+                .cloned()
+                .unwrap_or(FinishReason::Finished),
+            timings: self.timings(),
+        })
+    }
+
+    /// Records the turn in the conversation and the rolling cache, once.
+    fn finish(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let failed = matches!(
+            self.stream.finish_reason(),
+            Some(FinishReason::Error) | None
+        );
+        if failed {
+            self.conversation.pop();
+        } else if let Err(e) = self
+            .conversation
+            .push_assistant(std::mem::take(&mut self.reply))
+        {
+            log::warn!(target: "rkllm", "recording the chat reply: {e}");
+        }
+        let Some(entry) = self.pending.take() else {
+            return;
+        };
+        match self.rolling.as_deref_mut() {
+            Some(rolling) if !failed && entry.file.exists() => {
+                // The previous cache may still be loaded; it is released before the next
+                // turn loads this one. Unlinking a loaded cache's file is harmless.
+                if let Some(old) = rolling.current.replace(entry) {
+                    remove_quietly(&old.file);
+                }
+            }
+            _ => remove_quietly(&entry.file),
+        }
+    }
+}
+
+impl Iterator for ChatStream<'_> {
+    type Item = Result<Token>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.stream.next() {
+            Some(Ok(token)) => {
+                self.reply.push_str(&token.text);
+                Some(Ok(token))
+            }
+            Some(Err(e)) => Some(Err(e)),
+            None => {
+                self.finish();
+                None
+            }
+        }
+    }
+}
+
+impl Drop for ChatStream<'_> {
+    fn drop(&mut self) {
+        if !self.finished {
+            // Stop the run and let it end, so the turn is recorded with what was generated.
+            self.stream.abort();
+            for _ in self.stream.by_ref() {}
+            self.finish();
+        }
+    }
+}
