@@ -32,7 +32,7 @@ pub fn temp_path(name: &str) -> PathBuf {
 }
 
 /// Concatenated text of a stream that must not fail.
-pub fn collect_text<'a>(
+pub fn collect_text(
     stream: impl Iterator<Item = rkllm::Result<rkllm::Token>>,
 ) -> (String, Vec<i32>) {
     let mut text = String::new();

@@ -99,7 +99,7 @@ pub use model_file::{
     InitFailure, IsRunningSense, LogStream, MockModel, RunFailure, RuntimeBehaviour, SecondModel,
     Timing, TokenizerSpec, WaitingText, DEFAULT_ANSWER, MOCK_MODEL_FORMAT, MOCK_MODEL_VERSION,
 };
-pub use stats::{last_run_stats, run_log, runs_of_model, InputKind, RunStats};
+pub use stats::{clear_run_log, last_run_stats, run_log, runs_of_model, InputKind, RunStats};
 pub use tokenizer::{BuiltinTokenizer, BOS_ID, BYTE_TOKEN_BASE, END_OF_TURN_ID, PIECE_BASE};
 
 /// The origin the mock's [`rkllm_sys::Library`] reports (see

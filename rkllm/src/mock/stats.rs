@@ -82,6 +82,14 @@ pub fn run_log() -> Vec<RunStats> {
         .collect()
 }
 
+/// Forgets every recorded run and frees the log's memory (it keeps the last 4096 runs), for
+/// long-running tests that measure memory.
+pub fn clear_run_log() {
+    let mut log = LOG.lock().unwrap_or_else(|e| e.into_inner());
+    log.clear();
+    log.shrink_to_fit();
+}
+
 /// The runs of the model file at `path`, oldest first. Tests running in parallel stay apart
 /// by each writing its own model file (see [`MockModel::write_temp`](super::MockModel::write_temp)).
 pub fn runs_of_model(path: impl AsRef<Path>) -> Vec<RunStats> {
