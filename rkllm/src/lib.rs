@@ -20,6 +20,11 @@ mod stop;
 mod stream;
 mod utf8;
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(all(doctest, feature = "mock", feature = "tokenizer"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 pub use builder::{Mirostat, ModelBuilder};
 pub use chat_session::{ChatCacheStats, ChatStream};
 pub use error::{Error, Result};
