@@ -14,7 +14,7 @@
 //!
 //! This crate is the unsafe layer. Use the `rkllm` crate for a safe API.
 #![cfg_attr(docsrs, feature(doc_cfg))]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 #[allow(
     non_camel_case_types,

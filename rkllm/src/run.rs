@@ -86,6 +86,8 @@ pub(crate) enum Event {
     Hidden(HiddenStates),
     Finish,
     Error,
+    /// The callback panicked; the payload is in `RunShared::panic`.
+    Panicked,
     /// Sent by the worker after `rkllm_run` returned; always the last event.
     Returned(i32),
 }
@@ -147,6 +149,8 @@ pub(crate) unsafe extern "C" fn trampoline(
     if let Err(payload) = outcome {
         shared.terminal.store(true, Ordering::Release);
         *shared.panic.lock().unwrap_or_else(|e| e.into_inner()) = Some(payload);
+        // The consumer re-raises it at once; dropping its stream then aborts the run.
+        shared.send(Event::Panicked);
     }
 }
 
@@ -157,6 +161,10 @@ pub(crate) unsafe extern "C" fn trampoline(
 unsafe fn on_result(shared: &RunShared, result: Option<&RKLLMResult>, state: LLMCallState) {
     match state {
         RKLLM_RUN_NORMAL | RKLLM_RUN_WAITING => {
+            #[cfg(test)]
+            if tests::PANIC_IN_CALLBACK.load(Ordering::SeqCst) {
+                panic!("injected callback panic");
+            }
             let Some(r) = result else { return };
             let bytes = if r.text.is_null() {
                 Vec::new()
@@ -397,4 +405,42 @@ pub(crate) fn start(
         cancel: Some(cancel_tx),
     });
     Ok((rx, shared))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    /// Makes the callback panic on every token (only this module's tests run callbacks).
+    pub(super) static PANIC_IN_CALLBACK: AtomicBool = AtomicBool::new(false);
+
+    #[cfg(feature = "mock")]
+    #[test]
+    fn a_panic_in_the_callback_never_reaches_c_and_is_reraised_on_the_consumer() {
+        use std::sync::atomic::Ordering;
+
+        use crate::mock::MockModel;
+        use crate::{GenerateOptions, Model, Runtime};
+
+        let path = MockModel::new().answer("abc def ghi").write_temp().unwrap();
+        let model = Model::builder(path)
+            .runtime(Runtime::mock())
+            .build()
+            .unwrap();
+        let mut session = model.session().unwrap();
+        PANIC_IN_CALLBACK.store(true, Ordering::SeqCst);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            session.complete("q", &GenerateOptions::new())
+        }));
+        PANIC_IN_CALLBACK.store(false, Ordering::SeqCst);
+        // The runtime thread survived (the mock would have aborted the process otherwise),
+        // and the payload arrived on this thread.
+        let payload = caught.expect_err("the callback's panic is re-raised here");
+        assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&"injected callback panic")
+        );
+        let done = session.complete("q", &GenerateOptions::gemma()).unwrap();
+        assert_eq!(done.text, "abc def ghi");
+    }
 }

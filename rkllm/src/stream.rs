@@ -404,6 +404,11 @@ impl Iterator for TokenStream<'_> {
                 Event::Finish => self.end.finish_callback = true,
                 Event::Error => self.end.error_callback = true,
                 Event::Returned(rc) => self.on_returned(rc),
+                Event::Panicked => {
+                    if let Some(payload) = self.shared.take_panic() {
+                        std::panic::resume_unwind(payload);
+                    }
+                }
             }
         }
     }
