@@ -13,6 +13,7 @@ mod input;
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod mock;
 mod model;
+pub mod probe;
 mod run;
 mod runtime;
 mod session;

@@ -1,0 +1,400 @@
+//! The answers the probe can give: one typed value per question, with its evidence.
+
+use std::fmt;
+
+/// One of the runtime's undocumented behaviours the probe answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Question {
+    /// Which thread runs the callback during `rkllm_run`.
+    CallbackThread,
+    /// Whether FINISH follows `rkllm_abort`, and what `rkllm_run` returns then.
+    AbortEnding,
+    /// The sense of `rkllm_is_running`.
+    IsRunningSense,
+    /// What WAITING callbacks carry in `text`.
+    WaitingText,
+    /// What the FINISH callback carries in `text`.
+    FinishText,
+    /// Whether text (prompt) mode adds BOS by itself.
+    Bos,
+    /// Whether generation stops by itself at Gemma's `<end_of_turn>` (107).
+    EndOfTurn,
+    /// What a prompt longer than `max_context_len` does.
+    ContextOverflow,
+    /// Whether a second model can load in the same process.
+    SecondModel,
+    /// Whether a loaded prompt cache's prefix is reused (time to first token).
+    PromptCache,
+}
+
+impl Question {
+    /// Every question, in report order.
+    pub const ALL: [Question; 10] = [
+        Question::CallbackThread,
+        Question::AbortEnding,
+        Question::IsRunningSense,
+        Question::WaitingText,
+        Question::FinishText,
+        Question::Bos,
+        Question::EndOfTurn,
+        Question::ContextOverflow,
+        Question::SecondModel,
+        Question::PromptCache,
+    ];
+
+    /// A short label, as in the report.
+    pub fn label(self) -> &'static str {
+        match self {
+            Question::CallbackThread => "callback thread",
+            Question::AbortEnding => "end of an aborted run",
+            Question::IsRunningSense => "rkllm_is_running sense",
+            Question::WaitingText => "WAITING text",
+            Question::FinishText => "FINISH text",
+            Question::Bos => "BOS in text mode",
+            Question::EndOfTurn => "stop at <end_of_turn>",
+            Question::ContextOverflow => "prompt over max_context_len",
+            Question::SecondModel => "second model in-process",
+            Question::PromptCache => "prompt cache reuse",
+        }
+    }
+}
+
+impl fmt::Display for Question {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// What an experiment concluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict<A> {
+    /// The runtime's behaviour, established.
+    Known(A),
+    /// The experiment ran but cannot decide; the evidence says what was seen.
+    Unclear,
+    /// The experiment could not run to its end (the reason).
+    Failed(String),
+    /// Not asked ([`ProbeConfig::skip`](super::ProbeConfig::skip)).
+    Skipped,
+}
+
+/// An answer and the observations behind it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding<A> {
+    /// The conclusion.
+    pub verdict: Verdict<A>,
+    /// What was observed, in words a bug report can quote.
+    pub evidence: String,
+}
+
+impl<A> Finding<A> {
+    /// A known answer.
+    pub(crate) fn known(answer: A, evidence: impl Into<String>) -> Self {
+        Finding {
+            verdict: Verdict::Known(answer),
+            evidence: evidence.into(),
+        }
+    }
+
+    /// An undecided answer.
+    pub(crate) fn unclear(evidence: impl Into<String>) -> Self {
+        Finding {
+            verdict: Verdict::Unclear,
+            evidence: evidence.into(),
+        }
+    }
+
+    /// A failed experiment.
+    pub(crate) fn failed(reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        Finding {
+            verdict: Verdict::Failed(reason.clone()),
+            evidence: reason,
+        }
+    }
+
+    /// A question not asked.
+    pub(crate) fn skipped() -> Self {
+        Finding {
+            verdict: Verdict::Skipped,
+            evidence: "skipped".to_owned(),
+        }
+    }
+
+    /// The answer, when known.
+    pub fn answer(&self) -> Option<&A> {
+        match &self.verdict {
+            Verdict::Known(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+impl<A: fmt::Display> fmt::Display for Finding<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.verdict {
+            Verdict::Known(a) => write!(f, "{a}")?,
+            Verdict::Unclear => f.write_str("UNCLEAR")?,
+            Verdict::Failed(_) => f.write_str("FAILED")?,
+            Verdict::Skipped => return f.write_str("skipped"),
+        }
+        write!(f, " — {}", self.evidence)
+    }
+}
+
+/// Which thread runs the callback during `rkllm_run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallbackThread {
+    /// The thread that called `rkllm_run`.
+    Caller,
+    /// Another thread, owned by the runtime.
+    RuntimeThread,
+    /// Some callbacks on the caller's thread, some on others.
+    Mixed,
+}
+
+impl fmt::Display for CallbackThread {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CallbackThread::Caller => "the caller's thread",
+            CallbackThread::RuntimeThread => "a runtime thread",
+            CallbackThread::Mixed => "mixed threads",
+        })
+    }
+}
+
+/// How the runtime ends a run that `rkllm_abort` interrupted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortEnding {
+    /// Whether a FINISH callback still arrived.
+    pub finish_callback: bool,
+    /// Whether an ERROR callback arrived.
+    pub error_callback: bool,
+    /// What `rkllm_run` returned.
+    pub return_code: i32,
+}
+
+impl fmt::Display for AbortEnding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        write!(
+            f,
+            "FINISH {}, ERROR {}, rkllm_run returns {}",
+            yes(self.finish_callback),
+            yes(self.error_callback),
+            self.return_code
+        )
+    }
+}
+
+/// The sense of `rkllm_is_running`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IsRunningSense {
+    /// 0 while a task runs, non-zero when idle (the header's inverted sense).
+    ZeroWhileRunning,
+    /// Non-zero while a task runs, 0 when idle (a boolean "is running").
+    NonZeroWhileRunning,
+}
+
+impl fmt::Display for IsRunningSense {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IsRunningSense::ZeroWhileRunning => "0 while running (inverted, as the header says)",
+            IsRunningSense::NonZeroWhileRunning => "non-zero while running (boolean sense)",
+        })
+    }
+}
+
+/// What WAITING callbacks (a token that leaves a UTF-8 character incomplete) carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WaitingText {
+    /// NULL; the completing NORMAL callback carries the whole character.
+    Null,
+    /// An empty string; the completing NORMAL callback carries the whole character.
+    Empty,
+    /// The token's own bytes (a partial character); the completing NORMAL callback carries
+    /// only its own bytes, so the concatenation of all texts is the output.
+    PartialBytes,
+    /// The partial bytes, and the completing NORMAL callback repeats them with the whole
+    /// character: concatenating every text would duplicate bytes.
+    PartialBytesThenWhole,
+}
+
+impl fmt::Display for WaitingText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WaitingText::Null => "NULL (the next NORMAL carries the whole character)",
+            WaitingText::Empty => "empty string (the next NORMAL carries the whole character)",
+            WaitingText::PartialBytes => "partial bytes (concatenation gives the text)",
+            WaitingText::PartialBytesThenWhole => {
+                "partial bytes, repeated by the next NORMAL (concatenation duplicates)"
+            }
+        })
+    }
+}
+
+/// What the FINISH callback carries in `text`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FinishText {
+    /// NULL.
+    Null,
+    /// An empty string.
+    Empty,
+    /// Some text (lossily decoded).
+    Text(String),
+}
+
+impl fmt::Display for FinishText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FinishText::Null => f.write_str("NULL"),
+            FinishText::Empty => f.write_str("empty string"),
+            FinishText::Text(t) => write!(f, "text {t:?}"),
+        }
+    }
+}
+
+/// Whether the runtime adds a BOS token to text (prompt) input by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Bos {
+    /// Always: a prompt that starts with `<bos>` gets two.
+    AddedByRuntime,
+    /// Only when the prompt does not start with `<bos>` already.
+    AddedUnlessPresent,
+    /// Never: the caller writes `<bos>`.
+    NotAdded,
+}
+
+impl fmt::Display for Bos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Bos::AddedByRuntime => "added by the runtime (always)",
+            Bos::AddedUnlessPresent => "added by the runtime unless the prompt has one",
+            Bos::NotAdded => "not added (the prompt must carry <bos>)",
+        })
+    }
+}
+
+/// Whether generation stops by itself at Gemma's `<end_of_turn>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndOfTurn {
+    /// The run ends right after `<end_of_turn>`.
+    StopsAfterEndOfTurn,
+    /// More tokens follow `<end_of_turn>`.
+    ContinuesPastEndOfTurn,
+}
+
+impl fmt::Display for EndOfTurn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EndOfTurn::StopsAfterEndOfTurn => "stops right after <end_of_turn>",
+            EndOfTurn::ContinuesPastEndOfTurn => "continues past <end_of_turn>",
+        })
+    }
+}
+
+/// What a prompt longer than `max_context_len` does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ContextOverflow {
+    /// `rkllm_run` returns an error code without any callback.
+    Refused {
+        /// What `rkllm_run` returned.
+        return_code: i32,
+    },
+    /// An ERROR callback ends the run.
+    ErrorCallback {
+        /// What `rkllm_run` returned.
+        return_code: i32,
+    },
+    /// The run goes on (the prompt is cut or the window shifts) and generates.
+    Truncated,
+}
+
+impl fmt::Display for ContextOverflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ContextOverflow::Refused { return_code } => {
+                write!(f, "refused: rkllm_run returns {return_code}, no callback")
+            }
+            ContextOverflow::ErrorCallback { return_code } => {
+                write!(f, "ERROR callback, rkllm_run returns {return_code}")
+            }
+            ContextOverflow::Truncated => f.write_str("runs anyway (prompt cut or shifted)"),
+        }
+    }
+}
+
+/// Whether a second model loads in the same process while the first is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecondModel {
+    /// It loads and generates.
+    Works,
+    /// It loads, but a run on it produced no token.
+    LoadsButRunFails,
+    /// `rkllm_init` fails.
+    Refused {
+        /// What `rkllm_init` returned.
+        return_code: i32,
+    },
+}
+
+impl fmt::Display for SecondModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecondModel::Works => f.write_str("loads and generates"),
+            SecondModel::LoadsButRunFails => f.write_str("loads, but does not generate"),
+            SecondModel::Refused { return_code } => {
+                write!(f, "refused: rkllm_init returns {return_code}")
+            }
+        }
+    }
+}
+
+/// Whether a loaded prompt cache shortens the time to first token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PromptCache {
+    /// Clearly faster with the cache (at most half the time to first token).
+    Helped,
+    /// No clear difference.
+    NoEffect,
+}
+
+impl fmt::Display for PromptCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PromptCache::Helped => "the matching prefix is reused (faster first token)",
+            PromptCache::NoEffect => "no effect on the time to first token",
+        })
+    }
+}
+
+/// The times to first token measured by the prompt-cache experiment.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheTiming {
+    /// Without the cache.
+    pub uncached: std::time::Duration,
+    /// With the prefix cache loaded.
+    pub cached: std::time::Duration,
+}
+
+impl CacheTiming {
+    /// `cached / uncached` (below 1 = the cache helped).
+    pub fn ratio(&self) -> f64 {
+        let u = self.uncached.as_secs_f64();
+        if u > 0.0 {
+            self.cached.as_secs_f64() / u
+        } else {
+            1.0
+        }
+    }
+}
