@@ -174,3 +174,25 @@ fn is_running_is_reported_the_right_way_round() {
     drop(stream);
     assert!(!model.runtime_reports_running());
 }
+
+#[test]
+fn running_sense_follows_the_setting() {
+    use rkllm::mock::IsRunningSense;
+    use rkllm::{Model, RunningSense, Runtime};
+    let path = slow(MockModel::new())
+        .with_runtime(|r| r.is_running_sense = IsRunningSense::OneWhileRunning)
+        .write_temp()
+        .unwrap();
+    let model = Model::builder(&path)
+        .runtime(Runtime::mock())
+        .running_sense(RunningSense::NonZeroWhileRunning)
+        .build()
+        .unwrap();
+    assert!(!model.runtime_reports_running());
+    let mut session = model.session().unwrap();
+    let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+    stream.next().unwrap().unwrap();
+    assert!(model.runtime_reports_running());
+    drop(stream);
+    assert!(!model.runtime_reports_running());
+}

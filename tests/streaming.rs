@@ -213,3 +213,54 @@ fn token_input_is_decoded_by_the_runtime() {
     assert_eq!(done.text, "ping pong");
     assert_eq!(done.timings.prompt_tokens, Some(ids.len()));
 }
+
+#[test]
+fn waiting_text_handling_matches_the_runtime() {
+    use rkllm::mock::WaitingText as MockWaiting;
+    use rkllm::{Model, Runtime, WaitingText};
+    let answer = "héllo 世界 🙂";
+    // A runtime that repeats the whole character after WAITING: joining would duplicate
+    // bytes, WaitingText::Ignore gives the exact text.
+    let path = MockModel::new()
+        .answer(answer)
+        .with_runtime(|r| r.waiting_text = MockWaiting::PartialBytesThenWhole)
+        .write_temp()
+        .unwrap();
+    let build = |handling| {
+        Model::builder(&path)
+            .runtime(Runtime::mock())
+            .waiting_text(handling)
+            .build()
+            .unwrap()
+    };
+    let joined = build(WaitingText::Join)
+        .session()
+        .unwrap()
+        .complete("q", &GenerateOptions::gemma());
+    assert_ne!(
+        joined.map(|c| c.text).ok().as_deref(),
+        Some(answer),
+        "joining repeats bytes here"
+    );
+    let model = build(WaitingText::Ignore);
+    let done = model
+        .session()
+        .unwrap()
+        .complete("q", &GenerateOptions::gemma())
+        .unwrap();
+    assert_eq!(done.text, answer);
+    // Runtimes whose WAITING carries no text work with either setting.
+    for knob in [MockWaiting::Null, MockWaiting::Empty] {
+        let model = common::load(
+            &MockModel::new()
+                .answer(answer)
+                .with_runtime(|r| r.waiting_text = knob),
+        );
+        let done = model
+            .session()
+            .unwrap()
+            .complete("q", &GenerateOptions::gemma())
+            .unwrap();
+        assert_eq!(done.text, answer, "{knob:?}");
+    }
+}

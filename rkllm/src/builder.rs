@@ -32,6 +32,44 @@ pub enum Mirostat {
     },
 }
 
+/// What the text of a `RKLLM_RUN_WAITING` callback is, on this runtime.
+///
+/// Whether the 1.1.1 runtime hands over the partial bytes of a split character in WAITING
+/// and then only the rest in NORMAL (`Join`), or repeats the whole character in the NORMAL
+/// that follows (`Ignore`), is not documented; `examples/probe.rs` tells which on a board.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WaitingText {
+    /// WAITING carries part of a character; join it with what follows (default; also right
+    /// when WAITING carries no text).
+    #[default]
+    Join,
+    /// Ignore WAITING text: the next NORMAL callback carries the whole character again.
+    Ignore,
+}
+
+/// What `rkllm_is_running` returns while a task runs, on this runtime.
+///
+/// The 1.1.x header documents 0 while running (an inverted sense); `examples/probe.rs`
+/// checks it on a board. Only [`Model::runtime_reports_running`] depends on it: the crate
+/// tracks its own runs without this call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RunningSense {
+    /// 0 while a task runs (the header's documentation; default).
+    #[default]
+    ZeroWhileRunning,
+    /// Non-zero while a task runs.
+    NonZeroWhileRunning,
+}
+
+/// Settings about the runtime's undocumented behaviour, kept by the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RuntimeSettings {
+    pub waiting_text: WaitingText,
+    pub running_sense: RunningSense,
+}
+
 /// Builds a [`Model`]. Holds plain values and touches the runtime only in [`build`].
 ///
 /// Every field of the 1.1.1 `RKLLMParam` has a setter; a value left unset keeps the
@@ -72,6 +110,7 @@ pub struct ModelBuilder {
     capture_log: bool,
     preflight: bool,
     preflight_root: PathBuf,
+    settings: RuntimeSettings,
 }
 
 impl ModelBuilder {
@@ -97,6 +136,7 @@ impl ModelBuilder {
             capture_log: true,
             preflight: true,
             preflight_root: PathBuf::from("/"),
+            settings: RuntimeSettings::default(),
         }
     }
 
@@ -196,6 +236,20 @@ impl ModelBuilder {
     /// when another NPU model is already resident in this process.
     pub fn base_domain_id(mut self, id: i32) -> Self {
         self.base_domain_id = Some(id);
+        self
+    }
+
+    /// What WAITING callbacks carry on this runtime (default [`WaitingText::Join`]); see
+    /// the probe's report.
+    pub fn waiting_text(mut self, handling: WaitingText) -> Self {
+        self.settings.waiting_text = handling;
+        self
+    }
+
+    /// What `rkllm_is_running` returns while running on this runtime (default
+    /// [`RunningSense::ZeroWhileRunning`]); see the probe's report.
+    pub fn running_sense(mut self, sense: RunningSense) -> Self {
+        self.settings.running_sense = sense;
         self
     }
 
@@ -423,6 +477,7 @@ impl ModelBuilder {
             self.path,
             diagnosis,
             max_context_len,
+            self.settings,
         ))
     }
 }

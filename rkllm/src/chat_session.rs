@@ -36,6 +36,7 @@ use crate::stream::{Completion, FinishReason, Timings, Token, TokenStream};
 
 /// A rendered prompt, as text or as token ids, compared by prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(not(feature = "tokenizer"), allow(dead_code))]
 enum PromptKey {
     Text(String),
     Tokens(Vec<u32>),

@@ -26,7 +26,7 @@ mod utf8;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
-pub use builder::{Mirostat, ModelBuilder};
+pub use builder::{Mirostat, ModelBuilder, RunningSense, WaitingText};
 pub use chat_session::{ChatCacheStats, ChatStream};
 pub use error::{Error, Result};
 pub use input::{GenerateOptions, Input, GEMMA_END_OF_TURN, GEMMA_EOS};

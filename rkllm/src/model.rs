@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use rkllm_sys::{LLMHandle, RKLLMLoraAdapter, RkllmApi};
 
-use crate::builder::ModelBuilder;
+use crate::builder::{ModelBuilder, RunningSense, RuntimeSettings};
 use crate::diagnosis::{Diagnosis, RuntimeInfo};
 use crate::error::{c_string, Error, Result};
 use crate::run::ActiveRun;
@@ -143,11 +143,15 @@ pub(crate) struct ModelInner {
     max_context_len: u32,
     /// Row length of embedding inputs, measured on first use.
     pub(crate) embedding_size: OnceLock<usize>,
+    settings: RuntimeSettings,
 }
 
 impl ModelInner {
     pub(crate) fn api(&self) -> &RkllmApi {
         self.runtime.api()
+    }
+    pub(crate) fn settings(&self) -> RuntimeSettings {
+        self.settings
     }
     pub(crate) fn handle(&self) -> RawHandle {
         self.handle
@@ -247,6 +251,7 @@ impl Model {
         path: PathBuf,
         diagnosis: Diagnosis,
         max_context_len: u32,
+        settings: RuntimeSettings,
     ) -> Model {
         let abort = Arc::new(AbortState {
             api: *runtime.api(),
@@ -270,6 +275,7 @@ impl Model {
                 diagnosis,
                 max_context_len,
                 embedding_size: OnceLock::new(),
+                settings,
             }),
         }
     }
@@ -365,13 +371,17 @@ impl Model {
         &self.inner.runtime
     }
 
-    /// Whether the runtime reports a task running, by `rkllm_is_running`, which returns
-    /// **0 while a task runs** (the header's inverted sense; see the probe example to check a
-    /// board's runtime).
+    /// Whether the runtime reports a task running, by `rkllm_is_running`, read with the
+    /// model's [`RunningSense`] (by default 0 means running, as the header documents; the
+    /// probe example checks a board's runtime).
     pub fn runtime_reports_running(&self) -> bool {
         // SAFETY: the handle is live while self exists; rkllm_is_running is meant to be
         // callable while a run blocks on another thread.
-        unsafe { (self.inner.api().is_running)(self.inner.handle.0) == 0 }
+        let rc = unsafe { (self.inner.api().is_running)(self.inner.handle.0) };
+        match self.inner.settings.running_sense {
+            RunningSense::ZeroWhileRunning => rc == 0,
+            RunningSense::NonZeroWhileRunning => rc != 0,
+        }
     }
 }
 

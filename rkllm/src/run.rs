@@ -81,6 +81,8 @@ pub(crate) enum Event {
     Token {
         id: i32,
         bytes: Vec<u8>,
+        /// Delivered in the WAITING state (an incomplete character).
+        waiting: bool,
         at: Instant,
     },
     Hidden(HiddenStates),
@@ -175,6 +177,7 @@ unsafe fn on_result(shared: &RunShared, result: Option<&RKLLMResult>, state: LLM
             shared.send(Event::Token {
                 id: r.token_id,
                 bytes,
+                waiting: state == RKLLM_RUN_WAITING,
                 at: Instant::now(),
             });
         }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
+use crate::builder::WaitingText;
 use crate::error::{Error, Result};
 use crate::model::ModelInner;
 use crate::run::{Event, HiddenStates, RunShared};
@@ -263,7 +264,7 @@ impl<'s> TokenStream<'s> {
         }
     }
 
-    fn on_token(&mut self, id: i32, bytes: Vec<u8>, at: Instant) {
+    fn on_token(&mut self, id: i32, mut bytes: Vec<u8>, waiting: bool, at: Instant) {
         if self.stopping.is_some() {
             return;
         }
@@ -280,6 +281,10 @@ impl<'s> TokenStream<'s> {
         }
         self.tokens += 1;
         self.token_ids.push(id);
+        if waiting && self.inner.settings().waiting_text == WaitingText::Ignore {
+            // This runtime repeats the whole character in the NORMAL that follows.
+            bytes.clear();
+        }
         let assembled = self.utf8.push(&bytes);
         let text = assembled.text;
         if !self.stop.is_active() {
@@ -399,7 +404,12 @@ impl Iterator for TokenStream<'_> {
                 return None;
             }
             match self.next_event() {
-                Event::Token { id, bytes, at } => self.on_token(id, bytes, at),
+                Event::Token {
+                    id,
+                    bytes,
+                    waiting,
+                    at,
+                } => self.on_token(id, bytes, waiting, at),
                 Event::Hidden(h) => self.hidden = Some(h),
                 Event::Finish => self.end.finish_callback = true,
                 Event::Error => self.end.error_callback = true,

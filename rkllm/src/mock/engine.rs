@@ -441,7 +441,7 @@ impl<'a> Run<'a> {
             pending.extend_from_slice(&bytes);
             if ends_inside_char(pending) {
                 let text = match self.rt.waiting_text {
-                    WaitingText::PartialBytes => Some(bytes),
+                    WaitingText::PartialBytes | WaitingText::PartialBytesThenWhole => Some(bytes),
                     WaitingText::Null => None,
                     WaitingText::Empty => Some(Vec::new()),
                 };
@@ -449,7 +449,9 @@ impl<'a> Run<'a> {
             } else {
                 let text = match self.rt.waiting_text {
                     WaitingText::PartialBytes => bytes,
-                    WaitingText::Null | WaitingText::Empty => pending.clone(),
+                    WaitingText::Null | WaitingText::Empty | WaitingText::PartialBytesThenWhole => {
+                        pending.clone()
+                    }
                 };
                 pending.clear();
                 (RKLLM_RUN_NORMAL, Some(text))

@@ -193,6 +193,9 @@ pub enum WaitingText {
     Null,
     /// An empty string; the completing NORMAL callback carries the whole character.
     Empty,
+    /// The partial bytes, and the completing NORMAL callback carries the whole character
+    /// again (so joining every callback's text would repeat bytes).
+    PartialBytesThenWhole,
 }
 
 /// What `result->text` carries in FINISH and ERROR callbacks.

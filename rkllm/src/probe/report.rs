@@ -233,20 +233,21 @@ impl ProbeReport {
                 whatever callbacks and return code follow an abort"
                 .into(),
             Question::IsRunningSense => match self.runtime_reports_running_is_correct() {
-                Some(true) => "Model::runtime_reports_running() reads this runtime right \
-                    (0 = running)"
+                Some(true) => "nothing to set: RunningSense::ZeroWhileRunning (the default) \
+                    reads this runtime right"
                     .into(),
-                Some(false) => "Model::runtime_reports_running() is INVERTED on this runtime \
-                    (it assumes 0 = running): do not use it, and report this"
+                Some(false) => "ModelBuilder::running_sense(RunningSense::NonZeroWhileRunning) \
+                    (this runtime returns non-zero while running)"
                     .into(),
                 None => "do not rely on Model::runtime_reports_running()".into(),
             },
             Question::WaitingText => match self.waiting_text.answer() {
-                Some(WaitingText::PartialBytesThenWhole) => "the crate would duplicate the \
-                    bytes of split characters on this runtime: report this (code change)"
+                Some(WaitingText::PartialBytesThenWhole) => "ModelBuilder::waiting_text(\
+                    WaitingText::Ignore) (the NORMAL after a WAITING repeats the whole \
+                    character)"
                     .into(),
-                _ => "nothing to set: the crate joins token bytes and emits only whole UTF-8 \
-                    characters"
+                _ => "nothing to set: WaitingText::Join (the default) joins token bytes and \
+                    emits only whole UTF-8 characters"
                     .into(),
             },
             Question::FinishText => match self.finish_text.answer() {
