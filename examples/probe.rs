@@ -1,5 +1,5 @@
 //! The on-board verification kit: finds out how this board's RKLLM runtime behaves where
-//! it is undocumented, and prints a report to paste into issue 9.
+//! it is undocumented, and prints a report to paste into a bug report.
 //!
 //! ```text
 //! cargo run --example probe -- --model PATH [--tokenizer PATH] [--lib PATH] [--skip-second-model]
