@@ -195,12 +195,14 @@ impl Session {
         user: impl Into<String>,
         options: &GenerateOptions,
     ) -> Result<ChatStream<'s>> {
+        // Timings include preparing the prompt and the cache: both delay the first token.
+        let started = std::time::Instant::now();
         self.inner.finish_active();
         conversation.push_user(user)?;
         match self.prepare_chat(conversation, options) {
             Ok((input, options, pending)) => {
                 let Session { inner, rolling, .. } = self;
-                match start_stream(inner, input, &options, false) {
+                match start_stream(inner, input, &options, false, started) {
                     Ok(stream) => Ok(ChatStream {
                         stream,
                         conversation,

@@ -141,7 +141,7 @@ impl Session {
         // A stream that was leaked (mem::forget) left its run behind: finish it first.
         self.inner.finish_active();
         self.check_embedding_rows(&input)?;
-        start_stream(&self.inner, input, options, hidden)
+        start_stream(&self.inner, input, options, hidden, Instant::now())
     }
 
     /// Loads a prompt cache saved by an earlier run
@@ -203,13 +203,14 @@ impl Session {
     }
 }
 
-/// Starts a run on `inner`, whose borrow the stream keeps. The caller has checked
-/// embedding rows.
+/// Starts a run on `inner`, whose borrow the stream keeps; timings count from `started`.
+/// The caller has checked embedding rows.
 pub(crate) fn start_stream<'s>(
     inner: &'s Arc<ModelInner>,
     input: Input,
     options: &GenerateOptions,
     hidden: bool,
+    started: Instant,
 ) -> Result<TokenStream<'s>> {
     inner.finish_active();
     let lora = match &options.lora {
@@ -229,7 +230,6 @@ pub(crate) fn start_stream<'s>(
         .map(|p| path_c_string("prompt_cache_path", p))
         .transpose()?;
     let prompt_tokens = input.known_token_count();
-    let started = Instant::now();
     let (rx, shared) = run::start(inner, input, hidden, lora, save_cache)?;
     Ok(TokenStream::new(
         inner,

@@ -50,7 +50,8 @@ pub enum FinishReason {
 /// Timings measured on this side (the 1.1.1 runtime reports none).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Timings {
-    /// From the start of the run to the first token: the prefill.
+    /// From the call that started the run to the first token: the prefill (for
+    /// [`Session::chat`](crate::Session::chat), also preparing the prompt and its cache).
     pub time_to_first_token: Option<Duration>,
     /// From the first token to the last one.
     pub decode: Duration,

@@ -1,0 +1,522 @@
+//! An interactive Gemma 2 chat that streams each reply as it is generated.
+//!
+//! ```text
+//! cargo run --example chat                                   # the mock runtime, echoing
+//! cargo run --release --example chat -- --model gemma-2-2b-it-w8a8.rkllm \
+//!     --tokenizer tokenizer.json --system "Answer briefly." --prompt-cache /tmp/rkllm-chat
+//! printf 'Hello\nHow are you?\n' | cargo run --example chat  # scripted: replies on stdout
+//! ```
+//!
+//! Replies go to stdout; the prompt, the stats line after each reply and errors go to stderr,
+//! so `chat < questions.txt > answers.txt` keeps only the replies (the runtime's own log
+//! lines at load time go to stdout too, as librkllmrt.so prints them there).
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+#[cfg(feature = "tokenizer")]
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rkllm::chat::{ContextBudget, Conversation, Message, Role, SystemStyle, TrimPolicy};
+use rkllm::{AbortHandle, FinishReason, GenerateOptions, Model, Runtime, Session, Timings};
+
+const USAGE: &str = "\
+An interactive Gemma 2 chat on the RKLLM runtime, streaming each reply as it is generated.
+
+Usage: chat [OPTIONS]
+
+Model:
+  --model PATH          .rkllm model, run on the board's librkllmrt.so
+  --lib PATH            the runtime library (default: $RKLLM_LIB_PATH, then the system's
+                        library search path)
+  --tokenizer PATH      Gemma 2 tokenizer.json: exact token counts, prompts sent as token ids
+  --mock                run on the mock runtime (the default without --model); with --model,
+                        PATH is a mock model file
+  --mock-reply TEXT     mock: the reply of the next turn, in order (repeatable; the last one
+                        repeats); without it the mock echoes your message
+  --fast                mock: no simulated prefill and decode time (also the case when stdin
+                        is not a terminal)
+
+Chat:
+  --system TEXT         system prompt
+  --style STYLE         where the system prompt goes: merge (default), systemgemma2, turn,
+                        strict (no system prompt allowed)
+  --max-context N       context length in tokens, prompt and reply (default 4096)
+  --max-new-tokens N    reply length limit in tokens (default 512)
+  --prompt-cache DIR    keep the conversation's prefill in a rolling prompt cache in DIR, so
+                        a turn prefills only what is new
+  -h, --help            this help
+
+In the chat: /reset clears the history (the system prompt stays); /exit or end of input
+quits. Ctrl-C stops the reply being generated; Ctrl-C while waiting for input, or twice
+within a second, quits.";
+
+/// How much faster than an RK3588 the mock runs when paced: the board's rhythm (slow
+/// prefill, ~10 tokens/s decode) with shorter waits.
+#[cfg(feature = "mock")]
+const MOCK_SPEEDUP: f64 = 2.0;
+
+/// Two Ctrl-C within this interval quit, even while a reply is being generated.
+const DOUBLE_PRESS: Duration = Duration::from_secs(1);
+
+struct Args {
+    model: Option<PathBuf>,
+    lib: Option<PathBuf>,
+    tokenizer: Option<PathBuf>,
+    mock: bool,
+    mock_replies: Vec<String>,
+    fast: bool,
+    system: Option<String>,
+    style: SystemStyle,
+    max_context: u32,
+    max_new_tokens: u32,
+    prompt_cache: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args {
+        model: None,
+        lib: None,
+        tokenizer: None,
+        mock: false,
+        mock_replies: Vec::new(),
+        fast: false,
+        system: None,
+        style: SystemStyle::Merge,
+        max_context: 4096,
+        max_new_tokens: 512,
+        prompt_cache: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "-h" | "--help" => return Ok(None),
+            "--model" => args.model = Some(value("--model")?.into()),
+            "--lib" => args.lib = Some(value("--lib")?.into()),
+            "--tokenizer" => args.tokenizer = Some(value("--tokenizer")?.into()),
+            "--mock" => args.mock = true,
+            "--mock-reply" => args.mock_replies.push(value("--mock-reply")?),
+            "--fast" => args.fast = true,
+            "--system" => args.system = Some(value("--system")?),
+            "--style" => args.style = parse_style(&value("--style")?)?,
+            "--max-context" => args.max_context = parse_count("--max-context", value(&arg)?)?,
+            "--max-new-tokens" => {
+                args.max_new_tokens = parse_count("--max-new-tokens", value(&arg)?)?
+            }
+            "--prompt-cache" => args.prompt_cache = Some(value("--prompt-cache")?.into()),
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    if args.max_new_tokens >= args.max_context {
+        return Err(format!(
+            "--max-new-tokens ({}) leaves no room for the prompt in --max-context ({})",
+            args.max_new_tokens, args.max_context
+        ));
+    }
+    Ok(Some(args))
+}
+
+fn parse_style(s: &str) -> Result<SystemStyle, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "merge" => Ok(SystemStyle::Merge),
+        "systemgemma2" => Ok(SystemStyle::SystemGemma2),
+        "turn" => Ok(SystemStyle::Turn),
+        "strict" => Ok(SystemStyle::Strict),
+        _ => Err(format!(
+            "unknown --style {s}: use merge, systemgemma2, turn or strict"
+        )),
+    }
+}
+
+fn parse_count(name: &str, s: String) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("{name} takes a positive number, not {s:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n\nRun with --help for the options.");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What the main loop waits for: a line of input, its end, or a Ctrl-C.
+enum Event {
+    Line(String),
+    Eof,
+    Interrupt {
+        /// The Ctrl-C stopped a reply (rather than arriving while waiting for input).
+        stopped_reply: bool,
+        /// It came within [`DOUBLE_PRESS`] of the previous one.
+        twice_quickly: bool,
+    },
+}
+
+fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let interactive = io::stdin().is_terminal();
+
+    // Check the system prompt against the style before loading anything.
+    let mut first_turn = Vec::new();
+    if let Some(system) = &args.system {
+        first_turn.push(Message::system(system.clone()));
+    }
+    first_turn.push(Message::user("Hello"));
+    rkllm::chat::Gemma2Template::new(args.style).validate(&first_turn)?;
+
+    let loaded = load_model(&args, interactive)?;
+    let mut session = loaded.model.session()?;
+
+    let mut chat = Conversation::new(args.style).with_budget(ContextBudget::new(
+        args.max_context as usize,
+        args.max_new_tokens as usize,
+    ));
+    #[cfg(feature = "tokenizer")]
+    if let Some(path) = &args.tokenizer {
+        let tokenizer = rkllm::chat::GemmaTokenizer::from_file(path)?;
+        chat = chat.with_tokenizer(Arc::new(tokenizer));
+    }
+    if let Some(dir) = &args.prompt_cache {
+        session.enable_chat_prompt_cache(dir)?;
+        // Every trim changes the prompt's prefix and costs one full prefill: drop half the
+        // history at once, so that happens rarely.
+        chat = chat.with_trim_policy(TrimPolicy::Chunked { drop_fraction: 0.5 });
+    }
+    if let Some(system) = &args.system {
+        chat.set_system(system.clone());
+    }
+
+    let (events_tx, events) = mpsc::channel();
+    read_lines_into(events_tx.clone());
+    install_sigint_handler()?;
+    watch_interrupts(session.abort_handle(), events_tx);
+
+    if interactive {
+        eprintln!(
+            "Chatting with {} on {}. /reset clears the history, /exit or Ctrl-D quits, \
+             Ctrl-C stops a reply.",
+            loaded.description,
+            session.model().runtime().origin()
+        );
+    }
+    let code = chat_loop(&mut session, &mut chat, &events, interactive);
+    // The session goes before the mock model's temporary directory.
+    drop(session);
+    drop(loaded);
+    Ok(code)
+}
+
+fn chat_loop(
+    session: &mut Session,
+    chat: &mut Conversation,
+    events: &Receiver<Event>,
+    interactive: bool,
+) -> ExitCode {
+    let options = GenerateOptions::new();
+    let mut prompt_shown = false;
+    loop {
+        if interactive && !prompt_shown {
+            eprint!("> ");
+            prompt_shown = true;
+        }
+        let line = match events.recv() {
+            Ok(Event::Line(line)) => line,
+            // A reply was stopped; the prompt for the next message is already shown.
+            Ok(Event::Interrupt {
+                stopped_reply: true,
+                twice_quickly: false,
+            }) => continue,
+            Ok(Event::Interrupt { .. }) => {
+                eprintln!();
+                return ExitCode::from(130);
+            }
+            Ok(Event::Eof) | Err(_) => {
+                if interactive {
+                    eprintln!();
+                }
+                return ExitCode::SUCCESS;
+            }
+        };
+        prompt_shown = false;
+        let line = line.trim();
+        match line {
+            "" => continue,
+            "/exit" | "/quit" => return ExitCode::SUCCESS,
+            "/reset" => {
+                chat.clear();
+                eprintln!("(history cleared)");
+                continue;
+            }
+            _ if line.starts_with('/') => {
+                eprintln!("unknown command {line}: use /reset or /exit");
+                continue;
+            }
+            _ => {}
+        }
+        match turn(session, chat, line, &options) {
+            Ok(true) => {}
+            Ok(false) => return ExitCode::FAILURE, // stdout is gone (e.g. a closed pipe)
+            Err(e) => eprintln!("error: {e}"),
+        }
+    }
+}
+
+/// One exchange: streams the reply to stdout, then prints the stats line to stderr. Returns
+/// `Ok(false)` when stdout can no longer be written.
+fn turn(
+    session: &mut Session,
+    chat: &mut Conversation,
+    user: &str,
+    options: &GenerateOptions,
+) -> rkllm::Result<bool> {
+    let reused_before = session.chat_cache_stats().map(|s| s.reused);
+    let mut stdout = io::stdout().lock();
+    let mut stream = session.chat(chat, user, options)?;
+    let mut failure = None;
+    for token in stream.by_ref() {
+        match token {
+            Ok(token) => {
+                // Flush per token: the point of streaming is to see the reply as it comes.
+                if write!(stdout, "{}", token.text)
+                    .and_then(|()| stdout.flush())
+                    .is_err()
+                {
+                    return Ok(false); // dropping the stream stops the run
+                }
+            }
+            // Bytes that are not UTF-8 are skipped; a failed run ends the stream.
+            Err(e) => failure = Some(e),
+        }
+    }
+    let timings = stream.timings();
+    let finish = stream.finish_reason().cloned();
+    drop(stream); // records the reply in the conversation
+    if writeln!(stdout).and_then(|()| stdout.flush()).is_err() {
+        return Ok(false);
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if finish == Some(FinishReason::Aborted) {
+        eprintln!("[stopped]");
+    }
+    let cache = match (reused_before, session.chat_cache_stats()) {
+        (Some(before), Some(after)) if after.reused > before => Some("reused"),
+        (Some(_), Some(_)) => Some("rebuilt"),
+        _ => None,
+    };
+    eprintln!("{}", stats_line(&timings, chat, cache));
+    Ok(true)
+}
+
+/// `[12 tokens, first token 123.4 ms, 19.2 tokens/s, prompt 48 tokens, 4 messages in history]`
+fn stats_line(timings: &Timings, chat: &Conversation, cache: Option<&str>) -> String {
+    let mut parts = vec![format!("{} tokens", timings.generated_tokens)];
+    if let Some(ttft) = timings.time_to_first_token {
+        parts.push(format!("first token {:.1} ms", ttft.as_secs_f64() * 1000.0));
+    }
+    if let Some(rate) = timings.decode_tokens_per_second() {
+        parts.push(format!("{rate:.1} tokens/s"));
+    }
+    if let Some(fit) = chat.last_fit() {
+        // Without a tokenizer the count is an upper-bound estimate from the text's bytes.
+        let approx = if fit.exact { "" } else { "~" };
+        parts.push(format!("prompt {approx}{} tokens", fit.prompt_tokens));
+        if fit.dropped_messages > 0 {
+            parts.push(format!("dropped {} old messages", fit.dropped_messages));
+        }
+    }
+    let kept = chat
+        .messages()
+        .iter()
+        .filter(|m| m.role != Role::System)
+        .count();
+    parts.push(format!("{kept} messages in history"));
+    if let Some(cache) = cache {
+        parts.push(format!("prompt cache {cache}"));
+    }
+    format!("[{}]", parts.join(", "))
+}
+
+/// The model and what it needs to stay alive (the mock model's temporary directory).
+struct Loaded {
+    model: Model,
+    description: String,
+    _mock_dir: Option<tempfile::TempDir>,
+}
+
+fn load_model(args: &Args, interactive: bool) -> Result<Loaded, Box<dyn std::error::Error>> {
+    #[cfg(not(feature = "tokenizer"))]
+    if args.tokenizer.is_some() {
+        return Err("--tokenizer needs the `tokenizer` feature".into());
+    }
+    let use_mock = args.mock || args.model.is_none();
+    let (path, runtime, mock_dir) = if use_mock {
+        #[cfg(feature = "mock")]
+        {
+            let paced = interactive && !args.fast;
+            match &args.model {
+                Some(path) => (path.clone(), Runtime::mock(), None),
+                None => {
+                    let (dir, path) = write_mock_model(args, paced)?;
+                    (path, Runtime::mock(), Some(dir))
+                }
+            }
+        }
+        #[cfg(not(feature = "mock"))]
+        {
+            let _ = interactive;
+            return Err("no --model given, and the mock runtime needs the `mock` feature".into());
+        }
+    } else {
+        let runtime = match &args.lib {
+            Some(lib) => Runtime::load_from(lib)?,
+            None => Runtime::load()?,
+        };
+        (args.model.clone().expect("checked above"), runtime, None)
+    };
+    let model = Model::builder(&path)
+        .runtime(runtime)
+        .max_context_len(args.max_context)
+        .max_new_tokens(args.max_new_tokens)
+        .build()
+        .map_err(|e| {
+            format!(
+                "{e}\n(for a full report: cargo run --example doctor -- --model {})",
+                path.display()
+            )
+        })?;
+    let description = match &mock_dir {
+        Some(_) if args.mock_replies.is_empty() => "the mock model (it echoes you)".to_owned(),
+        Some(_) => "the mock model (scripted replies)".to_owned(),
+        None => path.display().to_string(),
+    };
+    Ok(Loaded {
+        model,
+        description,
+        _mock_dir: mock_dir,
+    })
+}
+
+/// Writes a mock model that echoes the user's message (or answers `--mock-reply` texts in
+/// order), paced like Gemma 2 2B on an RK3588 when someone is watching.
+#[cfg(feature = "mock")]
+fn write_mock_model(
+    args: &Args,
+    paced: bool,
+) -> Result<(tempfile::TempDir, PathBuf), Box<dyn std::error::Error>> {
+    use rkllm::mock::{MockModel, Timing};
+
+    let mut mock = MockModel::new().name("chat-example-mock");
+    mock = if args.mock_replies.is_empty() {
+        mock.echo()
+    } else {
+        mock.turns(args.mock_replies.clone())
+    };
+    if paced {
+        let board = Timing::GEMMA2_2B_W8A8_RK3588;
+        mock = mock.timing(Timing {
+            prefill_seconds_per_token: board.prefill_seconds_per_token / MOCK_SPEEDUP,
+            decode_seconds_per_token: board.decode_seconds_per_token / MOCK_SPEEDUP,
+        });
+    }
+    if let Some(tokenizer) = &args.tokenizer {
+        // In token mode the mock must decode the ids it receives with the same vocabulary.
+        mock = mock.tokenizer_json(std::fs::canonicalize(tokenizer)?);
+    }
+    let dir = tempfile::Builder::new().prefix("rkllm-chat-").tempdir()?;
+    let path = mock.write_to(dir.path().join("mock.rkllm"))?;
+    Ok((dir, path))
+}
+
+/// Reads stdin on its own thread, so the main loop can wait for a line and a Ctrl-C at once.
+fn read_lines_into(events: Sender<Event>) {
+    std::thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            match line {
+                Ok(line) => {
+                    if events.send(Event::Line(line)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: reading stdin: {e}");
+                    break;
+                }
+            }
+        }
+        let _ = events.send(Event::Eof);
+    });
+}
+
+/// Ctrl-C presses so far. The signal handler only increments it: an atomic add is
+/// async-signal-safe, where locks, allocation and the runtime's abort are not.
+static SIGINTS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_sigint(_signal: libc::c_int) {
+    SIGINTS.fetch_add(1, Ordering::Relaxed);
+}
+
+fn install_sigint_handler() -> io::Result<()> {
+    // SAFETY: `sigaction` is a plain C struct for which all-zero bytes is a valid value
+    // (no handler, empty mask, no flags); every field that matters is set below.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // Restart interrupted reads: the stdin thread just keeps waiting for input.
+    action.sa_flags = libc::SA_RESTART;
+    // SAFETY: `action.sa_mask` is a valid, exclusively borrowed sigset_t.
+    unsafe { libc::sigemptyset(&mut action.sa_mask) };
+    // SAFETY: `action` is fully initialised and outlives the call; the handler only touches
+    // an atomic, which is async-signal-safe; a null old-action pointer is allowed.
+    if unsafe { libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut()) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Turns Ctrl-C presses into aborts of the running reply and events for the main loop. The
+/// abort happens here, on an ordinary thread, because the main thread is busy streaming.
+fn watch_interrupts(abort: AbortHandle, events: Sender<Event>) {
+    std::thread::spawn(move || {
+        let mut seen = 0;
+        let mut last: Option<Instant> = None;
+        loop {
+            std::thread::sleep(Duration::from_millis(20));
+            let count = SIGINTS.load(Ordering::Relaxed);
+            if count == seen {
+                continue;
+            }
+            let presses = count - seen;
+            seen = count;
+            let stopped_reply = abort.abort();
+            let twice_quickly = presses > 1 || last.is_some_and(|t| t.elapsed() < DOUBLE_PRESS);
+            last = Some(Instant::now());
+            let event = Event::Interrupt {
+                stopped_reply,
+                twice_quickly,
+            };
+            if events.send(event).is_err() {
+                return;
+            }
+        }
+    });
+}
