@@ -1,4 +1,4 @@
-//! Issue 7: time to first token over a 20-turn chat, with the rolling prompt cache
+//! Fast multi-turn chat: time to first token over a 20-turn chat, with the rolling prompt cache
 //! (`Session::enable_chat_prompt_cache`) on and off.
 //!
 //! The 1.1.1 runtime keeps nothing between runs, so without the cache every turn prefills
