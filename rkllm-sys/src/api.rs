@@ -9,7 +9,7 @@ use crate::bindings::{
 /// The ten functions of the RKLLM 1.1.1 C ABI, as plain function pointers.
 ///
 /// Each field has exactly the signature of the C declaration (checked against the bindgen
-/// declarations when the `link` feature is on, see [`Library::linked`](crate::Library::linked)).
+/// declarations when the `link` feature is on, see `Library::linked`).
 /// A table comes from a [`Library`](crate::Library); the runtime's documented semantics are
 /// noted on each field.
 #[derive(Clone, Copy, Debug)]

@@ -8,7 +8,7 @@
 //!
 //! Every call into the runtime goes through one table of function pointers, [`RkllmApi`].
 //! It is filled by loading the library at run time ([`Library::open_default`], the default),
-//! from the symbols linked at build time ([`Library::linked`], feature `link`), or by any
+//! from the symbols linked at build time (`Library::linked`, feature `link`), or by any
 //! other implementation of the same C ABI, such as the mock runtime of the `rkllm` crate
 //! ([`Library::from_api`]).
 //!
