@@ -3,6 +3,7 @@
 //! Reads `testdata/runtime-logs/*.json`, or every `*.json` in the directory named by
 //! `RKLLM_LOG_FIXTURES_DIR` when that is set (the format is in the directory's README).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rkllm::diagnosis::{Cause, Diagnosis};
@@ -129,5 +130,10 @@ fn runtime_log_fixtures() {
         failures.len(),
         failures.join("\n")
     );
-    println!("runtime log fixtures: {} cases checked", cases.len());
+    // Straight to stderr so the count shows in a normal (captured) test run too.
+    let _ = writeln!(
+        std::io::stderr(),
+        "runtime log fixtures: {} cases checked",
+        cases.len()
+    );
 }
