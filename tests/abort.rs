@@ -196,3 +196,25 @@ fn running_sense_follows_the_setting() {
     drop(stream);
     assert!(!model.runtime_reports_running());
 }
+
+#[test]
+fn thread_safety_is_what_the_types_promise() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<rkllm::Session>();
+    send_sync::<rkllm::Model>();
+    send_sync::<rkllm::AbortHandle>();
+    send_sync::<rkllm::Runtime>();
+    // A session moves to another thread and runs there.
+    let model = common::load(&MockModel::new().answer("from another thread"));
+    let mut session = model.session().unwrap();
+    let text = std::thread::spawn(move || {
+        session
+            .complete("q", &GenerateOptions::gemma())
+            .unwrap()
+            .text
+    })
+    .join()
+    .unwrap();
+    assert_eq!(text, "from another thread");
+}
