@@ -264,3 +264,22 @@ fn waiting_text_handling_matches_the_runtime() {
         assert_eq!(done.text, answer, "{knob:?}");
     }
 }
+
+#[test]
+fn callbacks_on_the_calling_thread_work_the_same() {
+    use rkllm::mock::CallbackThread;
+    let answer = "same stream, ünïcode too";
+    let model = common::load(
+        &MockModel::new()
+            .answer(answer)
+            .with_runtime(|r| r.callback_thread = CallbackThread::Caller),
+    );
+    let mut session = model.session().unwrap();
+    let done = session.complete("q", &GenerateOptions::gemma()).unwrap();
+    assert_eq!(done.text, answer);
+    let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+    stream.next().unwrap().unwrap();
+    stream.abort();
+    assert!(stream.by_ref().all(|t| t.is_ok()));
+    assert_eq!(stream.finish_reason(), Some(&FinishReason::Aborted));
+}
