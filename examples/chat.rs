@@ -121,15 +121,7 @@ fn parse_args() -> Result<Option<Args>, String> {
 }
 
 fn parse_style(s: &str) -> Result<SystemStyle, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "merge" => Ok(SystemStyle::Merge),
-        "systemgemma2" => Ok(SystemStyle::SystemGemma2),
-        "turn" => Ok(SystemStyle::Turn),
-        "strict" => Ok(SystemStyle::Strict),
-        _ => Err(format!(
-            "unknown --style {s}: use merge, systemgemma2, turn or strict"
-        )),
-    }
+    s.parse().map_err(|e| format!("--style: {e}"))
 }
 
 fn parse_count(name: &str, s: String) -> Result<u32, String> {

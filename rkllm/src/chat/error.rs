@@ -55,6 +55,10 @@ pub enum ChatError {
     #[error("unknown role `{0}`; expected system, user, assistant or model")]
     UnknownRole(String),
 
+    /// A system-style name other than `merge`, `systemgemma2`, `turn` or `strict`.
+    #[error("unknown system style `{0}`; expected merge, systemgemma2, turn or strict")]
+    UnknownStyle(String),
+
     /// The newest exchange does not fit the context budget even with all older history
     /// dropped.
     #[error(

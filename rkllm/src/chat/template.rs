@@ -86,6 +86,48 @@ pub enum SystemStyle {
     Strict,
 }
 
+impl SystemStyle {
+    /// The style's name, as [`FromStr`](std::str::FromStr) reads it: `merge`,
+    /// `systemgemma2`, `turn` or `strict`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            SystemStyle::Merge => "merge",
+            SystemStyle::SystemGemma2 => "systemgemma2",
+            SystemStyle::Turn => "turn",
+            SystemStyle::Strict => "strict",
+        }
+    }
+}
+
+impl std::fmt::Display for SystemStyle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Reads a style name (case-insensitive), e.g. from a command line or a config file.
+///
+/// ```
+/// use rkllm::chat::SystemStyle;
+/// assert_eq!("SystemGemma2".parse::<SystemStyle>().unwrap(), SystemStyle::SystemGemma2);
+/// assert!("pirate".parse::<SystemStyle>().is_err());
+/// ```
+impl std::str::FromStr for SystemStyle {
+    type Err = ChatError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            SystemStyle::Merge,
+            SystemStyle::SystemGemma2,
+            SystemStyle::Turn,
+            SystemStyle::Strict,
+        ]
+        .into_iter()
+        .find(|style| style.name().eq_ignore_ascii_case(s))
+        .ok_or_else(|| ChatError::UnknownStyle(s.to_owned()))
+    }
+}
+
 /// Whether a text-mode prompt starts with the `<bos>` text.
 ///
 /// It is unknown whether the RKLLM 1.1.1 runtime adds BOS itself in text (prompt) mode, so
