@@ -4,9 +4,10 @@
 //! Reads `testdata/gemma-vectors/*.json`, or every `*.json` in `$GEMMA_VECTORS_DIR`.
 
 mod chat_common;
+mod fixtures;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rkllm::chat::{Gemma2Template, Message, Role, SystemStyle};
 use serde::Deserialize;
@@ -56,37 +57,18 @@ const SPECIAL_TEXTS: [&str; 6] = [
     "<end_of_turn>",
 ];
 
-fn vectors_dir() -> PathBuf {
-    match std::env::var_os("GEMMA_VECTORS_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/gemma-vectors"),
-    }
-}
-
 fn load_cases(dir: &Path) -> Vec<(String, Case)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot read vectors directory {}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    let mut cases = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).expect("read vector file");
-        let parsed: Vec<Case> = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: not a vector array: {e}", file.display()));
-        let stem = file
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        cases.extend(
-            parsed
-                .into_iter()
-                .map(|c| (format!("{stem}/{}", c.name), c)),
-        );
-    }
-    cases
+    fixtures::load::<Case>(dir)
+        .into_iter()
+        .map(|(file, case)| {
+            let stem = file
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            (format!("{stem}/{}", case.name), case)
+        })
+        .collect()
 }
 
 fn to_messages(raw: &[RawMessage]) -> Result<Vec<Message>, rkllm::chat::ChatError> {
@@ -97,7 +79,7 @@ fn to_messages(raw: &[RawMessage]) -> Result<Vec<Message>, rkllm::chat::ChatErro
 
 #[test]
 fn gemma_vectors() {
-    let dir = vectors_dir();
+    let dir = fixtures::dir("GEMMA_VECTORS_DIR", "gemma-vectors");
     let cases = load_cases(&dir);
     assert!(
         !cases.is_empty(),

@@ -3,8 +3,9 @@
 //! Reads `testdata/runtime-logs/*.json`, or every `*.json` in the directory named by
 //! `RKLLM_LOG_FIXTURES_DIR` when that is set (the format is in the directory's README).
 
+mod fixtures;
+
 use std::io::Write;
-use std::path::{Path, PathBuf};
 
 use rkllm::diagnosis::{Cause, Diagnosis};
 use serde::Deserialize;
@@ -28,31 +29,6 @@ struct Expected {
     driver_version: Option<String>,
     platform: Option<String>,
     driver_too_old: bool,
-}
-
-fn fixture_dir() -> PathBuf {
-    match std::env::var_os("RKLLM_LOG_FIXTURES_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/runtime-logs"),
-    }
-}
-
-fn load_cases(dir: &Path) -> Vec<(PathBuf, Case)> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot read fixture directory {}: {e}", dir.display()))
-        .map(|entry| entry.expect("directory entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    files.sort();
-    let mut cases = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file)
-            .unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()));
-        let parsed: Vec<Case> = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{} is not a list of cases: {e}", file.display()));
-        cases.extend(parsed.into_iter().map(|case| (file.clone(), case)));
-    }
-    cases
 }
 
 /// The differences between what was read and what was expected, one per field.
@@ -102,8 +78,8 @@ fn mismatches(d: &Diagnosis, want: &Expected) -> Vec<String> {
 
 #[test]
 fn runtime_log_fixtures() {
-    let dir = fixture_dir();
-    let cases = load_cases(&dir);
+    let dir = fixtures::dir("RKLLM_LOG_FIXTURES_DIR", "runtime-logs");
+    let cases = fixtures::load::<Case>(&dir);
     assert!(
         !cases.is_empty(),
         "no runtime log fixtures found in {}",
