@@ -336,3 +336,23 @@ fn runtime_info_comes_from_the_version_line() {
     assert_eq!(info.driver_version.as_deref(), Some("0.9.8"));
     assert_eq!(info.platform.as_deref(), Some("RK3588"));
 }
+
+#[test]
+fn handle_calls_during_a_run_report_busy_instead_of_racing_it() {
+    let model = common::load(
+        &MockModel::new()
+            .answer("a long enough answer to still be running")
+            .decode_seconds_per_token(0.005),
+    );
+    let adapter_file = common::temp_file("busy.rkllm", b"lora");
+    let mut session = model.session().unwrap();
+    let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+    stream.next().unwrap().unwrap();
+    let err = model.load_lora(&adapter_file, "busy", 1.0).unwrap_err();
+    assert!(matches!(err, Error::Busy), "{err:?}");
+    drop(stream);
+    assert!(
+        model.load_lora(&adapter_file, "busy", 1.0).is_ok(),
+        "free again after the run"
+    );
+}
