@@ -218,3 +218,93 @@ fn thread_safety_is_what_the_types_promise() {
     .unwrap();
     assert_eq!(text, "from another thread");
 }
+
+/// Runs `f` on another thread and fails the test if it has not finished within `limit`.
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(f()).unwrap());
+    rx.recv_timeout(limit)
+        .expect("deadlock: the stop did not complete")
+}
+
+#[test]
+fn a_blocking_rkllm_abort_cannot_deadlock_with_a_full_channel() {
+    // If rkllm_abort waited for the run to stop while the runtime's callback waited for room
+    // in the channel, stopping would hang. A 3,000-token answer at zero latency fills the
+    // 256-slot channel while the consumer sleeps.
+    let answer = "word ".repeat(3000);
+    let mock = MockModel::new()
+        .answer(answer.trim_end())
+        .with_runtime(|r| r.abort_blocks_until_stopped = true);
+    let path = mock.write_temp().unwrap();
+    let load = {
+        let path = path.clone();
+        move || {
+            rkllm::Model::builder(&path)
+                .runtime(rkllm::Runtime::mock())
+                .build()
+                .unwrap()
+        }
+    };
+    let fill = Duration::from_millis(200);
+
+    // Stop conditions: max_tokens and an explicit abort on the stream.
+    let (l1, l2) = (load.clone(), load.clone());
+    let reason = within(Duration::from_secs(15), move || {
+        let model = l1();
+        let mut session = model.session().unwrap();
+        let mut stream = session
+            .generate("q", &GenerateOptions::new().max_tokens(2))
+            .unwrap();
+        stream.next().unwrap().unwrap();
+        std::thread::sleep(fill);
+        let rest: Vec<_> = stream.by_ref().collect();
+        assert_eq!(rest.len(), 1);
+        stream.finish_reason().cloned()
+    });
+    assert_eq!(reason, Some(FinishReason::MaxTokens));
+    let reason = within(Duration::from_secs(15), move || {
+        let model = l2();
+        let mut session = model.session().unwrap();
+        let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+        stream.next().unwrap().unwrap();
+        std::thread::sleep(fill);
+        stream.abort();
+        assert!(stream.by_ref().count() < 300);
+        stream.finish_reason().cloned()
+    });
+    assert_eq!(reason, Some(FinishReason::Aborted));
+
+    // An AbortHandle on another thread while the consumer is not reading.
+    let l3 = load.clone();
+    within(Duration::from_secs(15), move || {
+        let model = l3();
+        let abort = model.abort_handle();
+        let mut session = model.session().unwrap();
+        let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+        stream.next().unwrap().unwrap();
+        std::thread::sleep(fill);
+        let aborter = std::thread::spawn(move || abort.abort());
+        std::thread::sleep(Duration::from_millis(50));
+        let _ = stream.by_ref().count();
+        assert!(aborter.join().unwrap());
+        assert_eq!(stream.finish_reason(), Some(&FinishReason::Aborted));
+    });
+
+    // Dropping the stream, and leaking it then dropping the model.
+    let l4 = load.clone();
+    within(Duration::from_secs(15), move || {
+        let model = l4();
+        let mut session = model.session().unwrap();
+        let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+        stream.next().unwrap().unwrap();
+        std::thread::sleep(fill);
+        drop(stream);
+        let stream = session.generate("q", &GenerateOptions::new()).unwrap();
+        std::thread::sleep(fill);
+        std::mem::forget(stream);
+        drop(session);
+        drop(model);
+    });
+    assert_eq!(rkllm::mock::live_handles_of_model(&path), 0);
+}

@@ -33,12 +33,14 @@ unsafe impl Sync for RawHandle {}
 pub(crate) struct AbortState {
     api: RkllmApi,
     inner: Mutex<AbortInner>,
+    /// Set when an abort of the current run was requested. Atomic so the consumer can read
+    /// it without the lock, which an abort may hold for as long as `rkllm_abort` blocks.
+    requested: AtomicBool,
 }
 
 struct AbortInner {
     handle: Option<RawHandle>,
     running: bool,
-    requested: bool,
 }
 
 impl AbortState {
@@ -49,7 +51,7 @@ impl AbortState {
     pub(crate) fn begin_run(&self) {
         let mut s = self.lock();
         s.running = true;
-        s.requested = false;
+        self.requested.store(false, Ordering::SeqCst);
     }
 
     pub(crate) fn end_run(&self) {
@@ -57,16 +59,16 @@ impl AbortState {
     }
 
     pub(crate) fn requested(&self) -> bool {
-        self.lock().requested
+        self.requested.load(Ordering::SeqCst)
     }
 
     /// Calls `rkllm_abort` if a run is in flight. Returns whether one was.
     pub(crate) fn abort(&self) -> bool {
-        let mut s = self.lock();
+        let s = self.lock();
         if !s.running {
             return false;
         }
-        s.requested = true;
+        self.requested.store(true, Ordering::SeqCst);
         if let Some(h) = s.handle {
             // SAFETY: the handle is live: it is taken out of this state (under this lock)
             // before rkllm_destroy, and the lock is held across the call. rkllm_abort is
@@ -196,7 +198,10 @@ impl ModelInner {
     /// Aborts and joins a run whose stream was leaked.
     pub(crate) fn finish_active(&self) {
         let active = self.active.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(active) = active {
+        if let Some(mut active) = active {
+            // Release a callback blocked on the (unread) channel before aborting, in case
+            // rkllm_abort waits for the run to stop.
+            active.cancel.take();
             self.abort.abort();
             active.join();
         }
@@ -258,8 +263,8 @@ impl Model {
             inner: Mutex::new(AbortInner {
                 handle: Some(RawHandle(handle)),
                 running: false,
-                requested: false,
             }),
+            requested: AtomicBool::new(false),
         });
         Model {
             inner: Arc::new(ModelInner {

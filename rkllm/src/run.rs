@@ -100,6 +100,16 @@ pub(crate) struct RunShared {
     cancel: Receiver<()>,
     /// Latched at FINISH or ERROR: callbacks after that are ignored.
     terminal: AtomicBool,
+    /// Set by the consumer once it stops the run: tokens are no longer sent, so the runtime
+    /// thread never waits on the channel while the consumer is inside `rkllm_abort` (which
+    /// may block until the run has stopped).
+    pub(crate) draining: AtomicBool,
+    /// FINISH and ERROR are recorded here too, so they are known even when their event was
+    /// not sent.
+    pub(crate) finish_seen: AtomicBool,
+    pub(crate) error_seen: AtomicBool,
+    /// What `rkllm_run` returned, once it has.
+    pub(crate) return_code: Mutex<Option<i32>>,
     panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
@@ -168,6 +178,9 @@ unsafe fn on_result(shared: &RunShared, result: Option<&RKLLMResult>, state: LLM
                 panic!("injected callback panic");
             }
             let Some(r) = result else { return };
+            if shared.draining.load(Ordering::Acquire) {
+                return;
+            }
             let bytes = if r.text.is_null() {
                 Vec::new()
             } else {
@@ -182,15 +195,24 @@ unsafe fn on_result(shared: &RunShared, result: Option<&RKLLMResult>, state: LLM
             });
         }
         RKLLM_RUN_FINISH => {
+            shared.finish_seen.store(true, Ordering::Release);
             shared.terminal.store(true, Ordering::Release);
-            shared.send(Event::Finish);
+            if !shared.draining.load(Ordering::Acquire) {
+                shared.send(Event::Finish);
+            }
         }
         RKLLM_RUN_ERROR => {
+            shared.error_seen.store(true, Ordering::Release);
             shared.terminal.store(true, Ordering::Release);
-            shared.send(Event::Error);
+            if !shared.draining.load(Ordering::Acquire) {
+                shared.send(Event::Error);
+            }
         }
         RKLLM_RUN_GET_LAST_HIDDEN_LAYER => {
             let Some(r) = result else { return };
+            if shared.draining.load(Ordering::Acquire) {
+                return;
+            }
             let h = &r.last_hidden_layer;
             let (Ok(rows), Ok(cols)) =
                 (usize::try_from(h.num_tokens), usize::try_from(h.embd_size))
@@ -363,6 +385,10 @@ pub(crate) fn start(
         tx,
         cancel: cancel_rx,
         terminal: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+        finish_seen: AtomicBool::new(false),
+        error_seen: AtomicBool::new(false),
+        return_code: Mutex::new(None),
         panic: Mutex::new(None),
     });
     let worker_shared = Arc::clone(&shared);
@@ -390,6 +416,10 @@ pub(crate) fn start(
             };
             abort.end_run();
             worker_shared.terminal.store(true, Ordering::Release);
+            *worker_shared
+                .return_code
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = Some(rc);
             // Delivered unless the consumer is gone (then the cancel channel releases it).
             worker_shared.send(Event::Returned(rc));
         });

@@ -1,6 +1,7 @@
 //! The token stream of a run, and its collected form.
 
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -251,7 +252,23 @@ impl<'s> TokenStream<'s> {
     fn request_stop(&mut self, reason: FinishReason) {
         if self.stopping.is_none() {
             self.stopping = Some(reason);
+            self.stop_delivery();
             self.inner.abort_state().abort();
+        }
+    }
+
+    /// From now on the runtime thread sends no tokens and never waits on the channel, so a
+    /// `rkllm_abort` that blocks until the run stops cannot deadlock with it.
+    fn stop_delivery(&self) {
+        self.shared.draining.store(true, Ordering::Release);
+        if let Some(active) = self
+            .inner
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            active.cancel.take();
         }
     }
 
@@ -270,7 +287,9 @@ impl<'s> TokenStream<'s> {
             return;
         }
         if self.inner.abort_state().requested() {
+            // Aborted from another thread (an AbortHandle).
             self.stopping = Some(FinishReason::Aborted);
+            self.stop_delivery();
             return;
         }
         let now = Instant::now();
@@ -337,6 +356,9 @@ impl<'s> TokenStream<'s> {
     fn on_returned(&mut self, rc: i32) {
         self.ended = Some(Instant::now());
         self.end.return_code = rc;
+        // Recorded by the callback even when their events were not sent (while draining).
+        self.end.finish_callback |= self.shared.finish_seen.load(Ordering::Acquire);
+        self.end.error_callback |= self.shared.error_seen.load(Ordering::Acquire);
         self.inner.join_active();
         if let Some(payload) = self.shared.take_panic() {
             self.finish = Some(FinishReason::Error);
@@ -384,12 +406,27 @@ impl<'s> TokenStream<'s> {
                         self.inner.abort_state().abort();
                     }
                     if self.inner.active_finished() && self.rx.is_empty() {
-                        return Event::Returned(-1);
+                        // The worker has ended without its Returned event reaching the
+                        // channel (it is not sent once delivery was stopped and the channel
+                        // was full): the return code is recorded on the side.
+                        return Event::Returned(self.recorded_return_code());
                     }
                 }
-                Err(RecvTimeoutError::Disconnected) => return Event::Returned(-1),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Event::Returned(self.recorded_return_code())
+                }
             }
         }
+    }
+}
+
+impl TokenStream<'_> {
+    fn recorded_return_code(&self) -> i32 {
+        self.shared
+            .return_code
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or(-1)
     }
 }
 
@@ -430,18 +467,10 @@ impl Drop for TokenStream<'_> {
         if self.finish.is_some() {
             return;
         }
-        // Stop the run, release a callback blocked on the channel, and wait for rkllm_run to
-        // return, asking again while the runtime has not reacted.
+        // Stop delivery (releasing a callback blocked on the channel), stop the run, and
+        // wait for rkllm_run to return, asking again while the runtime has not reacted.
+        self.stop_delivery();
         self.inner.abort_state().abort();
-        if let Some(active) = self
-            .inner
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
-            active.cancel.take();
-        }
         let mut waited = Duration::ZERO;
         while !self.inner.active_finished() {
             // Drain so the runtime thread is never stuck on a full channel.

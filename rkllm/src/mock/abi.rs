@@ -346,6 +346,22 @@ unsafe extern "C" fn rkllm_abort(handle: LLMHandle) -> c_int {
         };
         if inst.running.load(Ordering::SeqCst) {
             inst.abort.store(true, Ordering::SeqCst);
+            if inst
+                .model
+                .spec
+                .runtime_behaviour()
+                .abort_blocks_until_stopped
+            {
+                // Wait for the task to stop, as a runtime with a blocking abort would; give
+                // up (-1) rather than hang a test forever.
+                let started = std::time::Instant::now();
+                while inst.running.load(Ordering::SeqCst) {
+                    if started.elapsed() > std::time::Duration::from_secs(20) {
+                        return -1;
+                    }
+                    std::thread::sleep(std::time::Duration::from_micros(200));
+                }
+            }
         }
         0
     })

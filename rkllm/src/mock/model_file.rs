@@ -283,6 +283,10 @@ pub struct RuntimeBehaviour {
     /// Whether an abort cuts the prefill short (default false: the prefill completes, then
     /// the run stops before the first token, as a user measured on the real runtime).
     pub abort_interrupts_prefill: bool,
+    /// Whether `rkllm_abort` waits until the task has stopped before returning (unknown on
+    /// the real runtime; a caller that keeps the runtime's callback waiting meanwhile would
+    /// deadlock). Default false.
+    pub abort_blocks_until_stopped: bool,
     /// Whether text input gets a BOS token (id 2) prepended by the runtime (default false:
     /// the text is tokenized as given, the text `<bos>` becoming id 2).
     pub adds_bos: bool,
@@ -317,6 +321,7 @@ impl Default for RuntimeBehaviour {
             run_return_after_abort: 0,
             run_return_after_error: -1,
             abort_interrupts_prefill: false,
+            abort_blocks_until_stopped: false,
             adds_bos: false,
             stops_at_end_of_turn: true,
             waiting_text: WaitingText::PartialBytes,
