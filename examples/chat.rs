@@ -20,8 +20,10 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rkllm::chat::{ContextBudget, Conversation, Message, Role, SystemStyle, TrimPolicy};
-use rkllm::{AbortHandle, FinishReason, GenerateOptions, Model, Runtime, Session, Timings};
+use rkllm::chat::{
+    ChatSession, ContextBudget, Conversation, Message, Role, SystemStyle, TrimPolicy,
+};
+use rkllm::{AbortHandle, FinishReason, GenerateOptions, Model, Runtime, Timings};
 
 const USAGE: &str = "\
 An interactive Gemma 2 chat on the RKLLM runtime, streaming each reply as it is generated.
@@ -176,7 +178,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     rkllm::chat::Gemma2Template::new(args.style).validate(&first_turn)?;
 
     let loaded = load_model(&args, interactive)?;
-    let mut session = loaded.model.session()?;
+    let mut session = ChatSession::new(loaded.model.session()?);
 
     let mut chat = Conversation::new(args.style).with_budget(ContextBudget::new(
         args.max_context as usize,
@@ -188,7 +190,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         chat = chat.with_tokenizer(Arc::new(tokenizer));
     }
     if let Some(dir) = &args.prompt_cache {
-        session.enable_chat_prompt_cache(dir)?;
+        session.enable_prompt_cache(dir)?;
         // Every trim changes the prompt's prefix and costs one full prefill: drop half the
         // history at once, so that happens rarely.
         chat = chat.with_trim_policy(TrimPolicy::Chunked { drop_fraction: 0.5 });
@@ -218,7 +220,7 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
 }
 
 fn chat_loop(
-    session: &mut Session,
+    session: &mut ChatSession,
     chat: &mut Conversation,
     events: &Receiver<Event>,
     interactive: bool,
@@ -275,12 +277,12 @@ fn chat_loop(
 /// One exchange: streams the reply to stdout, then prints the stats line to stderr. Returns
 /// `Ok(false)` when stdout can no longer be written.
 fn turn(
-    session: &mut Session,
+    session: &mut ChatSession,
     chat: &mut Conversation,
     user: &str,
     options: &GenerateOptions,
 ) -> rkllm::Result<bool> {
-    let reused_before = session.chat_cache_stats().map(|s| s.reused);
+    let reused_before = session.cache_stats().map(|s| s.reused);
     let mut stdout = io::stdout().lock();
     let mut stream = session.chat(chat, user, options)?;
     let mut failure = None;
@@ -311,7 +313,7 @@ fn turn(
     if finish == Some(FinishReason::Aborted) {
         eprintln!("[stopped]");
     }
-    let cache = match (reused_before, session.chat_cache_stats()) {
+    let cache = match (reused_before, session.cache_stats()) {
         (Some(before), Some(after)) if after.reused > before => Some("reused"),
         (Some(_), Some(_)) => Some("rebuilt"),
         _ => None,

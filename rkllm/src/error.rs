@@ -81,6 +81,30 @@ pub enum Error {
     )]
     Busy,
 
+    /// A call needs the model's handle idle, but a run is in flight.
+    #[error("a run is in progress on this model; wait for it to end (or abort it) first")]
+    RunInProgress,
+
+    /// A thread could not be started (the run's worker).
+    #[error("could not start a thread for the run: {source}")]
+    ThreadSpawn {
+        /// Why.
+        source: std::io::Error,
+    },
+
+    /// A hidden-layer run ended without delivering hidden states.
+    #[error("the runtime delivered no hidden states for a hidden-layer run")]
+    NoHiddenStates,
+
+    /// A run did not stop within the model's stop timeout; the model's handle was left to the
+    /// runtime and the model cannot be used again. Load the model anew (or restart the
+    /// process) and raise `ModelBuilder::stop_timeout` if long prefills are expected.
+    #[error("the model is unusable: {reason}")]
+    ModelUnusable {
+        /// What happened.
+        reason: String,
+    },
+
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -116,4 +140,13 @@ pub(crate) fn c_string(field: &'static str, s: impl Into<Vec<u8>>) -> Result<std
         field,
         position: e.nul_position(),
     })
+}
+
+/// A path as a C string, naming `field` when it holds a NUL byte.
+pub(crate) fn path_c_string(
+    field: &'static str,
+    path: &std::path::Path,
+) -> Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    c_string(field, path.as_os_str().as_bytes())
 }

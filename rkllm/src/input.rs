@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::model::LoraAdapter;
+use crate::lora::LoraAdapter;
 
 /// The input of one run. All four kinds of the 1.1.1 runtime; the buffers are owned, so they
 /// outlive the run whatever the caller does with its own copies.

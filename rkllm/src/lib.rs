@@ -5,18 +5,20 @@
 
 mod builder;
 pub mod chat;
-pub mod chat_session;
 pub mod diagnosis;
 mod error;
+mod ffi;
+mod hidden;
 mod input;
+mod lora;
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod mock;
 mod model;
 pub mod probe;
-mod run;
 mod runtime;
 mod session;
+mod settings;
 mod stop;
 mod stream;
 mod utf8;
@@ -26,12 +28,14 @@ mod utf8;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
-pub use builder::{Mirostat, ModelBuilder, RunningSense, WaitingText};
-pub use chat_session::{ChatCacheStats, ChatStream};
+pub use builder::{Mirostat, ModelBuilder};
 pub use error::{Error, Result};
+pub use ffi::AbortHandle;
+pub use hidden::HiddenStates;
 pub use input::{GenerateOptions, Input, GEMMA_END_OF_TURN, GEMMA_EOS};
-pub use model::{AbortHandle, LoraAdapter, Model};
-pub use run::HiddenStates;
+pub use lora::LoraAdapter;
+pub use model::Model;
 pub use runtime::Runtime;
 pub use session::{PromptCache, Session};
+pub use settings::{RunningSense, WaitingText, DEFAULT_STOP_TIMEOUT};
 pub use stream::{Completion, FinishReason, RunEnd, Timings, Token, TokenStream};

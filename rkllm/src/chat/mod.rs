@@ -23,6 +23,7 @@ mod conversation;
 mod detect;
 mod error;
 mod message;
+mod session;
 mod strip;
 mod template;
 #[cfg(feature = "tokenizer")]
@@ -31,8 +32,13 @@ mod tokenizer;
 pub use conversation::{ContextBudget, Conversation, Fit, TrimPolicy};
 pub use error::ChatError;
 pub use message::{Message, Role};
+pub use session::{ChatCacheStats, ChatSession, ChatStream};
 pub use strip::{is_python_space, python_strip};
 pub use template::{Bos, ChatTemplate, Gemma2Template, SpecialToken, SystemStyle, STOP_TOKEN_IDS};
 #[cfg(feature = "tokenizer")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokenizer")))]
 pub use tokenizer::GemmaTokenizer;
+
+/// Gemma 2's vocabulary size (token ids are below it); see
+/// [`ModelBuilder::vocab_size`](crate::ModelBuilder::vocab_size).
+pub const GEMMA2_VOCAB_SIZE: u32 = 256_000;

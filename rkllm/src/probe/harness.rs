@@ -27,8 +27,8 @@ use rkllm_sys::{
 };
 
 use super::perf;
-use crate::builder::path_c_string;
 use crate::diagnosis::capture;
+use crate::error::path_c_string;
 use crate::runtime::Runtime;
 
 /// How long aborts are repeated for a run that overran its time limit before giving up on it.
