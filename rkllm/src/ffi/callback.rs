@@ -443,4 +443,32 @@ pub(crate) mod tests {
         unsafe { trampoline(std::ptr::null_mut(), 0xdead_beef as *mut c_void, 0) };
         assert!(lookup(userdata_of(id)).is_none());
     }
+
+    #[cfg(feature = "mock")]
+    #[test]
+    fn a_panic_in_the_callback_never_reaches_c_and_is_reraised_on_the_consumer() {
+        use crate::mock::MockModel;
+        use crate::{GenerateOptions, Model, Runtime};
+
+        let file = MockModel::new().answer("abc def ghi").write_temp().unwrap();
+        let model = Model::builder(&*file)
+            .runtime(Runtime::mock())
+            .build()
+            .unwrap();
+        let mut session = model.session().unwrap();
+        PANIC_IN_CALLBACK.store(true, Ordering::SeqCst);
+        let caught = catch_unwind(AssertUnwindSafe(|| {
+            session.complete("q", &GenerateOptions::new())
+        }));
+        PANIC_IN_CALLBACK.store(false, Ordering::SeqCst);
+        // The runtime thread survived (the mock would have aborted the process otherwise),
+        // and the payload arrived on this thread.
+        let payload = caught.expect_err("the callback's panic is re-raised here");
+        assert_eq!(
+            payload.downcast_ref::<&str>(),
+            Some(&"injected callback panic")
+        );
+        let done = session.complete("q", &GenerateOptions::gemma()).unwrap();
+        assert_eq!(done.text, "abc def ghi");
+    }
 }

@@ -237,6 +237,13 @@ impl Handle {
         let call_lock = Arc::clone(&self.call_lock);
         let id = shared.id();
         abort.begin_run(&shared);
+        #[cfg(test)]
+        if tests::FAIL_SPAWN.load(std::sync::atomic::Ordering::SeqCst) {
+            self.abort.end_run(id);
+            return Err(Error::ThreadSpawn {
+                source: std::io::Error::other("injected thread spawn failure"),
+            });
+        }
         let spawned = std::thread::Builder::new()
             .name("rkllm-run".into())
             .spawn(move || {
@@ -432,5 +439,36 @@ impl Drop for Handle {
         if rc != 0 {
             log::warn!(target: "rkllm", "rkllm_destroy returned {rc}");
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    /// Makes the next run's worker fail to spawn (only this crate's unit tests set it).
+    pub(crate) static FAIL_SPAWN: AtomicBool = AtomicBool::new(false);
+
+    #[cfg(feature = "mock")]
+    #[test]
+    fn a_thread_spawn_failure_is_reported_as_such_and_leaves_the_model_usable() {
+        use std::sync::atomic::Ordering;
+
+        use crate::mock::MockModel;
+        use crate::{Error, GenerateOptions, Model, Runtime};
+
+        let file = MockModel::new().answer("fine").write_temp().unwrap();
+        let model = Model::builder(&*file)
+            .runtime(Runtime::mock())
+            .build()
+            .unwrap();
+        let mut session = model.session().unwrap();
+        FAIL_SPAWN.store(true, Ordering::SeqCst);
+        let err = session.complete("q", &GenerateOptions::new()).unwrap_err();
+        FAIL_SPAWN.store(false, Ordering::SeqCst);
+        assert!(matches!(err, Error::ThreadSpawn { .. }), "{err:?}");
+        assert!(err.to_string().contains("thread"), "{err}");
+        let done = session.complete("q", &GenerateOptions::new()).unwrap();
+        assert_eq!(done.text, "fine");
     }
 }

@@ -51,12 +51,38 @@ pub(crate) fn execute(job: Job) -> i32 {
         .unwrap_or(-1)
     };
     instance.abort.store(false, Ordering::SeqCst);
+    let behaviour = instance.model.spec.runtime_behaviour();
+    if behaviour.run_never_returns {
+        // A wedged runtime: rkllm_run's caller waits for good.
+        loop {
+            std::thread::park();
+        }
+    }
     instance.running.store(false, Ordering::SeqCst);
     if let Some(reply) = reply {
         // The caller is blocked in rkllm_run waiting for this; it cannot have gone.
         let _ = reply.send(rc);
     }
+    if behaviour.late_callback_after_return {
+        std::thread::sleep(Duration::from_millis(20));
+        late_callback(&instance, userdata);
+    }
     rc
+}
+
+/// A NORMAL callback after `rkllm_run` returned, which the real runtime should never send.
+fn late_callback(instance: &Instance, userdata: UserData) {
+    if let Some(callback) = instance.callback {
+        let text = c"late";
+        let mut result = RKLLMResult {
+            text: text.as_ptr(),
+            token_id: 100,
+            ..RKLLMResult::default()
+        };
+        // SAFETY: the callback was registered at rkllm_init for this handle; the result is
+        // valid for the call (its text is static) and the userdata is the run's, untouched.
+        unsafe { callback(&mut result, userdata.0, RKLLM_RUN_NORMAL) };
+    }
 }
 
 /// One row of the prompt as the model sees it.
@@ -350,6 +376,7 @@ impl<'a> Run<'a> {
                 };
                 turns[i].clone().into_bytes()
             }
+            Answer::Bytes { bytes } => bytes.clone(),
             Answer::Echo => match prompt_text {
                 Some(t) => last_user_message(&t).to_vec(),
                 None => DEFAULT_ANSWER.as_bytes().to_vec(),

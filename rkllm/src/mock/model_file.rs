@@ -47,6 +47,12 @@ pub enum Answer {
         #[serde(default)]
         after_last: AfterLastTurn,
     },
+    /// These bytes on every run, which need not be UTF-8 (byte-fallback tokens carry what
+    /// is not ASCII), e.g. to see how a binding handles broken UTF-8 from the runtime.
+    Bytes {
+        /// The answer's bytes.
+        bytes: Vec<u8>,
+    },
     /// The prompt's last user message: for a Gemma-formatted prompt, the text of the last
     /// `<start_of_turn>user\n…<end_of_turn>` turn; otherwise the whole prompt. Token input
     /// is decoded first. Embedding input has no text and answers [`DEFAULT_ANSWER`].
@@ -311,6 +317,14 @@ pub struct RuntimeBehaviour {
     /// The log level, overriding the `RKLLM_LOG_LEVEL` environment variable (read at init)
     /// when set; 1 or more prints the performance table after each run.
     pub log_level: Option<u32>,
+    /// Whether `rkllm_run` never returns (default false): the run delivers its callbacks
+    /// (honouring aborts) and then blocks its thread for good, as a wedged runtime would.
+    /// The handle can then never be destroyed safely.
+    pub run_never_returns: bool,
+    /// Whether one more NORMAL callback (text `late`, token 100) arrives with the run's
+    /// `userdata` shortly after `rkllm_run` returned (default false), as a runtime that
+    /// breaks the "never after return" rule would send.
+    pub late_callback_after_return: bool,
 }
 
 impl Default for RuntimeBehaviour {
@@ -328,6 +342,8 @@ impl Default for RuntimeBehaviour {
             finish_text: FinishText::Null,
             context_overflow: ContextOverflow::Error,
             is_running_sense: IsRunningSense::ZeroWhileRunning,
+            run_never_returns: false,
+            late_callback_after_return: false,
             second_model: SecondModel::Allowed,
             prompt_cache_reuse: true,
             error_log: LogStream::Stderr,
