@@ -82,6 +82,8 @@ impl std::str::FromStr for Inject {
 
 struct Options {
     backend: Backend,
+    // Read by the mock model only.
+    #[cfg_attr(not(feature = "mock"), allow(dead_code))]
     inject: Option<Inject>,
 }
 

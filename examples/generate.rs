@@ -10,7 +10,7 @@
 //! The prompt is formatted as one Gemma 2 user turn (token ids with `--tokenizer`), or sent
 //! as is with `--raw`. The reply goes to stdout, the stats line to stderr.
 
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::process::ExitCode;
 
 use rkllm::chat::{Conversation, SystemStyle};
@@ -163,6 +163,8 @@ impl common::MockModelSource for Options {
     /// come.
     #[cfg(feature = "mock")]
     fn mock_model(&self) -> Result<rkllm::mock::MockModel, Failure> {
+        use std::io::IsTerminal;
+
         let mock = rkllm::mock::MockModel::new()
             .name("generate-example-mock")
             .echo();

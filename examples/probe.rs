@@ -54,15 +54,15 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Options, scratch: &mut Scratch) -> Result<ExitCode, Failure> {
-    // A bad tokenizer file is reported now rather than as a note after the long run.
-    #[cfg(feature = "tokenizer")]
-    args.backend.tokenizer()?;
     if !args.backend.is_mock() && std::env::var_os("RKLLM_LOG_LEVEL").is_none() {
         // The probe sets RKLLM_LOG_LEVEL=1 around each rkllm_init; should the runtime read
         // it when the library loads instead, setting it here, before loading and before any
         // other thread exists, makes the performance table appear either way.
         std::env::set_var("RKLLM_LOG_LEVEL", "1");
     }
+    // A bad tokenizer file is reported now rather than as a note after the long run.
+    #[cfg(feature = "tokenizer")]
+    args.backend.tokenizer()?;
     let model = args.backend.model_path(&args, scratch)?;
     let runtime = args.backend.runtime()?;
     let origin = runtime.origin().to_owned();
