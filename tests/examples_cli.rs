@@ -220,12 +220,10 @@ fn doctor_and_probe_need_a_model_or_the_mock() {
     }
 }
 
-#[test]
-fn a_missing_tokenizer_file_is_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("absent").join("tokenizer.json");
+/// Runs each example that takes `--tokenizer` with `path`, on the generated mock model.
+fn run_with_tokenizer(path: &Path) -> Vec<(&'static str, Output)> {
     let path = path.to_str().unwrap();
-    for (example, args, stdin) in [
+    [
         ("chat", &["--tokenizer", path][..], "Hello\n"),
         (
             "generate",
@@ -233,9 +231,19 @@ fn a_missing_tokenizer_file_is_named() {
             "",
         ),
         ("probe", &["--mock", "--tokenizer", path][..], ""),
-    ] {
-        let output = run(example, args, stdin);
-        assert_failure(&output, &[&format!("cannot read the tokenizer {path}")]);
+    ]
+    .into_iter()
+    .map(|(example, args, stdin)| (example, run(example, args, stdin)))
+    .collect()
+}
+
+#[test]
+fn a_missing_tokenizer_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("absent").join("tokenizer.json");
+    for (_, output) in run_with_tokenizer(&path) {
+        let named = format!("cannot read the tokenizer {}", path.display());
+        assert_failure(&output, &[&named]);
     }
 }
 
@@ -244,23 +252,12 @@ fn a_junk_tokenizer_file_is_a_tokenizer_error_not_a_model_load_failure() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tokenizer.json");
     std::fs::write(&path, "this is not JSON").unwrap();
-    let path = path.to_str().unwrap();
-    for (example, args, stdin) in [
-        ("chat", &["--tokenizer", path][..], "Hello\n"),
-        (
-            "generate",
-            &["--tokenizer", path, "--prompt", "Hello"][..],
-            "",
-        ),
-        ("probe", &["--mock", "--tokenizer", path][..], ""),
-    ] {
-        let output = run(example, args, stdin);
-        assert_failure(
-            &output,
-            &[&format!(
-                "the tokenizer {path} is not a Gemma 2 tokenizer.json"
-            )],
+    for (example, output) in run_with_tokenizer(&path) {
+        let named = format!(
+            "the tokenizer {} is not a Gemma 2 tokenizer.json",
+            path.display()
         );
+        assert_failure(&output, &[&named]);
         let stderr = stderr(&output);
         assert!(
             !stderr.contains("failed to load model") && !stderr.contains("rkllm_init"),
@@ -321,31 +318,20 @@ fn a_model_file_that_fails_to_load_gets_a_doctor_hint_that_works() {
         assert_eq!(doctor_hint_model(&output).as_deref(), Some(model));
     }
     // The hint's command runs and explains the failure.
-    let output = run("doctor", &["--mock", "--model", model], "");
-    assert_eq!(exit_code(&output), Some(1), "{}", show(&output));
-    assert!(
-        stdout(&output).contains("the model did not load"),
-        "{}",
-        show(&output)
-    );
+    assert_doctor_says(&["--mock", "--model", model], 1, "the model did not load");
+}
+
+/// Runs the doctor with `args`; asserts its exit code and a line of its report.
+fn assert_doctor_says(args: &[&str], code: i32, says: &str) {
+    let output = run("doctor", args, "");
+    assert_eq!(exit_code(&output), Some(code), "{}", show(&output));
+    assert!(stdout(&output).contains(says), "{}", show(&output));
 }
 
 #[test]
 fn doctor_exits_0_when_the_model_loads_and_1_when_it_does_not() {
-    let output = run("doctor", &["--mock"], "");
-    assert_eq!(exit_code(&output), Some(0), "{}", show(&output));
-    assert!(
-        stdout(&output).contains("the model loaded"),
-        "{}",
-        show(&output)
-    );
-    let output = run("doctor", &["--mock", "--inject", "oom"], "");
-    assert_eq!(exit_code(&output), Some(1), "{}", show(&output));
-    assert!(
-        stdout(&output).contains("the model did not load"),
-        "{}",
-        show(&output)
-    );
+    assert_doctor_says(&["--mock"], 0, "the model loaded");
+    assert_doctor_says(&["--mock", "--inject", "oom"], 1, "the model did not load");
 }
 
 #[test]
