@@ -178,10 +178,8 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let loaded = load_model(&args, interactive)?;
     let mut session = loaded.model.session()?;
 
-    let mut chat = Conversation::new(args.style).with_budget(ContextBudget::new(
-        args.max_context as usize,
-        args.max_new_tokens as usize,
-    ));
+    let mut chat = Conversation::new(args.style)
+        .with_budget(ContextBudget::new(args.max_context, args.max_new_tokens));
     #[cfg(feature = "tokenizer")]
     if let Some(path) = &args.tokenizer {
         let tokenizer = rkllm::chat::GemmaTokenizer::from_file(path)?;

@@ -7,6 +7,7 @@ mod builder;
 pub mod chat;
 pub mod chat_session;
 pub mod diagnosis;
+pub mod embed;
 mod error;
 mod input;
 #[cfg(feature = "mock")]
@@ -28,7 +29,8 @@ pub struct ReadmeDoctests;
 
 pub use builder::{Mirostat, ModelBuilder, RunningSense, WaitingText};
 pub use chat_session::{ChatCacheStats, ChatStream};
-pub use error::{Error, Result};
+pub use embed::Pooling;
+pub use error::{Error, ErrorKind, Result};
 pub use input::{GenerateOptions, Input, GEMMA_END_OF_TURN, GEMMA_EOS};
 pub use model::{AbortHandle, LoraAdapter, Model};
 pub use run::HiddenStates;
