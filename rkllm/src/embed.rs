@@ -247,7 +247,11 @@ mod tests {
 
     #[test]
     fn bad_shapes_are_invalid_input() {
-        for (rows, size) in [(&[][..], 3), (&[1.0, 2.0][..], 0), (&[1.0, 2.0, 3.0][..], 2)] {
+        for (rows, size) in [
+            (&[][..], 3),
+            (&[1.0, 2.0][..], 0),
+            (&[1.0, 2.0, 3.0][..], 2),
+        ] {
             assert!(
                 matches!(Pooling::Mean.pool(rows, size), Err(Error::InvalidInput(_))),
                 "{rows:?} / {size}"

@@ -524,7 +524,9 @@ mod tests {
         assert_eq!(err, ChatError::SecondSystem { index: 2 });
         // The template's own text, then the explanation.
         let text = err.to_string();
-        assert!(text.starts_with("Conversation roles must alternate user/assistant/user/assistant/..."));
+        assert!(
+            text.starts_with("Conversation roles must alternate user/assistant/user/assistant/...")
+        );
         assert!(text.contains("index 2"), "{text}");
         let err = render(SystemStyle::SystemGemma2, &[Message::user("x")], true).unwrap_err();
         assert!(err
