@@ -135,8 +135,8 @@ fn run(args: Options, scratch: &mut Scratch) -> Result<ExitCode, Failure> {
     rkllm::chat::Gemma2Template::new(args.style).validate(&first_turn)?;
 
     let mut chat = Conversation::new(args.style).with_budget(ContextBudget::new(
-        args.lengths.max_context as usize,
-        args.lengths.max_new_tokens as usize,
+        args.lengths.max_context,
+        args.lengths.max_new_tokens,
     ));
     #[cfg(feature = "tokenizer")]
     if let Some(tokenizer) = args.backend.tokenizer()? {

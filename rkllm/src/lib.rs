@@ -6,6 +6,7 @@
 mod builder;
 pub mod chat;
 pub mod diagnosis;
+pub mod embed;
 mod error;
 mod ffi;
 mod hidden;
@@ -29,7 +30,8 @@ mod utf8;
 pub struct ReadmeDoctests;
 
 pub use builder::{Mirostat, ModelBuilder};
-pub use error::{Error, Result};
+pub use embed::Pooling;
+pub use error::{Error, ErrorKind, Result};
 pub use ffi::AbortHandle;
 pub use hidden::HiddenStates;
 pub use input::{GenerateOptions, Input, GEMMA_END_OF_TURN, GEMMA_EOS};

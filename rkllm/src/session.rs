@@ -231,21 +231,9 @@ impl Session {
                 reason: "0 would generate nothing; it must be at least 1".into(),
             });
         }
-        if let (Input::Tokens(ids), Some(vocab)) = (&input, inner.settings.vocab_size) {
-            if let Some(i) = ids
-                .iter()
-                .position(|&id| id < 0 || id as u64 >= u64::from(vocab))
-            {
-                return Err(Error::InvalidInput(format!(
-                    "token input: id {} at position {i} is outside the vocabulary (0..{vocab})",
-                    ids[i]
-                )));
-            }
-        }
-        if let Input::Prompt(p) = &input {
-            if p.is_empty() {
-                return Err(Error::InvalidInput("prompt: the text is empty".into()));
-            }
+        input.validate()?;
+        if let Some(vocab) = inner.settings.vocab_size {
+            input.validate_vocab(vocab)?;
         }
         let lora = match &options.lora {
             Some(adapter) => {

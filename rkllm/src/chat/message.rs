@@ -9,13 +9,19 @@ use super::ChatError;
 ///
 /// Gemma 2 itself knows only `user` and `model`; `System` is placed according to the
 /// template's [`SystemStyle`](super::SystemStyle). Parsing accepts `model` as a synonym of
-/// `assistant`, as the Gemma templates do.
+/// `assistant`, as the Gemma templates do, and `developer` (the name OpenAI's newer models
+/// give system instructions) as a synonym of `system`.
 ///
 /// ```
 /// use rkllm::chat::Role;
 /// assert_eq!("model".parse::<Role>().unwrap(), Role::Assistant);
+/// assert_eq!("developer".parse::<Role>().unwrap(), Role::System);
 /// assert_eq!(Role::Assistant.gemma_name(), "model");
-/// assert!("tool".parse::<Role>().is_err());
+/// let err = "tool".parse::<Role>().unwrap_err();
+/// assert_eq!(
+///     err.to_string(),
+///     "unknown role `tool`; expected system, developer, user, assistant or model"
+/// );
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
@@ -51,11 +57,11 @@ impl fmt::Display for Role {
 impl FromStr for Role {
     type Err = ChatError;
 
-    /// Parses `system`, `user`, `assistant` or `model` (exact, lower case, as the templates
-    /// compare them).
+    /// Parses `system`, `developer`, `user`, `assistant` or `model` (exact, lower case, as
+    /// the templates compare them).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "system" => Ok(Role::System),
+            "system" | "developer" => Ok(Role::System),
             "user" => Ok(Role::User),
             "assistant" | "model" => Ok(Role::Assistant),
             other => Err(ChatError::UnknownRole(other.to_owned())),
@@ -101,5 +107,20 @@ impl Message {
     /// An assistant (model) message.
     pub fn assistant(content: impl Into<String>) -> Self {
         Message::new(Role::Assistant, content)
+    }
+
+    /// A message whose role is given as text (`system`, `developer`, `user`, `assistant` or
+    /// `model`), as in an OpenAI-style request.
+    ///
+    /// ```
+    /// use rkllm::chat::{Message, Role};
+    /// assert_eq!(Message::parse("developer", "Be brief.").unwrap().role, Role::System);
+    /// assert!(Message::parse("tool", "{}").is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`ChatError::UnknownRole`] for any other role.
+    pub fn parse(role: &str, content: impl Into<String>) -> Result<Self, ChatError> {
+        Ok(Message::new(role.parse()?, content))
     }
 }

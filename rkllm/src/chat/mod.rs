@@ -8,7 +8,9 @@
 //!   `str.strip()` semantics, see [`python_strip`]).
 //! * `GemmaTokenizer` (feature `tokenizer`) encodes the same prompt to ids with message
 //!   content protected from control-token injection.
-//! * [`Conversation`] keeps the history and fits it into `max_context_len`.
+//! * [`Conversation`] keeps the history and fits it into `max_context_len`;
+//!   [`Conversation::from_messages`] builds one from role/content messages (an OpenAI-style
+//!   request), merging system and developer messages and consecutive turns of one role.
 //!
 //! ```
 //! use rkllm::chat::{Gemma2Template, Message, SystemStyle};

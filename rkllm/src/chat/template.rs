@@ -332,7 +332,9 @@ fn validate_system_gemma2(messages: &[Message]) -> Result<(), ChatError> {
     if messages.first().map(|m| m.role) != Some(Role::System) {
         return Err(ChatError::MissingSystem);
     }
-    check_no_system_after(messages, 1)?;
+    if let Some(i) = messages.iter().skip(1).position(|m| m.role == Role::System) {
+        return Err(ChatError::SecondSystem { index: 1 + i });
+    }
     check_alternation(&messages[1..], 1)
 }
 
@@ -518,10 +520,14 @@ mod tests {
             Message::user("b"),
             Message::system("c"),
         ];
-        assert_eq!(
-            render(SystemStyle::SystemGemma2, &second, true),
-            Err(ChatError::MisplacedSystem { index: 2 })
+        let err = render(SystemStyle::SystemGemma2, &second, true).unwrap_err();
+        assert_eq!(err, ChatError::SecondSystem { index: 2 });
+        // The template's own text, then the explanation.
+        let text = err.to_string();
+        assert!(
+            text.starts_with("Conversation roles must alternate user/assistant/user/assistant/...")
         );
+        assert!(text.contains("index 2"), "{text}");
         let err = render(SystemStyle::SystemGemma2, &[Message::user("x")], true).unwrap_err();
         assert!(err
             .to_string()
