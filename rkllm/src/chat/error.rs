@@ -70,7 +70,7 @@ pub enum ChatError {
     )]
     LastMessageNotFromUser {
         /// The role of the last message.
-        role: super::Role,
+        role: super::role::Role,
     },
 
     /// A role string other than `system`, `developer`, `user`, `assistant` or `model`.

@@ -25,6 +25,7 @@ mod conversation;
 mod detect;
 mod error;
 mod message;
+mod role;
 mod session;
 mod strip;
 mod template;
@@ -33,7 +34,8 @@ mod tokenizer;
 
 pub use conversation::{ContextBudget, Conversation, Fit, TrimPolicy};
 pub use error::ChatError;
-pub use message::{Message, Role};
+pub use message::Message;
+pub use role::Role;
 pub use session::{ChatCacheStats, ChatSession, ChatStream};
 pub use strip::{is_python_space, python_strip};
 pub use template::{Bos, ChatTemplate, Gemma2Template, SpecialToken, SystemStyle, STOP_TOKEN_IDS};

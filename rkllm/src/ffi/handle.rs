@@ -23,21 +23,9 @@ use crossbeam_channel::Receiver;
 use rkllm_sys::{LLMHandle, RKLLMLoraAdapter, RkllmApi};
 
 use super::callback::{lock, Event, RunObserver, RunShared};
-use super::job::RunJob;
+use super::job::{RawHandle, RunJob};
 use crate::error::{Error, Result};
 use crate::runtime::Runtime;
-
-/// The runtime's opaque handle.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RawHandle(pub LLMHandle);
-
-// SAFETY: the handle is an opaque token the runtime hands out; it is never dereferenced
-// here. `Handle` serialises every call that uses it (the call lock) except `rkllm_abort`
-// and `rkllm_is_running`, which the runtime provides for use from another thread while a
-// run blocks.
-unsafe impl Send for RawHandle {}
-// SAFETY: as above: sharing the token between threads is harmless; use is serialised.
-unsafe impl Sync for RawHandle {}
 
 /// How often an unacknowledged stop is sent to the runtime again while waiting for it (it
 /// does not cut a prefill short).

@@ -3,15 +3,26 @@
 use std::ffi::CString;
 
 use rkllm_sys::{
-    RKLLMInferParam, RKLLMInput, RKLLMInput__bindgen_ty_1, RKLLMLoraParam, RKLLMPromptCacheParam,
-    RkllmApi, RKLLM_INFER_GENERATE, RKLLM_INFER_GET_LAST_HIDDEN_LAYER, RKLLM_INPUT_EMBED,
-    RKLLM_INPUT_MULTIMODAL, RKLLM_INPUT_PROMPT, RKLLM_INPUT_TOKEN,
+    LLMHandle, RKLLMInferParam, RKLLMInput, RKLLMInput__bindgen_ty_1, RKLLMLoraParam,
+    RKLLMPromptCacheParam, RkllmApi, RKLLM_INFER_GENERATE, RKLLM_INFER_GET_LAST_HIDDEN_LAYER,
+    RKLLM_INPUT_EMBED, RKLLM_INPUT_MULTIMODAL, RKLLM_INPUT_PROMPT, RKLLM_INPUT_TOKEN,
 };
 
 use super::callback::userdata_of;
-use super::handle::RawHandle;
 use crate::error::{c_string, Result};
 use crate::input::Input;
+
+/// The runtime's opaque handle.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RawHandle(pub LLMHandle);
+
+// SAFETY: the handle is an opaque token the runtime hands out; it is never dereferenced
+// here. `Handle` (ffi::handle) serialises every call that uses it (the call lock) except `rkllm_abort`
+// and `rkllm_is_running`, which the runtime provides for use from another thread while a
+// run blocks.
+unsafe impl Send for RawHandle {}
+// SAFETY: as above: sharing the token between threads is harmless; use is serialised.
+unsafe impl Sync for RawHandle {}
 
 /// The buffers of one run, converted from an [`Input`] in safe code.
 pub(crate) struct RunJob {

@@ -210,7 +210,13 @@ pub(crate) unsafe fn init(
         tokenizer,
         identity,
     };
-    match Instance::start(model, settings, callback, reservation) {
+    match Instance::start(
+        model,
+        settings,
+        callback,
+        reservation,
+        super::engine::execute,
+    ) {
         Ok(handle) => {
             // SAFETY: checked non-null above; valid for writes by the caller's contract.
             unsafe { handle_out.write(handle) };
