@@ -3,7 +3,28 @@
 use std::path::PathBuf;
 
 /// Everything that can go wrong in `rkllm`. Each variant is a cause a caller can act on, and
-/// its message names the fix where there is one.
+/// its message names the fix where there is one; [`Error::kind`] sorts them into the
+/// caller's mistakes and the server's failures.
+///
+/// ```
+/// # #[cfg(feature = "mock")] fn main() {
+/// use rkllm::mock::{InitFailure, MockModel};
+/// use rkllm::{Error, ErrorKind, Model, Runtime};
+/// // Bad values are refused before the runtime sees them, naming the parameter.
+/// let err = Model::builder("model.rkllm").top_p(1.5).build().unwrap_err();
+/// assert!(matches!(err, Error::InvalidParameter { name: "top_p", .. }));
+/// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+/// // A runtime that refuses the model explains why, from its own log.
+/// let file = MockModel::new()
+///     .fail_init(InitFailure::InvalidModelMagic)
+///     .write_temp()
+///     .unwrap();
+/// let err = Model::builder(&*file).runtime(Runtime::mock()).build().unwrap_err();
+/// assert!(matches!(err, Error::Init(_)));
+/// assert!(err.to_string().contains("toolkit"), "{err}");
+/// # }
+/// # #[cfg(not(feature = "mock"))] fn main() {}
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

@@ -1,5 +1,12 @@
-//! Safe, streaming Rust API for the Rockchip RKLLM runtime 1.1.x (`librkllmrt.so`) on the
-//! RK3588 NPU.
+// The README is the front page (and its examples are doctests) when the features its
+// examples use are on, as on docs.rs; otherwise a short page points to it.
+#![cfg_attr(all(feature = "mock", feature = "tokenizer"), doc = include_str!("../../README.md"))]
+#![cfg_attr(
+    not(all(feature = "mock", feature = "tokenizer")),
+    doc = "Safe, streaming Rust API for the Rockchip RKLLM runtime 1.1.x (`librkllmrt.so`) \
+           on the RK3588 NPU. Build the docs with features `mock` and `tokenizer` for the \
+           full guide (the crate's README)."
+)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
@@ -23,11 +30,6 @@ mod settings;
 mod stop;
 mod stream;
 mod utf8;
-
-/// The README's examples, compiled and run as doctests.
-#[cfg(all(doctest, feature = "mock", feature = "tokenizer"))]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;
 
 pub use builder::{Mirostat, ModelBuilder};
 pub use embed::Pooling;
