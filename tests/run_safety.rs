@@ -330,3 +330,30 @@ fn dropping_the_model_mid_run_destroys_the_handle_once_the_run_is_stopped() {
         runs[0]
     );
 }
+
+#[test]
+fn a_hidden_state_run_that_delivers_none_says_so() {
+    // The run is aborted during its prefill, so the runtime never delivers hidden states.
+    let model = common::load(
+        &MockModel::new()
+            .embed_dim(8)
+            .prefill_seconds_per_token(0.02),
+    );
+    let abort = model.abort_handle();
+    let mut session = model.session().unwrap();
+    let aborter = std::thread::spawn(move || {
+        // Ask until the run is in flight.
+        while !abort.abort() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    let err = session
+        .hidden_states("a prompt of a dozen words or so, long enough to take a while")
+        .unwrap_err();
+    aborter.join().unwrap();
+    assert!(matches!(err, Error::NoHiddenStates), "{err:?}");
+    assert!(
+        err.to_string().contains("without delivering hidden states"),
+        "{err}"
+    );
+}
