@@ -8,6 +8,7 @@
 //!
 //! `--lib` names `librkllmrt.so` (default: `RKLLM_LIB_PATH`, then the system search path).
 //! `--mock` probes the mock runtime with a mock model written to a temporary file.
+//! Needs the cargo feature `probe` (on by default in this workspace).
 //! Exits with 2 on bad arguments and 1 when the model could not be loaded.
 
 use std::path::PathBuf;
@@ -79,9 +80,11 @@ fn run(args: Args) -> rkllm::Result<probe::ProbeReport> {
     let (runtime, model) = if args.mock {
         mock()?
     } else {
-        // The probe sets RKLLM_LOG_LEVEL=1 around each rkllm_init; should the runtime read it
-        // when the library loads instead, setting it here, before loading and before any
-        // other thread exists, makes the performance table appear either way.
+        // The runtime prints the performance table the BOS question reads only at
+        // RKLLM_LOG_LEVEL=1, and the probe (a library) never changes the environment. This
+        // program sets it for the user, here: still on the main thread before any other
+        // thread exists (nothing can read the environment concurrently) and before the
+        // runtime is loaded. Running with RKLLM_LOG_LEVEL=1 set does the same.
         if std::env::var_os("RKLLM_LOG_LEVEL").is_none() {
             std::env::set_var("RKLLM_LOG_LEVEL", "1");
         }

@@ -2,7 +2,7 @@
 //! through [`ModelBuilder`](crate::ModelBuilder), a run is a [`TokenStream`] whose every raw
 //! callback (state, token, text pointer, thread) a [`Recorder`] sees first, through the
 //! seam's observer hook. The probe has no trampoline, worker, abort loop or `userdata` of its
-//! own, and no `unsafe`.
+//! own, and never calls the runtime's functions itself.
 //!
 //! What keeps the board in a good state is the seam's: `rkllm_run` runs on the seam's worker;
 //! a run past its time limit is stopped by dropping its stream, which aborts again and again
