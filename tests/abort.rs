@@ -177,7 +177,6 @@ fn is_running_is_reported_the_right_way_round() {
 
 #[test]
 fn running_sense_follows_the_setting() {
-    use rkllm::mock::RunningSense;
     use rkllm::{Model, RunningSense, Runtime};
     let path = slow(MockModel::new())
         .with_runtime(|r| r.is_running_sense = RunningSense::NonZeroWhileRunning)

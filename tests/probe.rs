@@ -167,11 +167,7 @@ fn every_abort_ending() {
 #[test]
 fn bos_added_by_the_runtime() {
     let report = probe_mock(|r| r.adds_bos = AddsBos::Always);
-    assert_eq!(
-        report.bos().answer(),
-        Some(&AddsBos::Always),
-        "{report}"
-    );
+    assert_eq!(report.bos().answer(), Some(&AddsBos::Always), "{report}");
     assert!(report
         .bos()
         .evidence
@@ -327,7 +323,9 @@ fn callbacks_on_mixed_threads() {
         Some(&CallbackThread::Mixed),
         "{report}"
     );
-    assert!(report.advice(Question::CallbackThread).contains("please report"));
+    assert!(report
+        .advice(Question::CallbackThread)
+        .contains("please report"));
 }
 
 #[test]
@@ -402,7 +400,10 @@ fn the_probe_leaves_the_environment_alone() {
     });
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let changes = watcher.join().unwrap();
-    assert!(changes.is_empty(), "{VAR} changed during the probe: {changes:?}");
+    assert!(
+        changes.is_empty(),
+        "{VAR} changed during the probe: {changes:?}"
+    );
     assert_eq!(std::env::var_os(VAR), before);
     // The runtime saw the caller's setting at every init.
     let level: u32 = before

@@ -248,8 +248,8 @@ fn waiting_text_handling_matches_the_runtime() {
         .complete("q", &GenerateOptions::gemma())
         .unwrap();
     assert_eq!(done.text, answer);
-    // Runtimes whose WAITING carries no text work with either setting.
-    for knob in [MockWaiting::Null, MockWaiting::Empty] {
+    // Runtimes whose WAITING carries no text work with the default setting.
+    for knob in [WaitingText::Null, WaitingText::Empty] {
         let model = common::load(
             &MockModel::new()
                 .answer(answer)

@@ -342,8 +342,9 @@ mod tests {
     /// Mock model files written before the names were unified still read.
     #[test]
     fn older_mock_file_names_still_read() {
-        let read = |json: &str| serde_json::from_str::<serde_json::Value>(json).unwrap();
-        let parse = |v: &str| serde_json::from_value(read(v));
+        fn parse<T: serde::de::DeserializeOwned>(json: &str) -> serde_json::Result<T> {
+            serde_json::from_str(json)
+        }
         assert_eq!(
             parse::<RunningSense>("\"one_while_running\"").unwrap(),
             RunningSense::NonZeroWhileRunning
@@ -385,6 +386,9 @@ mod tests {
             parse::<FinishText>(&text).unwrap(),
             FinishText::Text("x".into())
         );
-        assert_eq!(serde_json::to_string(&AddsBos::UnlessPresent).unwrap(), "\"unless_present\"");
+        assert_eq!(
+            serde_json::to_string(&AddsBos::UnlessPresent).unwrap(),
+            "\"unless_present\""
+        );
     }
 }

@@ -343,8 +343,7 @@ fn an_overlong_prompt_fails_truncates_or_errors_as_configured() {
         cap.stderr
     );
 
-    let model =
-        MockModel::new().with_runtime(|r| r.context_overflow = ContextOverflow::Truncated);
+    let model = MockModel::new().with_runtime(|r| r.context_overflow = ContextOverflow::Truncated);
     let h = open_with(model, |p| p.max_context_len = 8);
     let (rc, events) = run_prompt(&h, prompt);
     assert_eq!(rc, 0);

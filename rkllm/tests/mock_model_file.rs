@@ -53,13 +53,22 @@ fn files_with_the_older_knob_names_still_read() {
     let r = m.runtime_behaviour();
     assert_eq!(r.callback_thread, CallbackThread::RuntimeThread);
     assert_eq!(r.context_overflow, ContextOverflow::Truncated);
-    assert_eq!(r.is_running_sense, rkllm::mock::RunningSense::NonZeroWhileRunning);
+    assert_eq!(
+        r.is_running_sense,
+        rkllm::mock::RunningSense::NonZeroWhileRunning
+    );
     assert_eq!(r.adds_bos, rkllm::mock::AddsBos::Always);
     assert_eq!(r.second_model, rkllm::mock::SecondModel::Refused);
-    assert_eq!(r.prompt_cache_reuse, rkllm::mock::PromptCacheReuse::NotReused);
+    assert_eq!(
+        r.prompt_cache_reuse,
+        rkllm::mock::PromptCacheReuse::NotReused
+    );
     // Written back, the knobs take their current names, and read the same.
     let json = m.to_json();
-    assert!(json.contains("\"runtime_thread\"") && json.contains("\"always\""), "{json}");
+    assert!(
+        json.contains("\"runtime_thread\"") && json.contains("\"always\""),
+        "{json}"
+    );
     assert_eq!(MockModel::from_json(&json).unwrap(), m);
 }
 

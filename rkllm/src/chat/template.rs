@@ -7,8 +7,8 @@
 //! message content holds no special-token text.
 
 use super::strip::python_strip;
-use crate::gemma;
 use super::{ChatError, Message, Role};
+use crate::gemma;
 
 /// A Gemma 2 control token the prompt format uses.
 ///

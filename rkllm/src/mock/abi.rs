@@ -22,8 +22,8 @@ use super::init;
 use super::input::{self, path_from_bytes};
 use super::log;
 use super::model_file::LogStream;
-use crate::settings::{CallbackThread, RunningSense};
 use super::prompt_cache;
+use crate::settings::{CallbackThread, RunningSense};
 
 /// The mock's function table.
 pub(crate) fn api() -> RkllmApi {

@@ -210,7 +210,9 @@ impl<'a> Run<'a> {
             .collect();
         let cache = lock(&self.inst.state).prompt_cache.clone();
         let reused = match (&cache, self.rt.prompt_cache_reuse) {
-            (Some(c), PromptCacheReuse::Reused) => prompt_cache::reusable_prefix(c, &leading_tokens),
+            (Some(c), PromptCacheReuse::Reused) => {
+                prompt_cache::reusable_prefix(c, &leading_tokens)
+            }
             _ => 0,
         };
         self.stats.reused_tokens = reused;

@@ -87,16 +87,16 @@ mod prompt_cache;
 mod stats;
 mod tokenizer;
 
+pub use crate::settings::{
+    AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
+    SecondModel, WaitingText,
+};
 pub use engine::{hidden_value, NO_TOKEN};
 pub use handle::live_handles_of_model;
 pub use init::{PLATFORM, RUNTIME_VERSION};
 pub use memory::{
     npu_memory_capacity, npu_memory_in_use, set_npu_memory_capacity, DEFAULT_NPU_MEMORY,
     NPU_MEMORY_ENV,
-};
-pub use crate::settings::{
-    AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
-    SecondModel, WaitingText,
 };
 pub use model_file::{
     is_mock_model_file, AfterLastTurn, Answer, InitFailure, LogStream, MockModel, RunFailure,

@@ -5,9 +5,9 @@
 
 use super::answers::Finding;
 use super::harness::{Instance, RunRecord};
-use crate::settings::AddsBos as Bos;
 use super::tokens::TokenCounter;
 use super::{gemma_prompt, ProbeConfig};
+use crate::settings::AddsBos as Bos;
 
 /// Four special tokens written as text: exactly four tokens for any Gemma tokenizer.
 const SPECIALS: &str = "<start_of_turn><end_of_turn><start_of_turn><end_of_turn>";

@@ -2,8 +2,8 @@
 
 use super::answers::Finding;
 use super::harness::{InitSpec, Instance};
-use crate::settings::ContextOverflow;
 use super::{gemma_prompt, init_failed, ProbeConfig};
+use crate::settings::ContextOverflow;
 
 const WORDS: [&str; 8] = [
     "apple", "river", "stone", "cloud", "maple", "candle", "harbor", "violet",

@@ -5,8 +5,8 @@ use std::collections::HashSet;
 
 use super::answers::{AbortEnding, Finding};
 use super::harness::{Instance, RunRecord};
-use crate::settings::{CallbackThread, RunningSense};
 use super::{gemma_prompt, ProbeConfig};
+use crate::settings::{CallbackThread, RunningSense};
 
 /// Long enough that the run is still generating when it is aborted.
 const USER: &str = "Count from one to forty in words, separated by commas.";

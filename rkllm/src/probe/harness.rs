@@ -102,7 +102,7 @@ impl Recorder {
         let (gate, _) = self
             .cv
             .wait_timeout_while(gate, limit, |g| {
-                g.returned.is_none() && !(g.holding && !held_seen)
+                g.returned.is_none() && (held_seen || !g.holding)
             })
             .unwrap_or_else(PoisonError::into_inner);
         if gate.returned.is_some() {
@@ -166,7 +166,7 @@ pub(crate) struct InitFailed {
     /// What `rkllm_init` returned (0 with a NULL handle, -1 when it was not reached).
     pub code: i32,
     /// The runtime's log around `rkllm_init`, read.
-    pub diagnosis: Diagnosis,
+    pub diagnosis: Box<Diagnosis>,
     /// Why, when `rkllm_init` was not reached.
     pub reason: Option<String>,
 }
@@ -330,12 +330,12 @@ impl Instance {
         let failed = |e: Error| match e {
             Error::Init(e) => InitFailed {
                 code: e.code().unwrap_or(0),
-                diagnosis: e.diagnosis().clone(),
+                diagnosis: Box::new(e.diagnosis().clone()),
                 reason: None,
             },
             other => InitFailed {
                 code: -1,
-                diagnosis: Diagnosis::parse(""),
+                diagnosis: Box::new(Diagnosis::parse("")),
                 reason: Some(other.to_string()),
             },
         };

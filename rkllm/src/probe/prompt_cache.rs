@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::answers::{CacheTiming, Finding};
 use super::harness::{Instance, RunRecord};
-use crate::settings::PromptCacheReuse;
 use super::ProbeConfig;
+use crate::settings::PromptCacheReuse;
 
 const WORDS: [&str; 12] = [
     "north", "garden", "silver", "lantern", "meadow", "copper", "window", "thunder", "pebble",

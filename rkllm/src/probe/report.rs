@@ -302,9 +302,11 @@ impl ProbeReport {
                      token in {:.0}% of the time)",
                     t.ratio() * 100.0
                 ),
-                (Some(PromptCacheReuse::NotReused), _) => "Session::load_prompt_cache gains nothing \
+                (Some(PromptCacheReuse::NotReused), _) => {
+                    "Session::load_prompt_cache gains nothing \
                     on this runtime"
-                    .into(),
+                        .into()
+                }
                 _ => "no advice: the prompt-cache effect is not known".into(),
             },
         }

@@ -7,8 +7,8 @@ use rkllm_sys::{RKLLM_RUN_FINISH, RKLLM_RUN_NORMAL, RKLLM_RUN_WAITING};
 
 use super::answers::Finding;
 use super::harness::{Instance, RunRecord, Text};
-use crate::settings::{FinishText, WaitingText};
 use super::{gemma_prompt, ProbeConfig};
+use crate::settings::{FinishText, WaitingText};
 
 /// Characters Gemma's vocabulary lacks (byte fallback), so the model writes them in pieces.
 const USER: &str = "Repeat exactly this line and nothing else: 𓀀 𓁐 𒀀 ꙮ 𝔊 🦀";
@@ -131,8 +131,8 @@ mod tests {
 
     use super::{finish, waiting};
     use crate::probe::answers::Verdict;
-    use crate::settings::{FinishText, WaitingText};
     use crate::probe::harness::{Callback, RunRecord, Text};
+    use crate::settings::{FinishText, WaitingText};
 
     fn event(state: LLMCallState, text: Text) -> Callback {
         Callback {
