@@ -22,6 +22,7 @@ use rkllm::chat::{Gemma2Template, Message};
 use rkllm::{FinishReason, GenerateOptions, Input, Model, Runtime};
 
 const MODEL_ENV: &str = "RKLLM_TEST_MODEL";
+#[cfg(any(feature = "tokenizer", feature = "probe"))]
 const TOKENIZER_ENV: &str = "RKLLM_TEST_TOKENIZER";
 const LORA_ENV: &str = "RKLLM_TEST_LORA";
 /// Generated tokens are capped so that each test stays short.
