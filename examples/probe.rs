@@ -7,6 +7,7 @@
 //! ```
 //!
 //! `--mock` probes the mock runtime with a mock model written to a temporary file.
+//! Needs the cargo feature `probe` (on by default in this workspace).
 //! Exits with 2 on bad arguments and 1 when the model could not be loaded.
 
 use std::process::ExitCode;
@@ -55,9 +56,11 @@ fn main() -> ExitCode {
 
 fn run(args: Options, scratch: &mut Scratch) -> Result<ExitCode, Failure> {
     if !args.backend.is_mock() && std::env::var_os("RKLLM_LOG_LEVEL").is_none() {
-        // The probe sets RKLLM_LOG_LEVEL=1 around each rkllm_init; should the runtime read
-        // it when the library loads instead, setting it here, before loading and before any
-        // other thread exists, makes the performance table appear either way.
+        // The runtime prints the performance table the BOS question reads only at
+        // RKLLM_LOG_LEVEL=1, and the probe (a library) never changes the environment. This
+        // program sets it for the user, here: still on the main thread before any other
+        // thread exists (nothing can read the environment concurrently) and before the
+        // runtime is loaded. Running with RKLLM_LOG_LEVEL=1 set does the same.
         std::env::set_var("RKLLM_LOG_LEVEL", "1");
     }
     // A bad tokenizer file is reported now rather than as a note after the long run.

@@ -163,10 +163,9 @@ fn is_running_is_reported_the_right_way_round() {
 
 #[test]
 fn running_sense_follows_the_setting() {
-    use rkllm::mock::IsRunningSense;
     use rkllm::{Model, RunningSense, Runtime};
     let path = slow(MockModel::new())
-        .with_runtime(|r| r.is_running_sense = IsRunningSense::OneWhileRunning)
+        .with_runtime(|r| r.is_running_sense = RunningSense::NonZeroWhileRunning)
         .write_temp()
         .unwrap();
     let model = Model::builder(&path)

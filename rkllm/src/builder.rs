@@ -210,10 +210,11 @@ impl ModelBuilder {
         self
     }
 
-    /// What WAITING callbacks carry on this runtime (default [`WaitingText::Join`]); see
-    /// the probe's report.
-    pub fn waiting_text(mut self, handling: WaitingText) -> Self {
-        self.settings.waiting_text = handling;
+    /// What WAITING callbacks carry on this runtime (default [`WaitingText::PartialBytes`]);
+    /// see the probe's report. Only [`WaitingText::PartialBytesThenWhole`] changes how tokens
+    /// are joined: WAITING text is then ignored, as the next NORMAL callback repeats it.
+    pub fn waiting_text(mut self, waiting: WaitingText) -> Self {
+        self.settings.waiting_text = waiting;
         self
     }
 

@@ -193,10 +193,7 @@ impl From<String> for Input {
     }
 }
 
-/// Gemma's `<end_of_turn>` token id.
-pub const GEMMA_END_OF_TURN: i32 = 107;
-/// Gemma's `<eos>` token id.
-pub const GEMMA_EOS: i32 = 1;
+pub use crate::gemma::{END_OF_TURN as GEMMA_END_OF_TURN, EOS as GEMMA_EOS};
 
 /// Options of one run: stop conditions, LoRA, prompt-cache saving.
 ///

@@ -16,6 +16,7 @@ pub mod diagnosis;
 pub mod embed;
 mod error;
 mod ffi;
+pub mod gemma;
 mod hidden;
 mod input;
 mod lora;
@@ -23,6 +24,8 @@ mod lora;
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod mock;
 mod model;
+#[cfg(feature = "probe")]
+#[cfg_attr(docsrs, doc(cfg(feature = "probe")))]
 pub mod probe;
 mod runtime;
 mod session;
@@ -41,5 +44,8 @@ pub use lora::LoraAdapter;
 pub use model::Model;
 pub use runtime::Runtime;
 pub use session::{PromptCache, Session};
-pub use settings::{RunningSense, WaitingText, DEFAULT_STOP_TIMEOUT};
+pub use settings::{
+    AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
+    SecondModel, WaitingText, DEFAULT_STOP_TIMEOUT,
+};
 pub use stream::{Completion, FinishReason, RunEnd, Timings, Token, TokenStream};

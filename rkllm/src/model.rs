@@ -159,6 +159,12 @@ impl Model {
         self.inner.handle.runtime()
     }
 
+    /// What `rkllm_is_running` returns, as is (callable during a run; the probe reports it).
+    #[cfg(feature = "probe")]
+    pub(crate) fn is_running_code(&self) -> i32 {
+        self.inner.handle.is_running_code()
+    }
+
     /// Whether the runtime reports a task running, by `rkllm_is_running`, read with the
     /// model's [`RunningSense`] (by default 0 means running, as the header documents; the
     /// probe example checks a board's runtime).

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::error::{c_string, path_c_string, Error, Result};
+use crate::ffi::callback::RunObserver;
 use crate::ffi::job::RunJob;
 use crate::ffi::AbortHandle;
 use crate::hidden::HiddenStates;
@@ -224,6 +225,30 @@ impl Session {
         hidden: bool,
         started: Instant,
     ) -> Result<TokenStream<'_>> {
+        self.start_run(input, options, hidden, started, None)
+    }
+
+    /// Starts a run whose every callback, and the `rkllm_run` call around them, `observer`
+    /// sees first (the on-board probe records them this way).
+    #[cfg(feature = "probe")]
+    pub(crate) fn start_stream_observed(
+        &mut self,
+        input: Input,
+        options: &GenerateOptions,
+        observer: Arc<dyn RunObserver>,
+    ) -> Result<TokenStream<'_>> {
+        self.check_embedding_rows(&input)?;
+        self.start_run(input, options, false, Instant::now(), Some(observer))
+    }
+
+    fn start_run(
+        &mut self,
+        input: Input,
+        options: &GenerateOptions,
+        hidden: bool,
+        started: Instant,
+        observer: Option<Arc<dyn RunObserver>>,
+    ) -> Result<TokenStream<'_>> {
         let inner = &self.inner;
         if options.max_tokens == Some(0) {
             return Err(Error::InvalidParameter {
@@ -253,7 +278,7 @@ impl Session {
             .transpose()?;
         let prompt_tokens = input.known_token_count();
         let job = RunJob::new(input, hidden, lora, save_cache)?;
-        let run = inner.handle.start_run(job, None)?;
+        let run = inner.handle.start_run(job, observer)?;
         Ok(TokenStream::new(
             &inner.handle,
             inner.settings,

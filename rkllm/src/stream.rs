@@ -335,7 +335,7 @@ impl<'s> TokenStream<'s> {
         }
         self.tokens += 1;
         self.token_ids.push(id);
-        if waiting && self.settings.waiting_text == WaitingText::Ignore {
+        if waiting && self.settings.waiting_text == WaitingText::PartialBytesThenWhole {
             // This runtime repeats the whole character in the NORMAL that follows.
             bytes.clear();
         }

@@ -45,4 +45,4 @@ pub use tokenizer::GemmaTokenizer;
 
 /// Gemma 2's vocabulary size (token ids are below it); see
 /// [`ModelBuilder::vocab_size`](crate::ModelBuilder::vocab_size).
-pub const GEMMA2_VOCAB_SIZE: u32 = 256_000;
+pub const GEMMA2_VOCAB_SIZE: u32 = crate::gemma::VOCAB_SIZE.unsigned_abs();

@@ -70,9 +70,20 @@ pub(crate) enum RawText {
     Bytes(Vec<u8>),
 }
 
+#[cfg_attr(not(feature = "probe"), allow(dead_code))]
+impl RawText {
+    /// The bytes, NULL read as none (what the trampoline delivers).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        match self {
+            RawText::Bytes(b) => b,
+            _ => &[],
+        }
+    }
+}
+
 /// One callback as the runtime made it, for observers.
 #[derive(Debug, Clone)]
-#[allow(dead_code)] // Read by observers (the probe).
+#[cfg_attr(not(feature = "probe"), allow(dead_code))] // Read by observers (the probe).
 pub(crate) struct RawCallback {
     pub state: LLMCallState,
     pub token_id: i32,
@@ -83,13 +94,33 @@ pub(crate) struct RawCallback {
     pub after_return: bool,
 }
 
-/// Sees every callback of a run before it is delivered (the on-board probe records them).
+#[cfg_attr(not(feature = "probe"), allow(dead_code))]
+impl RawCallback {
+    /// A NORMAL or WAITING callback: a generated token.
+    pub(crate) fn is_token(&self) -> bool {
+        self.state == RKLLM_RUN_NORMAL || self.state == RKLLM_RUN_WAITING
+    }
+}
+
+/// Sees every callback of a run before it is delivered (the on-board probe records them),
+/// and the `rkllm_run` call around them.
 ///
-/// It runs on the runtime's callback thread, inside the callback: it may block briefly (the
-/// run then waits), and a panic in it is caught and ignored.
+/// `on_callback` runs on the runtime's callback thread, inside the callback: it may block
+/// briefly (the run then waits). A panic in any method is caught and ignored.
+#[cfg_attr(not(feature = "probe"), allow(dead_code))]
 pub(crate) trait RunObserver: Send + Sync {
+    /// On the thread about to call `rkllm_run`, just before the call.
+    fn on_run_start(&self) {}
     /// One callback of the run.
     fn on_callback(&self, callback: &RawCallback);
+    /// `rkllm_run` returned `code` (on the thread that called it).
+    fn on_returned(&self, _code: i32) {}
+    /// Whether the run's stream receives its tokens (default). An observer that records
+    /// everything itself turns this off, so a stream nobody reads never fills up; the run
+    /// then ends its stream with no tokens.
+    fn delivers(&self) -> bool {
+        true
+    }
 }
 
 /// State shared by the worker, the callback and the consumer of one run.
@@ -145,8 +176,18 @@ impl RunShared {
             waker: Mutex::new(None),
             observer,
         });
+        if shared.observer.as_ref().is_some_and(|o| !o.delivers()) {
+            shared.stop_delivery();
+        }
         lock(registry()).insert(id, Arc::downgrade(&shared));
         (shared, rx)
+    }
+
+    /// Tells the observer that `rkllm_run` is about to be called, on the calling thread.
+    pub(crate) fn run_starting(&self) {
+        if let Some(observer) = &self.observer {
+            let _ = catch_unwind(AssertUnwindSafe(|| observer.on_run_start()));
+        }
     }
 
     /// The run's id, passed to the runtime as `userdata`.
@@ -213,6 +254,9 @@ impl RunShared {
     pub(crate) fn set_returned(&self, code: i32) {
         self.terminal.store(true, Ordering::Release);
         *lock(&self.returned) = Some(code);
+        if let Some(observer) = &self.observer {
+            let _ = catch_unwind(AssertUnwindSafe(|| observer.on_returned(code)));
+        }
         self.returned_cv.notify_all();
         self.send(Event::Returned {
             code,

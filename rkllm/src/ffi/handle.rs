@@ -49,21 +49,26 @@ impl AbortCore {
     /// before `rkllm_abort` is called, so a runtime whose abort waits for the run to stop
     /// never waits on a consumer. Returns whether a run was aborted.
     fn abort(&self, run: Option<u64>) -> bool {
+        self.abort_code(run).is_some()
+    }
+
+    /// As [`abort`](Self::abort), returning what `rkllm_abort` returned (`Some(0)` when the
+    /// handle is already gone), or `None` when there was nothing to abort.
+    fn abort_code(&self, run: Option<u64>) -> Option<i32> {
         let slot = lock(&self.slot);
-        let Some(current) = &slot.current else {
-            return false;
-        };
+        let current = slot.current.as_ref()?;
         if run.is_some_and(|id| id != current.id()) {
-            return false;
+            return None;
         }
         current.request_abort();
-        if let Some(h) = slot.handle {
+        let rc = match slot.handle {
             // SAFETY: the handle is live: it is taken out of this slot (under this lock)
             // before rkllm_destroy, and the lock is held across the call. rkllm_abort is
             // meant to be called from another thread while rkllm_run blocks.
-            unsafe { (self.api.abort)(h.0) };
-        }
-        true
+            Some(h) => unsafe { (self.api.abort)(h.0) },
+            None => 0,
+        };
+        Some(rc)
     }
 
     fn begin_run(&self, shared: &Arc<RunShared>) {
@@ -126,6 +131,13 @@ impl AbortHandle {
     /// The runtime may take a moment to return (it does not cut a prefill short).
     pub fn abort(&self) -> bool {
         self.core.abort(self.run)
+    }
+
+    /// As [`abort`](Self::abort), returning what `rkllm_abort` returned, or `None` when
+    /// there was nothing to stop (the probe reports the code).
+    #[cfg_attr(not(feature = "probe"), allow(dead_code))]
+    pub(crate) fn abort_code(&self) -> Option<i32> {
+        self.core.abort_code(self.run)
     }
 }
 
@@ -240,6 +252,7 @@ impl Handle {
                     0
                 } else {
                     let _guard = lock(&call_lock);
+                    worker_shared.run_starting();
                     // SAFETY: the handle is live: `Handle` stops and joins this worker before
                     // destroying it, and never destroys it if the worker did not end. The call
                     // lock makes this the handle's only call but abort and is_running.

@@ -15,13 +15,13 @@ use rkllm_sys::{
 use super::handle::{lock, Instance, Job, RunScope, UserData};
 use super::input::{Infer, Input};
 use super::log;
-use super::model_file::{
-    AfterLastTurn, Answer, ContextOverflow, FinishText, RunFailure, RuntimeBehaviour, WaitingText,
-    DEFAULT_ANSWER,
-};
+use super::model_file::{AfterLastTurn, Answer, RunFailure, RuntimeBehaviour, DEFAULT_ANSWER};
 use super::prompt_cache;
 use super::stats::{self, RunStats};
 use super::tokenizer::ends_inside_char;
+use crate::settings::{
+    AddsBos, ContextOverflow, FinishText, PromptCacheReuse, SecondModel, WaitingText,
+};
 
 /// The token id of FINISH, ERROR and hidden-layer callbacks (they carry no token).
 pub const NO_TOKEN: i32 = -1;
@@ -184,6 +184,11 @@ impl<'a> Run<'a> {
             self.error_line("run failed (injected by the mock model)");
             return -1;
         }
+        if self.rt.second_model == SecondModel::LoadsButRunFails && super::handle::live_count() > 1
+        {
+            self.error_line("run failed: another model is loaded in this process");
+            return -1;
+        }
         if let Some(name) = &self.infer.lora {
             if !lock(&self.inst.state).loras.contains_key(name) {
                 self.error_line(&format!(
@@ -202,7 +207,7 @@ impl<'a> Run<'a> {
         let max_ctx = self.inst.settings.max_context_len;
         if rows.len() > max_ctx {
             match self.rt.context_overflow {
-                ContextOverflow::Error => {
+                ContextOverflow::Refused => {
                     self.error_line(&format!(
                         "the input has {} tokens, more than max_context_len {max_ctx}",
                         rows.len()
@@ -210,7 +215,7 @@ impl<'a> Run<'a> {
                     return -1;
                 }
                 ContextOverflow::ErrorCallback => return self.error_end(),
-                ContextOverflow::TruncateKeepLast => {
+                ContextOverflow::Truncated => {
                     let keep = max_ctx.saturating_sub(1).max(1);
                     rows.drain(..rows.len() - keep);
                 }
@@ -231,7 +236,9 @@ impl<'a> Run<'a> {
             .collect();
         let cache = lock(&self.inst.state).prompt_cache.clone();
         let reused = match (&cache, self.rt.prompt_cache_reuse) {
-            (Some(c), true) => prompt_cache::reusable_prefix(c, &leading_tokens),
+            (Some(c), PromptCacheReuse::Reused) => {
+                prompt_cache::reusable_prefix(c, &leading_tokens)
+            }
             _ => 0,
         };
         self.stats.reused_tokens = reused;
@@ -284,10 +291,16 @@ impl<'a> Run<'a> {
         let tok = &*self.inst.model.tokenizer;
         let text_rows = |text: &[u8]| {
             let mut rows = Vec::new();
-            if self.rt.adds_bos {
+            let ids = tok.encode(text);
+            let add = match self.rt.adds_bos {
+                AddsBos::Always => true,
+                AddsBos::UnlessPresent => ids.first() != Some(&tok.bos()),
+                _ => false,
+            };
+            if add {
                 rows.push(Row::Token(tok.bos()));
             }
-            rows.extend(tok.encode(text).into_iter().map(Row::Token));
+            rows.extend(ids.into_iter().map(Row::Token));
             rows
         };
         let (rows, text) = match self.input {
@@ -489,13 +502,15 @@ impl<'a> Run<'a> {
     }
 
     fn finish(&mut self) {
-        self.call(self.end_text(), NO_TOKEN, RKLLM_RUN_FINISH);
+        let text = self.end_text();
+        self.call(text.as_deref(), NO_TOKEN, RKLLM_RUN_FINISH);
         self.stats.finished = true;
     }
 
     /// An ERROR callback ends the run.
     fn error_end(&mut self) -> i32 {
-        self.call(self.end_text(), NO_TOKEN, RKLLM_RUN_ERROR);
+        let text = self.end_text();
+        self.call(text.as_deref(), NO_TOKEN, RKLLM_RUN_ERROR);
         self.stats.errored = true;
         self.rt.run_return_after_error
     }
@@ -509,10 +524,11 @@ impl<'a> Run<'a> {
         self.rt.run_return_after_abort
     }
 
-    fn end_text(&self) -> Option<&'static [u8]> {
-        match self.rt.finish_text {
-            FinishText::Null => None,
-            FinishText::Empty => Some(b""),
+    fn end_text(&self) -> Option<Vec<u8>> {
+        match &self.rt.finish_text {
+            FinishText::Empty => Some(Vec::new()),
+            FinishText::Text(t) => Some(t.clone().into_bytes()),
+            _ => None,
         }
     }
 
