@@ -17,10 +17,98 @@ pub const BOS_ID: i32 = 2;
 pub const END_OF_TURN_ID: i32 = 107;
 /// Id of the byte-fallback token for byte 0x00 (Gemma's `<0x00>`); byte `b` is `217 + b`.
 pub const BYTE_TOKEN_BASE: i32 = 217;
-/// First id of the ASCII pieces.
-pub const PIECE_BASE: i32 = 1 << 28;
-/// Longest ASCII piece, in characters.
-const PIECE_MAX: usize = 4;
+/// First id of the ASCII pieces (above every Gemma special and byte-fallback id).
+pub const PIECE_BASE: i32 = 512;
+/// The size of Gemma 2's vocabulary: every id the built-in tokenizer emits is below it.
+pub const VOCAB_SIZE: i32 = 256_000;
+/// Longest piece of letters and digits, in characters.
+const WORD_MAX: usize = 3;
+/// Longest piece of whitespace, in characters.
+const SPACE_MAX: usize = 4;
+/// Letters and digits, in the order of their piece digits.
+const WORD_CHARS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// Whitespace characters, in the order of their piece digits.
+const SPACE_CHARS: &[u8; 6] = b" \t\n\x0b\x0c\r";
+
+/// The pieces of one class: every string of 1 to `max` characters of `alphabet` has one id,
+/// strings of length `n` numbered after all shorter ones, first character most significant.
+struct PieceSet {
+    alphabet: &'static [u8],
+    max: usize,
+    /// The first id of the set.
+    base: i32,
+}
+
+impl PieceSet {
+    /// How many ids the set takes: `a + a² + … + a^max`.
+    const fn len(alphabet: usize, max: usize) -> i32 {
+        let mut total = 0;
+        let mut power = 1;
+        let mut n = 0;
+        while n < max {
+            power *= alphabet;
+            total += power;
+            n += 1;
+        }
+        total as i32
+    }
+
+    fn end(&self) -> i32 {
+        self.base + PieceSet::len(self.alphabet.len(), self.max)
+    }
+
+    fn digit(&self, ch: u8) -> Option<i32> {
+        self.alphabet.iter().position(|&c| c == ch).map(|d| d as i32)
+    }
+
+    fn id(&self, piece: &[u8]) -> i32 {
+        let shorter = PieceSet::len(self.alphabet.len(), piece.len() - 1);
+        let radix = self.alphabet.len() as i32;
+        let value = piece.iter().fold(0, |acc, &ch| {
+            acc * radix + self.digit(ch).unwrap_or_default()
+        });
+        self.base + shorter + value
+    }
+
+    fn bytes(&self, id: i32) -> Option<Vec<u8>> {
+        if !(self.base..self.end()).contains(&id) {
+            return None;
+        }
+        let radix = self.alphabet.len() as i32;
+        let mut rest = id - self.base;
+        let mut len = 1;
+        let mut count = radix;
+        while rest >= count {
+            rest -= count;
+            count *= radix;
+            len += 1;
+        }
+        let mut out = vec![0; len];
+        for slot in out.iter_mut().rev() {
+            *slot = self.alphabet[(rest % radix) as usize];
+            rest /= radix;
+        }
+        Some(out)
+    }
+}
+
+const WORDS: PieceSet = PieceSet {
+    alphabet: WORD_CHARS,
+    max: WORD_MAX,
+    base: PIECE_BASE,
+};
+const SPACES: PieceSet = PieceSet {
+    alphabet: SPACE_CHARS,
+    max: SPACE_MAX,
+    base: PIECE_BASE + PieceSet::len(WORD_CHARS.len(), WORD_MAX),
+};
+/// The first id of the single-character pieces of other ASCII characters (id = base + byte).
+const OTHER_BASE: i32 = PIECE_BASE
+    + PieceSet::len(WORD_CHARS.len(), WORD_MAX)
+    + PieceSet::len(SPACE_CHARS.len(), SPACE_MAX);
+
+// Every piece id fits in the vocabulary.
+const _: () = assert!(OTHER_BASE + 128 <= VOCAB_SIZE);
 
 /// What the runtime needs from a tokenizer.
 pub(crate) trait Tokenize: Send + Sync {
@@ -51,9 +139,10 @@ pub(crate) trait Tokenize: Send + Sync {
 ///
 /// * Gemma's special tokens written as text are recognised: `<pad>` 0, `<eos>` 1, `<bos>` 2,
 ///   `<start_of_turn>` 106, `<end_of_turn>` 107.
-/// * ASCII text is cut into pieces: runs of letters and digits, runs of whitespace, and each
-///   other character alone; runs longer than 4 characters are split every 4. A piece's id is
-///   `PIECE_BASE` (2²⁸) plus its characters packed 7 bits each, first character lowest.
+/// * ASCII text is cut into pieces: runs of letters and digits (split every 3 characters),
+///   runs of whitespace (split every 4), and each other character alone. Each piece has its
+///   own id from [`PIECE_BASE`] (512) up, so every id is below [`VOCAB_SIZE`] (256,000, Gemma
+///   2's vocabulary) and a model with a real vocabulary of that size accepts it.
 /// * Every other byte (so each byte of a non-ASCII character, and NUL) is a byte-fallback
 ///   token `217 + byte`, as Gemma numbers `<0x00>`…`<0xFF>`.
 ///
@@ -75,14 +164,20 @@ enum Class {
     Other,
 }
 
+/// The class of an ASCII byte other than NUL (every other byte is a byte-fallback token).
 fn class(b: u8) -> Class {
     if b.is_ascii_alphanumeric() {
         Class::Word
-    } else if b.is_ascii_whitespace() {
+    } else if SPACE_CHARS.contains(&b) {
         Class::Space
     } else {
         Class::Other
     }
+}
+
+/// The class of a byte that can be part of a piece, `None` for NUL and non-ASCII bytes.
+fn class_of(b: u8) -> Option<Class> {
+    (b != 0 && b.is_ascii()).then(|| class(b))
 }
 
 impl BuiltinTokenizer {
@@ -112,22 +207,21 @@ impl BuiltinTokenizer {
                 continue;
             }
             let c = class(b);
+            let max = match c {
+                Class::Word => WORD_MAX,
+                Class::Space => SPACE_MAX,
+                Class::Other => 1,
+            };
             let mut end = i + 1;
-            if c != Class::Other {
-                while end < text.len()
-                    && end - i < PIECE_MAX
-                    && text[end] != 0
-                    && text[end].is_ascii()
-                    && class(text[end]) == c
-                {
-                    end += 1;
-                }
+            while end < text.len() && end - i < max && class_of(text[end]) == Some(c) {
+                end += 1;
             }
-            let packed = text[i..end]
-                .iter()
-                .rev()
-                .fold(0i32, |acc, &ch| (acc << 7) | i32::from(ch));
-            ids.push(PIECE_BASE + packed);
+            let piece = &text[i..end];
+            ids.push(match c {
+                Class::Word => WORDS.id(piece),
+                Class::Space => SPACES.id(piece),
+                Class::Other => OTHER_BASE + i32::from(b),
+            });
             i = end;
         }
         ids
@@ -157,20 +251,12 @@ impl Tokenize for BuiltinTokenizer {
         if (BYTE_TOKEN_BASE..BYTE_TOKEN_BASE + 256).contains(&id) {
             return Some(Cow::Owned(vec![(id - BYTE_TOKEN_BASE) as u8]));
         }
-        if id >= PIECE_BASE {
-            let mut packed = id - PIECE_BASE;
-            let mut out = Vec::with_capacity(PIECE_MAX);
-            while packed != 0 {
-                let ch = (packed & 0x7f) as u8;
-                if ch == 0 {
-                    return None;
-                }
-                out.push(ch);
-                packed >>= 7;
-            }
-            return (!out.is_empty()).then_some(Cow::Owned(out));
+        if let Some(piece) = WORDS.bytes(id).or_else(|| SPACES.bytes(id)) {
+            return Some(Cow::Owned(piece));
         }
-        None
+        let other = u8::try_from(id.checked_sub(OTHER_BASE)?).ok()?;
+        (other != 0 && other.is_ascii() && class(other) == Class::Other)
+            .then(|| Cow::Owned(vec![other]))
     }
 
     fn is_special(&self, id: i32) -> bool {
@@ -302,10 +388,43 @@ mod tests {
         ] {
             assert_eq!(t.decode(&t.encode(s)).unwrap(), s);
         }
-        assert_eq!(t.encode("Hello").len(), 2); // "Hell" + "o"
+        assert_eq!(t.encode("Hello").len(), 2); // "Hel" + "lo"
         assert_eq!(t.encode("é").len(), 2);
         assert!(!ends_inside_char("é".as_bytes()));
         assert!(ends_inside_char(&"é".as_bytes()[..1]));
         assert!(ends_inside_char(&"🙂".as_bytes()[..3]));
+    }
+
+    #[test]
+    fn every_id_is_in_gemmas_vocabulary_and_decodes_back() {
+        let t = BuiltinTokenizer;
+        // Every ASCII string of up to 3 characters from a spread of classes, and long runs.
+        let chars: Vec<u8> = (1u8..128).collect();
+        let mut max_id = 0;
+        for &a in &chars {
+            for &b in chars.iter().step_by(7) {
+                for &c in chars.iter().step_by(11) {
+                    let s = String::from_utf8(vec![a, b, c]).unwrap();
+                    let ids = t.encode(&s);
+                    max_id = max_id.max(*ids.iter().max().unwrap());
+                    assert!(ids.iter().all(|&i| (0..VOCAB_SIZE).contains(&i)), "{s:?} {ids:?}");
+                    assert_eq!(t.decode(&ids).unwrap(), s);
+                }
+            }
+        }
+        for s in ["zzz", "\r\r\r\r", "~", "\x7f"] {
+            let ids = t.encode(s);
+            assert_eq!(ids.len(), 1, "{s:?}");
+            max_id = max_id.max(ids[0]);
+        }
+        assert!(max_id < VOCAB_SIZE, "{max_id}");
+        // Every id in range decodes to at most one piece, and no id past the pieces does.
+        for id in [PIECE_BASE - 1, OTHER_BASE, OTHER_BASE + 128, VOCAB_SIZE, i32::MAX] {
+            assert_eq!(t.token_bytes(id), None, "{id}");
+        }
+        for id in (PIECE_BASE..OTHER_BASE).step_by(97) {
+            let bytes = t.token_bytes(id).expect("a piece");
+            assert_eq!(t.encode_bytes(&bytes), [id]);
+        }
     }
 }
