@@ -23,6 +23,7 @@ mod conversation;
 mod detect;
 mod error;
 mod message;
+pub mod prefix_store;
 mod strip;
 mod template;
 #[cfg(feature = "tokenizer")]

@@ -109,9 +109,10 @@ impl CacheCost {
             ));
         }
         if let Some(kv) = self.kv {
-            if kv.layers == 0 || kv.kv_heads == 0 || kv.head_dim == 0 || kv.bytes_per_value == 0
-            {
-                return Err(format!("every field of the KV geometry must be positive: {kv:?}"));
+            if kv.layers == 0 || kv.kv_heads == 0 || kv.head_dim == 0 || kv.bytes_per_value == 0 {
+                return Err(format!(
+                    "every field of the KV geometry must be positive: {kv:?}"
+                ));
             }
         }
         Ok(())

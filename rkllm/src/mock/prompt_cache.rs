@@ -222,13 +222,19 @@ mod tests {
         let loaded = load(&path, "m/builtin", 1000).unwrap();
         assert_eq!((loaded.tokens, loaded.bytes), (tokens.to_vec(), size));
         // Another model, another geometry.
-        assert!(load(&path, "n/builtin", 1000).unwrap_err().contains("another model"));
-        assert!(load(&path, "m/builtin", 999).unwrap_err().contains("another model"));
+        assert!(load(&path, "n/builtin", 1000)
+            .unwrap_err()
+            .contains("another model"));
+        assert!(load(&path, "m/builtin", 999)
+            .unwrap_err()
+            .contains("another model"));
         // A flipped byte in the header, a truncated payload.
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[40] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        assert!(load(&path, "m/builtin", 1000).unwrap_err().contains("invalid"));
+        assert!(load(&path, "m/builtin", 1000)
+            .unwrap_err()
+            .contains("invalid"));
         save(&path, "m/builtin", 1000, &tokens).unwrap();
         std::fs::OpenOptions::new()
             .write(true)
@@ -236,7 +242,9 @@ mod tests {
             .unwrap()
             .set_len(size - 1)
             .unwrap();
-        assert!(load(&path, "m/builtin", 1000).unwrap_err().contains("invalid"));
+        assert!(load(&path, "m/builtin", 1000)
+            .unwrap_err()
+            .contains("invalid"));
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -58,7 +58,10 @@ impl PieceSet {
     }
 
     fn digit(&self, ch: u8) -> Option<i32> {
-        self.alphabet.iter().position(|&c| c == ch).map(|d| d as i32)
+        self.alphabet
+            .iter()
+            .position(|&c| c == ch)
+            .map(|d| d as i32)
     }
 
     fn id(&self, piece: &[u8]) -> i32 {
@@ -407,7 +410,10 @@ mod tests {
                     let s = String::from_utf8(vec![a, b, c]).unwrap();
                     let ids = t.encode(&s);
                     max_id = max_id.max(*ids.iter().max().unwrap());
-                    assert!(ids.iter().all(|&i| (0..VOCAB_SIZE).contains(&i)), "{s:?} {ids:?}");
+                    assert!(
+                        ids.iter().all(|&i| (0..VOCAB_SIZE).contains(&i)),
+                        "{s:?} {ids:?}"
+                    );
                     assert_eq!(t.decode(&ids).unwrap(), s);
                 }
             }
@@ -419,7 +425,13 @@ mod tests {
         }
         assert!(max_id < VOCAB_SIZE, "{max_id}");
         // Every id in range decodes to at most one piece, and no id past the pieces does.
-        for id in [PIECE_BASE - 1, OTHER_BASE, OTHER_BASE + 128, VOCAB_SIZE, i32::MAX] {
+        for id in [
+            PIECE_BASE - 1,
+            OTHER_BASE,
+            OTHER_BASE + 128,
+            VOCAB_SIZE,
+            i32::MAX,
+        ] {
             assert_eq!(t.token_bytes(id), None, "{id}");
         }
         for id in (PIECE_BASE..OTHER_BASE).step_by(97) {
