@@ -22,15 +22,19 @@ mod budget;
 mod conversation;
 mod detect;
 mod error;
+#[cfg(feature = "tokenizer")]
+mod lean_tokenizer;
 mod message;
 pub mod prefix_store;
 mod strip;
 mod template;
 #[cfg(feature = "tokenizer")]
-mod tokenizer;
+pub(crate) mod tokenizer;
 
 pub use conversation::{ContextBudget, Conversation, Fit, TrimPolicy};
 pub use error::ChatError;
+#[cfg(feature = "tokenizer")]
+pub(crate) use lean_tokenizer::LoadError;
 pub use message::{Message, Role};
 pub use strip::{is_python_space, python_strip};
 pub use template::{Bos, ChatTemplate, Gemma2Template, SpecialToken, SystemStyle, STOP_TOKEN_IDS};

@@ -280,9 +280,13 @@ impl Tokenize for BuiltinTokenizer {
 }
 
 /// A Hugging Face `tokenizer.json` of the SentencePiece kind.
+///
+/// A BPE file the lean loader reads (Gemma 2's) is shared with every other user of the same
+/// file in the process, the chat's `GemmaTokenizer` included, so it is in memory once. Other
+/// files go through the `tokenizers` crate's own loader.
 #[cfg(feature = "tokenizer")]
 pub(crate) struct JsonTokenizer {
-    inner: tokenizers::Tokenizer,
+    backend: Backend,
     bos: i32,
     end_of_turn: i32,
     specials: std::collections::HashSet<i32>,
@@ -290,28 +294,58 @@ pub(crate) struct JsonTokenizer {
 }
 
 #[cfg(feature = "tokenizer")]
+enum Backend {
+    /// Loaded by the lean loader, shared in the process; special-token text is split out by
+    /// [`SharedTokenizer::encode_prompt_text`].
+    Shared(std::sync::Arc<crate::chat::tokenizer::SharedTokenizer>),
+    /// Loaded by the `tokenizers` crate; it parses special-token text itself.
+    Full(Box<tokenizers::Tokenizer>),
+}
+
+#[cfg(feature = "tokenizer")]
 impl JsonTokenizer {
     /// Loads `path`; the error is the log line's text.
     pub(crate) fn load(path: &std::path::Path) -> Result<JsonTokenizer, String> {
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| format!("failed to load tokenizer {}: {e}", path.display()))?;
-        let id = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n));
+        use crate::chat::tokenizer::{SharedLoadError, SharedTokenizer};
+        use crate::chat::LoadError;
+        let failed =
+            |e: &dyn std::fmt::Display| format!("failed to load tokenizer {}: {e}", path.display());
+        let backend = match SharedTokenizer::load(path) {
+            Ok(shared) if shared.plain_specials() => Backend::Shared(shared),
+            Ok(_) | Err(SharedLoadError::Load(LoadError::Unsupported(_))) => Backend::Full(
+                Box::new(tokenizers::Tokenizer::from_file(path).map_err(|e| failed(&e))?),
+            ),
+            Err(e) => return Err(failed(&e)),
+        };
+        let (token_to_id, added, vocab_size) = match &backend {
+            Backend::Shared(t) => (
+                Box::new(|n: &str| t.inner().token_to_id(n)) as Box<dyn Fn(&str) -> Option<u32>>,
+                t.inner().get_added_tokens_decoder(),
+                t.inner().get_vocab_size(true),
+            ),
+            Backend::Full(t) => (
+                Box::new(|n: &str| t.token_to_id(n)) as Box<dyn Fn(&str) -> Option<u32>>,
+                t.get_added_tokens_decoder(),
+                t.get_vocab_size(true),
+            ),
+        };
+        let id = |names: &[&str]| names.iter().find_map(|n| token_to_id(n));
         let bos = id(&["<bos>", "<s>"])
             .ok_or_else(|| format!("tokenizer {} has no <bos> token", path.display()))?;
         let end_of_turn = id(&["<end_of_turn>", "<eos>", "</s>"])
             .ok_or_else(|| format!("tokenizer {} has no <end_of_turn> token", path.display()))?;
-        let specials = inner
-            .get_added_tokens_decoder()
+        let specials = added
             .into_iter()
             .filter(|(_, t)| t.special)
             .map(|(id, _)| id as i32)
             .collect();
+        drop(token_to_id);
         Ok(JsonTokenizer {
             bos: bos as i32,
             end_of_turn: end_of_turn as i32,
             specials,
-            describe: format!("json:{}", inner.get_vocab_size(true)),
-            inner,
+            describe: format!("json:{vocab_size}"),
+            backend,
         })
     }
 }
@@ -320,14 +354,25 @@ impl JsonTokenizer {
 impl Tokenize for JsonTokenizer {
     fn encode(&self, text: &[u8]) -> Vec<i32> {
         let text = String::from_utf8_lossy(text);
-        match self.inner.encode(text.as_ref(), false) {
-            Ok(enc) => enc.get_ids().iter().map(|&i| i as i32).collect(),
-            Err(_) => Vec::new(),
-        }
+        let ids = match &self.backend {
+            Backend::Shared(t) => t.encode_prompt_text(text.as_ref()).ok(),
+            Backend::Full(t) => t
+                .encode(text.as_ref(), false)
+                .ok()
+                .map(|enc| enc.get_ids().to_vec()),
+        };
+        ids.unwrap_or_default()
+            .into_iter()
+            .map(|i| i as i32)
+            .collect()
     }
 
     fn token_bytes(&self, id: i32) -> Option<Cow<'_, [u8]>> {
-        let piece = self.inner.id_to_token(u32::try_from(id).ok()?)?;
+        let id = u32::try_from(id).ok()?;
+        let piece = match &self.backend {
+            Backend::Shared(t) => t.inner().id_to_token(id)?,
+            Backend::Full(t) => t.id_to_token(id)?,
+        };
         // SentencePiece byte fallback: `<0xHH>` stands for one raw byte.
         if piece.len() == 6 && piece.starts_with("<0x") && piece.ends_with('>') {
             if let Ok(b) = u8::from_str_radix(&piece[3..5], 16) {
@@ -396,6 +441,37 @@ mod tests {
         assert!(!ends_inside_char("é".as_bytes()));
         assert!(ends_inside_char(&"é".as_bytes()[..1]));
         assert!(ends_inside_char(&"🙂".as_bytes()[..3]));
+    }
+
+    /// The mock and the chat share one loaded Gemma 2 tokenizer.
+    #[cfg(feature = "tokenizer")]
+    #[test]
+    fn the_mock_shares_the_chats_tokenizer() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../testdata/gemma2-tokenizer/tokenizer.json");
+        if !path.exists() && std::env::var("RKLLM_SKIP_TOKENIZER_TESTS").as_deref() == Ok("1") {
+            return;
+        }
+        assert!(
+            path.exists(),
+            "{} is missing: run scripts/fetch-gemma-tokenizer.sh (or set \
+             RKLLM_SKIP_TOKENIZER_TESTS=1 to skip this check explicitly)",
+            path.display()
+        );
+        let chat = crate::chat::tokenizer::SharedTokenizer::load(&path).unwrap();
+        let mock = JsonTokenizer::load(&path).unwrap();
+        let Backend::Shared(shared) = &mock.backend else {
+            panic!("the Gemma 2 tokenizer is not shared");
+        };
+        assert!(std::sync::Arc::ptr_eq(shared, &chat));
+        assert_eq!(mock.describe(), "json:256000");
+        assert_eq!((mock.bos(), mock.end_of_turn()), (2, 107));
+        // Text mode: control-token text becomes the control ids.
+        assert_eq!(
+            mock.encode(b"<bos><start_of_turn>user\nHello"),
+            [2, 106, 1645, 108, 4521]
+        );
+        assert_eq!(mock.decode(&[4521, 235269]).unwrap(), b"Hello,");
     }
 
     #[test]
