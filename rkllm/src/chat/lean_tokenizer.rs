@@ -72,12 +72,10 @@ pub(crate) fn load(bytes: &[u8]) -> Result<LeanTokenizer, LoadError> {
     // The same steps, in the same order, as the `tokenizers` crate's own deserializer.
     for (key, value) in root.others {
         match key.as_str() {
-            "version" => {
-                if value.as_str() != Some("1.0") {
-                    return Err(LoadError::Invalid(format!(
-                        "unknown tokenizer version {value}"
-                    )));
-                }
+            "version" if value.as_str() != Some("1.0") => {
+                return Err(LoadError::Invalid(format!(
+                    "unknown tokenizer version {value}"
+                )));
             }
             "truncation" => {
                 let t: Option<TruncationParams> =
@@ -466,7 +464,7 @@ impl Hasher for PairHasher {
     }
     fn write(&mut self, bytes: &[u8]) {
         for &b in bytes {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x51_7cc1_b727_220a_95);
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(0x517c_c1b7_2722_0a95);
         }
     }
     fn write_u64(&mut self, v: u64) {

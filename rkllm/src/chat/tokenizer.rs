@@ -19,11 +19,13 @@ use crate::{Error, Result};
 
 /// The Gemma 2 tokenizer (`tokenizer.json` of any Gemma 2 model).
 ///
-/// Loading reads the 17 MB file in one streaming pass into a compact form (about 40 ms of
-/// work per megabyte in an optimized build, and some 20 MiB resident; see
-/// `benches/tokenizer_footprint.rs`). [`from_file`](Self::from_file) shares one loaded copy
-/// per file within the process: a second `from_file` of the same file (or the mock runtime
-/// loading it for a model) reuses it while any user holds it. Clones share it too.
+/// Loading reads the 17 MB file in one streaming pass into a compact form: a process holding
+/// it is about 29 MiB resident, 53 MiB at the peak of the load, where the `tokenizers`
+/// crate's own loader takes 126 and 169 MiB (`benches/tokenizer_footprint.rs`, on a 2-core
+/// x86 VM; the load takes about half the time too). [`from_file`](Self::from_file) shares
+/// one loaded copy per file within the process: a second `from_file` of the same file (or the
+/// mock runtime loading it for a model) reuses it while any user holds it. Clones share it
+/// too.
 ///
 /// ```no_run
 /// use rkllm::chat::{Gemma2Template, GemmaTokenizer, Message};
