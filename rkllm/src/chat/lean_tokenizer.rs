@@ -21,6 +21,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -281,6 +282,7 @@ impl Builder {
             byte_fallback: self.byte_fallback,
             ignore_merges: self.ignore_merges,
             byte_ids,
+            cache: Mutex::new(HashMap::new()),
         })
     }
 }
@@ -571,7 +573,15 @@ pub(crate) struct CompactBpe {
     ignore_merges: bool,
     /// The ids of `<0x00>` … `<0xFF>`.
     byte_ids: [Option<u32>; 256],
+    /// Merged words by text, as the crate's BPE keeps them: at most [`CACHE_CAPACITY`]
+    /// words shorter than [`CACHE_MAX_LENGTH`] bytes; each is `(id, byte length)` per token.
+    cache: Mutex<HashMap<Box<str>, Box<[(u32, usize)]>>>,
 }
+
+/// Words the cache keeps (the `tokenizers` crate's default).
+const CACHE_CAPACITY: usize = 10_000;
+/// Longest word the cache keeps, exclusive (the `tokenizers` crate's value).
+const CACHE_MAX_LENGTH: usize = 256;
 
 #[derive(Clone, Copy)]
 struct Symbol {
@@ -617,6 +627,19 @@ impl CompactBpe {
 
     fn merge(&self, a: u32, b: u32) -> Option<(u32, u32)> {
         self.merges.get(&pair_key(a, b)).copied()
+    }
+
+    /// The tokens of a merged word, offsets counted from its start.
+    fn tokens(&self, word: &[(u32, usize)]) -> Vec<Token> {
+        let mut pos = 0;
+        word.iter()
+            .map(|&(id, len)| {
+                let start = pos;
+                pos += len;
+                let value = self.piece(id).unwrap_or_default().to_owned();
+                Token::new(id, value, (start, pos))
+            })
+            .collect()
     }
 
     fn add(symbols: &mut Vec<Symbol>, c: u32, len: usize) {
@@ -755,18 +778,24 @@ impl Model for CompactBpe {
                 )]);
             }
         }
+        let cacheable = sequence.len() < CACHE_MAX_LENGTH;
+        let cache = || self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cacheable {
+            if let Some(word) = cache().get(sequence) {
+                return Ok(self.tokens(word));
+            }
+        }
         let mut symbols = self.symbols(sequence)?;
         self.merge_all(&mut symbols);
-        let mut pos = 0;
-        Ok(symbols
-            .iter()
-            .map(|s| {
-                let start = pos;
-                pos += s.len;
-                let value = self.piece(s.c).unwrap_or_default().to_owned();
-                Token::new(s.c, value, (start, pos))
-            })
-            .collect())
+        let word: Box<[(u32, usize)]> = symbols.iter().map(|s| (s.c, s.len)).collect();
+        let tokens = self.tokens(&word);
+        if cacheable {
+            let mut cache = cache();
+            if cache.len() < CACHE_CAPACITY {
+                cache.insert(sequence.into(), word);
+            }
+        }
+        Ok(tokens)
     }
 
     fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -829,7 +858,9 @@ mod tests {
     fn same_ids_as_the_crates_loader() {
         let lean = load(TINY.as_bytes()).unwrap();
         let full = tokenizers::Tokenizer::from_bytes(TINY.as_bytes()).unwrap();
-        for text in ["ab", " ab", "abc ab", "é", "x", "xy ab<s>", "ba ab abc", ""] {
+        // Twice: the second round comes from the word cache.
+        let texts = ["ab", " ab", "abc ab", "é", "x", "xy ab<s>", "ba ab abc", ""];
+        for text in texts.iter().chain(&texts) {
             let a = lean.encode_fast(text, false).unwrap();
             let b = full.encode_fast(text, false).unwrap();
             assert_eq!(a.get_ids(), b.get_ids(), "{text:?}");
