@@ -860,7 +860,7 @@ mod tests {
         let full = tokenizers::Tokenizer::from_bytes(TINY.as_bytes()).unwrap();
         // Twice: the second round comes from the word cache.
         let texts = ["ab", " ab", "abc ab", "é", "x", "xy ab<s>", "ba ab abc", ""];
-        for text in texts.iter().chain(&texts) {
+        for &text in texts.iter().chain(&texts) {
             let a = lean.encode_fast(text, false).unwrap();
             let b = full.encode_fast(text, false).unwrap();
             assert_eq!(a.get_ids(), b.get_ids(), "{text:?}");
