@@ -1,6 +1,7 @@
 //! The mock's prompt-cache cost model: files of the real KV size, save and load times from the
 //! disk throughput, accounted in the run stats; damaged and foreign files refused; the
 //! published timing presets.
+#![cfg(feature = "mock")]
 
 mod mock_support;
 

@@ -2,6 +2,9 @@
 //! reuse across a model or template change, damaged files and indexes refused, tmpfs refused,
 //! and the cost-aware decision.
 
+#[cfg(feature = "mock")]
+mod mock_support;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -355,4 +358,89 @@ fn the_cost_model_reuses_and_saves_only_when_it_pays() {
     // Nothing to reuse, or no disk speed: never.
     assert!(!nvme.should_reuse(0));
     assert!(!ReuseCost::new(prefill, per_token, 0.0).should_reuse(300));
+}
+
+/// The store with the mock runtime: a 300-token system prompt saved by one "process", found
+/// and loaded by the next; the runtime then prefills only the new part, and the load costs what
+/// the file's real size says.
+#[cfg(feature = "mock")]
+mod with_the_mock {
+    use std::ffi::CString;
+    use std::time::Duration;
+
+    use rkllm::chat::prefix_store::{Prefix, PromptRef, ReuseCost};
+    use rkllm::mock::{last_run_stats, BuiltinTokenizer, KvGeometry, MockModel};
+    use rkllm_sys::{RKLLMInferParam, RKLLMPromptCacheParam};
+
+    use super::mock_support::*;
+
+    use super::Fixture;
+
+    #[test]
+    fn a_stored_system_prompt_is_loaded_by_the_runtime_after_a_restart() {
+        let f = Fixture::new("mock");
+        let disk = 100e6;
+        let per_token_prefill = 0.342_29 / 64.0;
+        MockModel::new()
+            .name("store-mock")
+            .kv_geometry(KvGeometry::GEMMA2_2B)
+            .disk_bytes_per_second(disk)
+            .write_to(&f.model)
+            .unwrap();
+        // About 300 built-in tokens of system prompt.
+        let system = format!(
+            "<bos><start_of_turn>user\n{}\n\n",
+            "You are terse and exact. ".repeat(20)
+        );
+        let system_tokens = BuiltinTokenizer.encode(&system).len();
+        assert!((250..350).contains(&system_tokens), "{system_tokens}");
+
+        // First process: run the system prompt once, saving its cache into the store.
+        {
+            let mut store = f.open(1 << 30);
+            let h = open_path(&f.model, |_| {});
+            let pending = store.prepare_save(Prefix::Text(system.clone()));
+            let c_prompt = CString::new(system.as_str()).unwrap();
+            let c_path = CString::new(pending.path().to_str().unwrap()).unwrap();
+            let mut input = prompt_input(&c_prompt);
+            let mut cache = RKLLMPromptCacheParam {
+                save_prompt_cache: 1,
+                prompt_cache_path: c_path.as_ptr(),
+            };
+            let mut infer = RKLLMInferParam {
+                prompt_cache_params: &mut cache,
+                ..Default::default()
+            };
+            assert_eq!(
+                run_input(&h, &mut input, &mut infer, &Recorder::default()),
+                0
+            );
+            let saved = store.commit(pending).unwrap().unwrap();
+            assert_eq!(saved.bytes, last_run_stats(h.raw).unwrap().cache_save_bytes);
+        }
+
+        // Second process: a new conversation behind the same system prompt.
+        let mut store = f.open(1 << 30);
+        let prompt = format!("{system}What is RK3588?<end_of_turn>\n<start_of_turn>model\n");
+        let hit = store.lookup(PromptRef::Text(&prompt)).unwrap();
+        let cost = ReuseCost::new(per_token_prefill, 106_496.0, disk);
+        assert!(cost.should_reuse_file(system_tokens, hit.bytes));
+        let h = open_path(&f.model, |_| {});
+        let c_path = CString::new(hit.path.to_str().unwrap()).unwrap();
+        // SAFETY: a live handle and a NUL-terminated path.
+        assert_eq!(
+            unsafe { (api().load_prompt_cache)(h.raw, c_path.as_ptr()) },
+            0
+        );
+        assert_eq!(run_prompt(&h, &prompt).0, 0);
+        let s = last_run_stats(h.raw).unwrap();
+        let prompt_tokens = BuiltinTokenizer.encode(&prompt).len();
+        assert_eq!(s.reused_tokens, system_tokens);
+        assert_eq!(s.prefilled_tokens, prompt_tokens - system_tokens);
+        assert_eq!(s.cache_load_bytes, hit.bytes);
+        assert_eq!(
+            s.cache_load,
+            Duration::from_secs_f64(hit.bytes as f64 / disk)
+        );
+    }
 }

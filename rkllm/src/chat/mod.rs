@@ -33,7 +33,7 @@ pub(crate) mod tokenizer;
 
 pub use conversation::{ContextBudget, Conversation, Fit, TrimPolicy};
 pub use error::ChatError;
-#[cfg(feature = "tokenizer")]
+#[cfg(all(feature = "tokenizer", feature = "mock"))]
 pub(crate) use lean_tokenizer::LoadError;
 pub use message::{Message, Role};
 pub use strip::{is_python_space, python_strip};

@@ -50,6 +50,7 @@ pub(crate) struct SharedTokenizer {
     /// Whether every special token matches as plain text (no strip or single-word rules), so
     /// [`encode_prompt_text`](Self::encode_prompt_text) equals the tokenizer's own
     /// special-token parsing.
+    #[cfg_attr(not(feature = "mock"), allow(dead_code))]
     plain_specials: bool,
 }
 
@@ -150,12 +151,14 @@ impl SharedTokenizer {
     }
 
     /// The underlying tokenizer (special-token text not parsed).
+    #[cfg_attr(not(feature = "mock"), allow(dead_code))]
     pub(crate) fn inner(&self) -> &LeanTokenizer {
         &self.inner
     }
 
     /// Whether [`encode_prompt_text`](Self::encode_prompt_text) equals the tokenizer's own
     /// special-token parsing for this file.
+    #[cfg_attr(not(feature = "mock"), allow(dead_code))]
     pub(crate) fn plain_specials(&self) -> bool {
         self.plain_specials
     }
