@@ -575,8 +575,11 @@ pub(crate) struct CompactBpe {
     byte_ids: [Option<u32>; 256],
     /// Merged words by text, as the crate's BPE keeps them: at most [`CACHE_CAPACITY`]
     /// words shorter than [`CACHE_MAX_LENGTH`] bytes; each is `(id, byte length)` per token.
-    cache: Mutex<HashMap<Box<str>, Box<[(u32, usize)]>>>,
+    cache: Mutex<WordCache>,
 }
+
+/// Merged words by their text: `(id, byte length)` per token.
+type WordCache = HashMap<Box<str>, Box<[(u32, usize)]>>;
 
 /// Words the cache keeps (the `tokenizers` crate's default).
 const CACHE_CAPACITY: usize = 10_000;
