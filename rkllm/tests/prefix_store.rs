@@ -428,10 +428,8 @@ mod with_the_mock {
         let h = open_path(&f.model, |_| {});
         let c_path = CString::new(hit.path.to_str().unwrap()).unwrap();
         // SAFETY: a live handle and a NUL-terminated path.
-        assert_eq!(
-            unsafe { (api().load_prompt_cache)(h.raw, c_path.as_ptr()) },
-            0
-        );
+        let rc = unsafe { (api().load_prompt_cache)(h.raw, c_path.as_ptr()) };
+        assert_eq!(rc, 0);
         assert_eq!(run_prompt(&h, &prompt).0, 0);
         let s = last_run_stats(h.raw).unwrap();
         let prompt_tokens = BuiltinTokenizer.encode(&prompt).len();
