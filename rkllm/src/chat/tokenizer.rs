@@ -22,7 +22,7 @@ use crate::{Error, Result};
 /// Loading reads the 17 MB file in one streaming pass into a compact form: a process holding
 /// it is about 29 MiB resident, 53 MiB at the peak of the load, where the `tokenizers`
 /// crate's own loader takes 126 and 169 MiB (`benches/tokenizer_footprint.rs`, on a 2-core
-/// x86 VM; the load takes about half the time too). [`from_file`](Self::from_file) shares
+/// x86 VM; the load takes 50-60% of its time). [`from_file`](Self::from_file) shares
 /// one loaded copy per file within the process: a second `from_file` of the same file (or the
 /// mock runtime loading it for a model) reuses it while any user holds it. Clones share it
 /// too.
