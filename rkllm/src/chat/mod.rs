@@ -24,16 +24,21 @@ mod budget;
 mod conversation;
 mod detect;
 mod error;
+#[cfg(feature = "tokenizer")]
+mod lean_tokenizer;
 mod message;
 mod role;
 mod session;
+pub mod prefix_store;
 mod strip;
 mod template;
 #[cfg(feature = "tokenizer")]
-mod tokenizer;
+pub(crate) mod tokenizer;
 
 pub use conversation::{ContextBudget, Conversation, Fit, TrimPolicy};
 pub use error::ChatError;
+#[cfg(all(feature = "tokenizer", feature = "mock"))]
+pub(crate) use lean_tokenizer::LoadError;
 pub use message::Message;
 pub use role::Role;
 pub use session::{ChatCacheStats, ChatSession, ChatStream};

@@ -169,9 +169,17 @@ unsafe extern "C" fn rkllm_load_prompt_cache(handle: LLMHandle, path: *const c_c
         }
         // SAFETY: non-null and NUL-terminated by the caller's contract.
         let path = path_from_bytes(unsafe { CStr::from_ptr(path) }.to_bytes().to_vec());
-        match prompt_cache::load(&path, &inst.model.identity) {
-            Ok(tokens) => {
-                lock(&inst.state).prompt_cache = Some(tokens);
+        let cost = inst.model.spec.spec_cache_cost();
+        let per_token = cost.payload_bytes(1);
+        match prompt_cache::load(&path, &inst.model.identity, per_token) {
+            Ok(loaded) => {
+                // Reading the whole file takes the disk's time; the mock only reads the header.
+                let took = cost.io_time(loaded.bytes);
+                std::thread::sleep(took);
+                let mut st = lock(&inst.state);
+                st.prompt_cache = Some(loaded.tokens);
+                st.loaded_since_run.0 += loaded.bytes;
+                st.loaded_since_run.1 += took;
                 0
             }
             Err(msg) => {

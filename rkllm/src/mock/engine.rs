@@ -113,10 +113,10 @@ impl<'a> Run<'a> {
         infer: &'a Infer,
         input: &'a Input,
     ) -> Self {
-        let run_index = {
+        let (run_index, (cache_load_bytes, cache_load)) = {
             let mut st = lock(&inst.state);
             st.runs += 1;
-            st.runs
+            (st.runs, std::mem::take(&mut st.loaded_since_run))
         };
         Run {
             inst,
@@ -135,6 +135,10 @@ impl<'a> Run<'a> {
                 reused_tokens: 0,
                 prefilled_tokens: 0,
                 prefill: Duration::ZERO,
+                cache_load_bytes,
+                cache_load,
+                cache_save_bytes: 0,
+                cache_save: Duration::ZERO,
                 generated_tokens: 0,
                 finished: false,
                 errored: false,
@@ -150,6 +154,8 @@ impl<'a> Run<'a> {
     /// Runs to the end, records the stats, prints the performance table when asked.
     fn go(mut self) -> i32 {
         let rc = self.run();
+        // Writing the saved cache's payload takes the disk's time, after the last callback.
+        std::thread::sleep(self.stats.cache_save);
         self.stats.return_code = rc;
         if self.reached_prefill && self.inst.settings.log_level >= 1 {
             log::perf_table(&[
@@ -262,12 +268,19 @@ impl<'a> Run<'a> {
         if prefilled == to_prefill {
             if let Some(path) = &self.infer.save_cache {
                 let identity = &self.inst.model.identity;
-                if let Err(e) = prompt_cache::save(path, identity, &leading_tokens) {
-                    self.error_line(&format!(
-                        "failed to save prompt cache {}: {e}",
-                        path.display()
-                    ));
-                    return -1;
+                let cost = spec.spec_cache_cost();
+                match prompt_cache::save(path, identity, cost.payload_bytes(1), &leading_tokens) {
+                    Ok(bytes) => {
+                        self.stats.cache_save_bytes = bytes;
+                        self.stats.cache_save = cost.io_time(bytes);
+                    }
+                    Err(e) => {
+                        self.error_line(&format!(
+                            "failed to save prompt cache {}: {e}",
+                            path.display()
+                        ));
+                        return -1;
+                    }
                 }
             }
         }

@@ -56,6 +56,8 @@ pub(crate) struct HandleState {
     pub(crate) loras: BTreeMap<String, (PathBuf, f32)>,
     /// The loaded prompt cache's token ids.
     pub(crate) prompt_cache: Option<Vec<i32>>,
+    /// Prompt-cache bytes loaded, and their simulated time, since the previous run.
+    pub(crate) loaded_since_run: (u64, std::time::Duration),
     /// Runs that got past their input checks.
     pub(crate) runs: u64,
     /// Runs that generated an answer (for scripted turns).

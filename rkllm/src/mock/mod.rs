@@ -58,10 +58,16 @@
 //!   [`RuntimeBehaviour::abort_interrupts_prefill`]. Whether FINISH follows and what
 //!   `rkllm_run` returns are knobs.
 //! * **Prompt cache**: a run with `save_prompt_cache = 1` writes the prompt's token ids and
-//!   the model's identity (its name and tokenizer) to the path (`./prompt_cache.bin` when
-//!   NULL). `rkllm_load_prompt_cache` loads one (a cache of another model fails with -1);
-//!   later prompts skip the longest prefix they share with it: prefill time = uncached tokens
-//!   × `prefill_seconds_per_token`. See [`RunStats`] to check the reuse.
+//!   the model's identity (its name, tokenizer and KV size per token) to the path
+//!   (`./prompt_cache.bin` when NULL). `rkllm_load_prompt_cache` loads one (a cache of
+//!   another model, or a damaged or foreign file, fails with -1); later prompts skip the
+//!   longest prefix they share with it: prefill time = uncached tokens ×
+//!   `prefill_seconds_per_token`. With [`MockModel::kv_geometry`] the file has the real size
+//!   of the KV state (`tokens ×` [`KvGeometry::bytes_per_token`] after the header), written
+//!   as a sparse file: the size is real, the disk blocks are not. With
+//!   [`MockModel::disk_bytes_per_second`], saving takes `size / throughput` after the run's
+//!   last callback and loading takes as long inside `rkllm_load_prompt_cache`. See
+//!   [`RunStats`] to check the reuse, the bytes and the I/O time.
 //! * **LoRA**: `rkllm_load_lora` needs an existing file and registers the name per handle; a
 //!   run naming an unknown adapter returns -1 with an `E rkllm:` line; a known one answers
 //!   its [`MockModel::lora_answer`] if it has one.
@@ -76,6 +82,7 @@
 //! * `RKLLMParam.is_async` is ignored, as are the sampling parameters.
 
 mod abi;
+mod cost;
 mod engine;
 mod handle;
 mod init;
@@ -91,6 +98,7 @@ pub use crate::settings::{
     AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
     SecondModel, WaitingText,
 };
+pub use cost::{CacheCost, KvGeometry};
 pub use engine::{hidden_value, NO_TOKEN};
 pub use handle::live_handles_of_model;
 pub use init::{PLATFORM, RUNTIME_VERSION};
@@ -103,7 +111,9 @@ pub use model_file::{
     RuntimeBehaviour, Timing, TokenizerSpec, DEFAULT_ANSWER, MOCK_MODEL_FORMAT, MOCK_MODEL_VERSION,
 };
 pub use stats::{clear_run_log, last_run_stats, run_log, runs_of_model, InputKind, RunStats};
-pub use tokenizer::{BuiltinTokenizer, BOS_ID, BYTE_TOKEN_BASE, END_OF_TURN_ID, PIECE_BASE};
+pub use tokenizer::{
+    BuiltinTokenizer, BOS_ID, BYTE_TOKEN_BASE, END_OF_TURN_ID, PIECE_BASE, VOCAB_SIZE,
+};
 
 /// The origin the mock's [`rkllm_sys::Library`] reports (see
 /// [`Runtime::origin`](crate::Runtime::origin)).

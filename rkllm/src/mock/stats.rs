@@ -52,6 +52,17 @@ pub struct RunStats {
     pub prefilled_tokens: usize,
     /// Simulated prefill time: `prefilled_tokens × prefill_seconds_per_token`.
     pub prefill: Duration,
+    /// Bytes of the prompt caches loaded on this handle since its previous run (the file
+    /// sizes, header and KV payload, see [`MockModel::kv_geometry`](super::MockModel::kv_geometry)).
+    pub cache_load_bytes: u64,
+    /// Simulated time those loads took (`bytes / disk_bytes_per_second`), spent inside
+    /// `rkllm_load_prompt_cache` before this run.
+    pub cache_load: Duration,
+    /// Bytes of the prompt cache this run saved (0 when it saved none).
+    pub cache_save_bytes: u64,
+    /// Simulated time the save took, spent after the run's last callback, before `rkllm_run`
+    /// returns.
+    pub cache_save: Duration,
     /// NORMAL and WAITING callbacks delivered.
     pub generated_tokens: usize,
     /// Whether a FINISH callback was delivered.

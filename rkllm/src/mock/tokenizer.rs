@@ -16,10 +16,101 @@ const SPECIALS: [(&str, i32); 5] = [
 pub use crate::gemma::{BOS as BOS_ID, END_OF_TURN as END_OF_TURN_ID};
 /// Id of the byte-fallback token for byte 0x00 (Gemma's `<0x00>`); byte `b` is `217 + b`.
 pub const BYTE_TOKEN_BASE: i32 = 217;
-/// First id of the ASCII pieces.
-pub const PIECE_BASE: i32 = 1 << 28;
-/// Longest ASCII piece, in characters.
-const PIECE_MAX: usize = 4;
+/// First id of the ASCII pieces (above every Gemma special and byte-fallback id).
+pub const PIECE_BASE: i32 = 512;
+/// The size of Gemma 2's vocabulary: every id the built-in tokenizer emits is below it.
+pub const VOCAB_SIZE: i32 = 256_000;
+/// Longest piece of letters and digits, in characters.
+const WORD_MAX: usize = 3;
+/// Longest piece of whitespace, in characters.
+const SPACE_MAX: usize = 4;
+/// Letters and digits, in the order of their piece digits.
+const WORD_CHARS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/// Whitespace characters, in the order of their piece digits.
+const SPACE_CHARS: &[u8; 6] = b" \t\n\x0b\x0c\r";
+
+/// The pieces of one class: every string of 1 to `max` characters of `alphabet` has one id,
+/// strings of length `n` numbered after all shorter ones, first character most significant.
+struct PieceSet {
+    alphabet: &'static [u8],
+    max: usize,
+    /// The first id of the set.
+    base: i32,
+}
+
+impl PieceSet {
+    /// How many ids the set takes: `a + a² + … + a^max`.
+    const fn len(alphabet: usize, max: usize) -> i32 {
+        let mut total = 0;
+        let mut power = 1;
+        let mut n = 0;
+        while n < max {
+            power *= alphabet;
+            total += power;
+            n += 1;
+        }
+        total as i32
+    }
+
+    fn end(&self) -> i32 {
+        self.base + PieceSet::len(self.alphabet.len(), self.max)
+    }
+
+    fn digit(&self, ch: u8) -> Option<i32> {
+        self.alphabet
+            .iter()
+            .position(|&c| c == ch)
+            .map(|d| d as i32)
+    }
+
+    fn id(&self, piece: &[u8]) -> i32 {
+        let shorter = PieceSet::len(self.alphabet.len(), piece.len() - 1);
+        let radix = self.alphabet.len() as i32;
+        let value = piece.iter().fold(0, |acc, &ch| {
+            acc * radix + self.digit(ch).unwrap_or_default()
+        });
+        self.base + shorter + value
+    }
+
+    fn bytes(&self, id: i32) -> Option<Vec<u8>> {
+        if !(self.base..self.end()).contains(&id) {
+            return None;
+        }
+        let radix = self.alphabet.len() as i32;
+        let mut rest = id - self.base;
+        let mut len = 1;
+        let mut count = radix;
+        while rest >= count {
+            rest -= count;
+            count *= radix;
+            len += 1;
+        }
+        let mut out = vec![0; len];
+        for slot in out.iter_mut().rev() {
+            *slot = self.alphabet[(rest % radix) as usize];
+            rest /= radix;
+        }
+        Some(out)
+    }
+}
+
+const WORDS: PieceSet = PieceSet {
+    alphabet: WORD_CHARS,
+    max: WORD_MAX,
+    base: PIECE_BASE,
+};
+const SPACES: PieceSet = PieceSet {
+    alphabet: SPACE_CHARS,
+    max: SPACE_MAX,
+    base: PIECE_BASE + PieceSet::len(WORD_CHARS.len(), WORD_MAX),
+};
+/// The first id of the single-character pieces of other ASCII characters (id = base + byte).
+const OTHER_BASE: i32 = PIECE_BASE
+    + PieceSet::len(WORD_CHARS.len(), WORD_MAX)
+    + PieceSet::len(SPACE_CHARS.len(), SPACE_MAX);
+
+// Every piece id fits in the vocabulary.
+const _: () = assert!(OTHER_BASE + 128 <= VOCAB_SIZE);
 
 /// What the runtime needs from a tokenizer.
 pub(crate) trait Tokenize: Send + Sync {
@@ -50,9 +141,10 @@ pub(crate) trait Tokenize: Send + Sync {
 ///
 /// * Gemma's special tokens written as text are recognised: `<pad>` 0, `<eos>` 1, `<bos>` 2,
 ///   `<start_of_turn>` 106, `<end_of_turn>` 107.
-/// * ASCII text is cut into pieces: runs of letters and digits, runs of whitespace, and each
-///   other character alone; runs longer than 4 characters are split every 4. A piece's id is
-///   `PIECE_BASE` (2²⁸) plus its characters packed 7 bits each, first character lowest.
+/// * ASCII text is cut into pieces: runs of letters and digits (split every 3 characters),
+///   runs of whitespace (split every 4), and each other character alone. Each piece has its
+///   own id from [`PIECE_BASE`] (512) up, so every id is below [`VOCAB_SIZE`] (256,000, Gemma
+///   2's vocabulary) and a model with a real vocabulary of that size accepts it.
 /// * Every other byte (so each byte of a non-ASCII character, and NUL) is a byte-fallback
 ///   token `217 + byte`, as Gemma numbers `<0x00>`…`<0xFF>`.
 ///
@@ -74,14 +166,20 @@ enum Class {
     Other,
 }
 
+/// The class of an ASCII byte other than NUL (every other byte is a byte-fallback token).
 fn class(b: u8) -> Class {
     if b.is_ascii_alphanumeric() {
         Class::Word
-    } else if b.is_ascii_whitespace() {
+    } else if SPACE_CHARS.contains(&b) {
         Class::Space
     } else {
         Class::Other
     }
+}
+
+/// The class of a byte that can be part of a piece, `None` for NUL and non-ASCII bytes.
+fn class_of(b: u8) -> Option<Class> {
+    (b != 0 && b.is_ascii()).then(|| class(b))
 }
 
 impl BuiltinTokenizer {
@@ -111,22 +209,21 @@ impl BuiltinTokenizer {
                 continue;
             }
             let c = class(b);
+            let max = match c {
+                Class::Word => WORD_MAX,
+                Class::Space => SPACE_MAX,
+                Class::Other => 1,
+            };
             let mut end = i + 1;
-            if c != Class::Other {
-                while end < text.len()
-                    && end - i < PIECE_MAX
-                    && text[end] != 0
-                    && text[end].is_ascii()
-                    && class(text[end]) == c
-                {
-                    end += 1;
-                }
+            while end < text.len() && end - i < max && class_of(text[end]) == Some(c) {
+                end += 1;
             }
-            let packed = text[i..end]
-                .iter()
-                .rev()
-                .fold(0i32, |acc, &ch| (acc << 7) | i32::from(ch));
-            ids.push(PIECE_BASE + packed);
+            let piece = &text[i..end];
+            ids.push(match c {
+                Class::Word => WORDS.id(piece),
+                Class::Space => SPACES.id(piece),
+                Class::Other => OTHER_BASE + i32::from(b),
+            });
             i = end;
         }
         ids
@@ -156,20 +253,12 @@ impl Tokenize for BuiltinTokenizer {
         if (BYTE_TOKEN_BASE..BYTE_TOKEN_BASE + 256).contains(&id) {
             return Some(Cow::Owned(vec![(id - BYTE_TOKEN_BASE) as u8]));
         }
-        if id >= PIECE_BASE {
-            let mut packed = id - PIECE_BASE;
-            let mut out = Vec::with_capacity(PIECE_MAX);
-            while packed != 0 {
-                let ch = (packed & 0x7f) as u8;
-                if ch == 0 {
-                    return None;
-                }
-                out.push(ch);
-                packed >>= 7;
-            }
-            return (!out.is_empty()).then_some(Cow::Owned(out));
+        if let Some(piece) = WORDS.bytes(id).or_else(|| SPACES.bytes(id)) {
+            return Some(Cow::Owned(piece));
         }
-        None
+        let other = u8::try_from(id.checked_sub(OTHER_BASE)?).ok()?;
+        (other != 0 && other.is_ascii() && class(other) == Class::Other)
+            .then(|| Cow::Owned(vec![other]))
     }
 
     fn is_special(&self, id: i32) -> bool {
@@ -190,9 +279,13 @@ impl Tokenize for BuiltinTokenizer {
 }
 
 /// A Hugging Face `tokenizer.json` of the SentencePiece kind.
+///
+/// A BPE file the lean loader reads (Gemma 2's) is shared with every other user of the same
+/// file in the process, the chat's `GemmaTokenizer` included, so it is in memory once. Other
+/// files go through the `tokenizers` crate's own loader.
 #[cfg(feature = "tokenizer")]
 pub(crate) struct JsonTokenizer {
-    inner: tokenizers::Tokenizer,
+    backend: Backend,
     bos: i32,
     end_of_turn: i32,
     specials: std::collections::HashSet<i32>,
@@ -200,28 +293,58 @@ pub(crate) struct JsonTokenizer {
 }
 
 #[cfg(feature = "tokenizer")]
+enum Backend {
+    /// Loaded by the lean loader, shared in the process; special-token text is split out by
+    /// [`SharedTokenizer::encode_prompt_text`].
+    Shared(std::sync::Arc<crate::chat::tokenizer::SharedTokenizer>),
+    /// Loaded by the `tokenizers` crate; it parses special-token text itself.
+    Full(Box<tokenizers::Tokenizer>),
+}
+
+#[cfg(feature = "tokenizer")]
 impl JsonTokenizer {
     /// Loads `path`; the error is the log line's text.
     pub(crate) fn load(path: &std::path::Path) -> Result<JsonTokenizer, String> {
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| format!("failed to load tokenizer {}: {e}", path.display()))?;
-        let id = |names: &[&str]| names.iter().find_map(|n| inner.token_to_id(n));
+        use crate::chat::tokenizer::{SharedLoadError, SharedTokenizer};
+        use crate::chat::LoadError;
+        let failed =
+            |e: &dyn std::fmt::Display| format!("failed to load tokenizer {}: {e}", path.display());
+        let backend = match SharedTokenizer::load(path) {
+            Ok(shared) if shared.plain_specials() => Backend::Shared(shared),
+            Ok(_) | Err(SharedLoadError::Load(LoadError::Unsupported(_))) => Backend::Full(
+                Box::new(tokenizers::Tokenizer::from_file(path).map_err(|e| failed(&e))?),
+            ),
+            Err(e) => return Err(failed(&e)),
+        };
+        let (token_to_id, added, vocab_size) = match &backend {
+            Backend::Shared(t) => (
+                Box::new(|n: &str| t.inner().token_to_id(n)) as Box<dyn Fn(&str) -> Option<u32>>,
+                t.inner().get_added_tokens_decoder(),
+                t.inner().get_vocab_size(true),
+            ),
+            Backend::Full(t) => (
+                Box::new(|n: &str| t.token_to_id(n)) as Box<dyn Fn(&str) -> Option<u32>>,
+                t.get_added_tokens_decoder(),
+                t.get_vocab_size(true),
+            ),
+        };
+        let id = |names: &[&str]| names.iter().find_map(|n| token_to_id(n));
         let bos = id(&["<bos>", "<s>"])
             .ok_or_else(|| format!("tokenizer {} has no <bos> token", path.display()))?;
         let end_of_turn = id(&["<end_of_turn>", "<eos>", "</s>"])
             .ok_or_else(|| format!("tokenizer {} has no <end_of_turn> token", path.display()))?;
-        let specials = inner
-            .get_added_tokens_decoder()
+        let specials = added
             .into_iter()
             .filter(|(_, t)| t.special)
             .map(|(id, _)| id as i32)
             .collect();
+        drop(token_to_id);
         Ok(JsonTokenizer {
             bos: bos as i32,
             end_of_turn: end_of_turn as i32,
             specials,
-            describe: format!("json:{}", inner.get_vocab_size(true)),
-            inner,
+            describe: format!("json:{vocab_size}"),
+            backend,
         })
     }
 }
@@ -230,14 +353,25 @@ impl JsonTokenizer {
 impl Tokenize for JsonTokenizer {
     fn encode(&self, text: &[u8]) -> Vec<i32> {
         let text = String::from_utf8_lossy(text);
-        match self.inner.encode(text.as_ref(), false) {
-            Ok(enc) => enc.get_ids().iter().map(|&i| i as i32).collect(),
-            Err(_) => Vec::new(),
-        }
+        let ids = match &self.backend {
+            Backend::Shared(t) => t.encode_prompt_text(text.as_ref()).ok(),
+            Backend::Full(t) => t
+                .encode(text.as_ref(), false)
+                .ok()
+                .map(|enc| enc.get_ids().to_vec()),
+        };
+        ids.unwrap_or_default()
+            .into_iter()
+            .map(|i| i as i32)
+            .collect()
     }
 
     fn token_bytes(&self, id: i32) -> Option<Cow<'_, [u8]>> {
-        let piece = self.inner.id_to_token(u32::try_from(id).ok()?)?;
+        let id = u32::try_from(id).ok()?;
+        let piece = match &self.backend {
+            Backend::Shared(t) => t.inner().id_to_token(id)?,
+            Backend::Full(t) => t.id_to_token(id)?,
+        };
         // SentencePiece byte fallback: `<0xHH>` stands for one raw byte.
         if piece.len() == 6 && piece.starts_with("<0x") && piece.ends_with('>') {
             if let Ok(b) = u8::from_str_radix(&piece[3..5], 16) {
@@ -301,10 +435,83 @@ mod tests {
         ] {
             assert_eq!(t.decode(&t.encode(s)).unwrap(), s);
         }
-        assert_eq!(t.encode("Hello").len(), 2); // "Hell" + "o"
+        assert_eq!(t.encode("Hello").len(), 2); // "Hel" + "lo"
         assert_eq!(t.encode("é").len(), 2);
         assert!(!ends_inside_char("é".as_bytes()));
         assert!(ends_inside_char(&"é".as_bytes()[..1]));
         assert!(ends_inside_char(&"🙂".as_bytes()[..3]));
+    }
+
+    /// The mock and the chat share one loaded Gemma 2 tokenizer.
+    #[cfg(feature = "tokenizer")]
+    #[test]
+    fn the_mock_shares_the_chats_tokenizer() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../testdata/gemma2-tokenizer/tokenizer.json");
+        if !path.exists() && std::env::var("RKLLM_SKIP_TOKENIZER_TESTS").as_deref() == Ok("1") {
+            return;
+        }
+        assert!(
+            path.exists(),
+            "{} is missing: run scripts/fetch-gemma-tokenizer.sh (or set \
+             RKLLM_SKIP_TOKENIZER_TESTS=1 to skip this check explicitly)",
+            path.display()
+        );
+        let chat = crate::chat::tokenizer::SharedTokenizer::load(&path).unwrap();
+        let mock = JsonTokenizer::load(&path).unwrap();
+        let Backend::Shared(shared) = &mock.backend else {
+            panic!("the Gemma 2 tokenizer is not shared");
+        };
+        assert!(std::sync::Arc::ptr_eq(shared, &chat));
+        assert_eq!(mock.describe(), "json:256000");
+        assert_eq!((mock.bos(), mock.end_of_turn()), (2, 107));
+        // Text mode: control-token text becomes the control ids.
+        assert_eq!(
+            mock.encode(b"<bos><start_of_turn>user\nHello"),
+            [2, 106, 1645, 108, 4521]
+        );
+        assert_eq!(mock.decode(&[4521, 235269]).unwrap(), b"Hello,");
+    }
+
+    #[test]
+    fn every_id_is_in_gemmas_vocabulary_and_decodes_back() {
+        let t = BuiltinTokenizer;
+        // Every ASCII string of up to 3 characters from a spread of classes, and long runs.
+        let chars: Vec<u8> = (1u8..128).collect();
+        let mut max_id = 0;
+        for &a in &chars {
+            for &b in chars.iter().step_by(7) {
+                for &c in chars.iter().step_by(11) {
+                    let s = String::from_utf8(vec![a, b, c]).unwrap();
+                    let ids = t.encode(&s);
+                    max_id = max_id.max(*ids.iter().max().unwrap());
+                    assert!(
+                        ids.iter().all(|&i| (0..VOCAB_SIZE).contains(&i)),
+                        "{s:?} {ids:?}"
+                    );
+                    assert_eq!(t.decode(&ids).unwrap(), s);
+                }
+            }
+        }
+        for s in ["zzz", "\r\r\r\r", "~", "\x7f"] {
+            let ids = t.encode(s);
+            assert_eq!(ids.len(), 1, "{s:?}");
+            max_id = max_id.max(ids[0]);
+        }
+        assert!(max_id < VOCAB_SIZE, "{max_id}");
+        // Every id in range decodes to at most one piece, and no id past the pieces does.
+        for id in [
+            PIECE_BASE - 1,
+            OTHER_BASE,
+            OTHER_BASE + 128,
+            VOCAB_SIZE,
+            i32::MAX,
+        ] {
+            assert_eq!(t.token_bytes(id), None, "{id}");
+        }
+        for id in (PIECE_BASE..OTHER_BASE).step_by(97) {
+            let bytes = t.token_bytes(id).expect("a piece");
+            assert_eq!(t.encode_bytes(&bytes), [id]);
+        }
     }
 }
