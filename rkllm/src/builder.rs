@@ -110,6 +110,7 @@ pub struct ModelBuilder {
     capture_log: bool,
     preflight: bool,
     preflight_root: PathBuf,
+    raise_fd_limit: bool,
     settings: RuntimeSettings,
 }
 
@@ -136,6 +137,7 @@ impl ModelBuilder {
             capture_log: true,
             preflight: true,
             preflight_root: PathBuf::from("/"),
+            raise_fd_limit: false,
             settings: RuntimeSettings::default(),
         }
     }
@@ -261,7 +263,8 @@ impl ModelBuilder {
     }
 
     /// Whether to run the cheap checks before init (model file, RAM, driver, platform,
-    /// open-file limit; default on). See [`Preflight`].
+    /// open-file limit; default on). They read files and change nothing, unless
+    /// [`raise_fd_limit`](Self::raise_fd_limit) is on. See [`Preflight`].
     pub fn preflight(mut self, on: bool) -> Self {
         self.preflight = on;
         self
@@ -270,6 +273,16 @@ impl ModelBuilder {
     /// Root directory under which the preflight reads `/proc` and `/sys` (default `/`).
     pub fn preflight_root(mut self, root: impl Into<PathBuf>) -> Self {
         self.preflight_root = root.into();
+        self
+    }
+
+    /// Whether the preflight raises this process's soft open-files limit (`RLIMIT_NOFILE`)
+    /// towards 102400, as the vendor servers do (default off: the limit is only read, and a
+    /// low one is logged as a warning). The limit is process-wide; raising it past 1024
+    /// breaks code of the host program that uses `select()`. See
+    /// [`Preflight::raise_fd_limit`].
+    pub fn raise_fd_limit(mut self, raise: bool) -> Self {
+        self.raise_fd_limit = raise;
         self
     }
 
@@ -379,14 +392,15 @@ impl ModelBuilder {
             .transpose()?;
 
         let preflight = if self.preflight {
-            let preflight = Preflight::with_root(&self.preflight_root);
+            let preflight =
+                Preflight::with_root(&self.preflight_root).raise_fd_limit(self.raise_fd_limit);
             let mut report = preflight.check(&self.path);
             if let Some(e) = report.fatal() {
                 return Err(e);
             }
-            // Raising the open-file limit acts on this process, so only for the real root.
+            // The open-files limit is the process's own, so only for the real root.
             if self.preflight_root == Path::new("/") {
-                report.record_open_files_limit(preflight.raise_nofile_limit());
+                preflight.check_open_files_limit(&mut report);
             }
             for warning in report.warnings() {
                 log::warn!(target: "rkllm", "preflight: {warning}");
