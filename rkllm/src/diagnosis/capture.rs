@@ -1,30 +1,42 @@
 //! Capturing what C code writes to file descriptors 1 and 2 while a closure runs.
 //!
 //! The runtime prints its reasons for a failed `rkllm_init` with `printf`-style calls, so the
-//! only way to read them is at the file-descriptor level: each of fds 1 and 2 is pointed at a
-//! pipe for the duration of the call, and a reader thread per pipe copies every byte on to the
-//! original descriptor (the user loses nothing) while keeping a copy.
+//! only way to read them is at the file-descriptor level. What this does to the process:
 //!
+//! - For the duration of the call, fds 1 and 2 of the **whole process** are pipes (the
+//!   descriptor table is process-wide). Whatever any thread writes to them meanwhile, and any
+//!   child process started meanwhile (which inherits the pipe as its stdout or stderr), goes
+//!   through the pipe.
+//! - A forwarding thread per pipe copies every byte on to the original descriptor as it
+//!   arrives, so nothing is lost or delayed beyond a thread hop, and keeps a copy of what
+//!   arrived until the call returned.
+//! - Afterwards fds 1 and 2 point at the original descriptors again (on every path, panics
+//!   included). The forwarding thread keeps copying until the pipe's last writer is gone: a
+//!   child started during the call may write to its inherited stdout long after, and is never
+//!   killed by `SIGPIPE` for it. Without such a child the thread ends at once.
+//! - The capture's own descriptors are close-on-exec and numbered 3 or above: children never
+//!   inherit them, and they never take the place of a closed standard stream.
 //! - Captures are serialised process-wide; a capture nested inside another on the same thread
 //!   works (the inner one tees into the outer one). A closure that waits for another thread
 //!   which itself starts a capture would deadlock; nothing in this crate does that.
-//! - Anything the whole process writes to fds 1 and 2 meanwhile (other threads too) is
-//!   captured as well, and still reaches the original descriptors.
-//! - The descriptors are restored on every path, panics included (a drop guard).
-//! - Captured lines go to the `log` facade (target `rkllm::runtime`) only after the
-//!   descriptors are restored: a logger writing to stderr during the capture would feed its
-//!   own output back into the pipe.
+//! - Only the runtime's own lines (its `I rkllm:`, `E RKNN:` … marks and unmarked failure
+//!   phrases) are kept for the diagnosis and forwarded to the `log` facade (target
+//!   `rkllm::runtime`), and only after the descriptors are restored: a logger writing to
+//!   stderr during the capture would feed its own output back into the pipe. Lines other
+//!   threads wrote meanwhile still reach the original descriptors, and nothing else.
+//! - Under Miri, which cannot redirect descriptors, nothing is captured: the closure runs
+//!   directly and the text is empty.
 
 use std::cell::Cell;
 use std::io::Write;
 use std::os::fd::RawFd;
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
 
 use super::fd::{
-    dup2, flush_c_stdio, pipe, read, set_nonblocking, wait_readable, write_all, Fd, Wake,
+    bytes_available, dup2, flush_c_stdio, pipe, read, wait_readable, write_all, Fd, Wake,
 };
-use super::log::{clean_line, level_mark};
+use super::log::{clean_line, is_runtime_line, level_mark};
 
 /// The `log` target captured runtime lines are forwarded to.
 pub(crate) const LOG_TARGET: &str = "rkllm::runtime";
@@ -39,21 +51,37 @@ thread_local! {
 }
 
 /// Runs `f`, capturing fds 1 and 2 when `enabled`, else calling it directly (empty text).
+/// The text holds the runtime's own lines only (see [`runtime_lines`]).
 pub(crate) fn run_captured<R>(enabled: bool, f: impl FnOnce() -> R) -> (R, String) {
     if enabled {
-        capture(f)
+        let (result, text) = capture(f);
+        (result, runtime_lines(&text))
     } else {
         (f(), String::new())
     }
 }
 
+/// The lines of `text` the runtime printed itself, each ending in a newline: lines of the
+/// host program that arrived during the capture are dropped.
+pub(crate) fn runtime_lines(text: &str) -> String {
+    text.lines()
+        .filter(|line| is_runtime_line(&clean_line(line)))
+        .flat_map(|line| [line, "\n"])
+        .collect()
+}
+
 /// Runs `f` while capturing what is written to fds 1 and 2; returns its result and the text
-/// (whole lines, in arrival order across the two streams). Every byte is also passed on to
-/// the original descriptors.
+/// (whole lines, in arrival order across the two streams, whoever wrote them). Every byte is
+/// also passed on to the original descriptors, during and after the capture; see the module
+/// documentation for what this does to the process.
 ///
 /// If the capture cannot be set up (no free descriptors, no thread), `f` runs uncaptured and
-/// the text is empty. A panic in `f` propagates after the descriptors are restored.
+/// the text is empty; so it does under Miri. A panic in `f` propagates after the descriptors
+/// are restored.
 pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, String) {
+    if cfg!(miri) {
+        return (f(), String::new());
+    }
     let _lock = LockGuard::acquire();
     flush_all();
     let redirect = match Redirect::start() {
@@ -111,11 +139,11 @@ fn flush_all() {
     flush_c_stdio();
 }
 
-/// Sends each captured line to the `log` facade at the level of its mark.
+/// Sends each of the runtime's own lines to the `log` facade at the level of its mark.
 fn forward_to_log(text: &str) {
     for line in text.lines() {
         let line = clean_line(line);
-        if !line.is_empty() {
+        if !line.is_empty() && is_runtime_line(&line) {
             ::log::log!(target: LOG_TARGET, log_level(&line), "{line}");
         }
     }
@@ -134,8 +162,8 @@ fn log_level(line: &str) -> ::log::Level {
 /// The captured text of both streams: complete lines, appended as they arrive.
 type Sink = Arc<Mutex<Vec<u8>>>;
 
-/// Fds 1 and 2 pointed at pipes, with their reader threads. Dropping it restores the
-/// descriptors and stops the readers.
+/// Fds 1 and 2 pointed at pipes, with their forwarding threads. Dropping it restores the
+/// descriptors and ends the capture (the threads forward on until end-of-file).
 struct Redirect {
     streams: Vec<Stream>,
     sink: Sink,
@@ -147,9 +175,11 @@ struct Stream {
     target: RawFd,
     /// A duplicate of the original descriptor, restored onto `target` at the end.
     saved: Fd,
-    /// Write end of the pipe that tells the reader to drain what is left and stop.
+    /// Write end of the pipe that tells the forwarder the capture is over.
     stop: Option<Fd>,
-    reader: Option<JoinHandle<()>>,
+    /// Signalled (or closed) once the forwarder has put into the sink everything the pipe
+    /// held when the capture ended.
+    captured: Option<mpsc::Receiver<()>>,
 }
 
 impl Redirect {
@@ -170,8 +200,8 @@ impl Redirect {
         Ok(redirect)
     }
 
-    /// Flushes C's buffers into the pipes, restores the descriptors, waits for the readers
-    /// and returns the text.
+    /// Flushes C's buffers into the pipes, restores the descriptors, waits until the
+    /// forwarders have the text, and returns it.
     fn finish(mut self) -> String {
         self.restore();
         let bytes = std::mem::take(&mut *self.sink.lock().unwrap_or_else(PoisonError::into_inner));
@@ -188,7 +218,7 @@ impl Redirect {
             stream.restore();
         }
         for stream in &mut self.streams {
-            stream.join();
+            stream.wait_captured();
         }
         self.streams.clear();
     }
@@ -209,20 +239,22 @@ impl Stream {
         };
         let (data_r, data_w) = pipe()?;
         let (stop_r, stop_w) = pipe()?;
-        let tee = saved.dup_raw()?;
+        let original = saved.dup_raw()?;
+        let (captured_tx, captured_rx) = mpsc::channel();
         let sink = Arc::clone(sink);
-        let reader = std::thread::Builder::new()
+        // Detached: it ends by itself at the pipe's end-of-file.
+        std::thread::Builder::new()
             .name(format!("rkllm-capture-fd{target}"))
-            .spawn(move || read_loop(data_r, stop_r, tee, &sink))?;
+            .spawn(move || forward(data_r, stop_r, original, &sink, captured_tx))?;
         let mut stream = Stream {
             target,
             saved,
             stop: Some(stop_w),
-            reader: Some(reader),
+            captured: Some(captured_rx),
         };
         if let Err(e) = dup2(data_w.0, target) {
-            stream.stop_reader();
-            stream.join();
+            stream.stop_forwarder();
+            stream.wait_captured();
             return Err(e);
         }
         // `data_w` closes here: `target` is now the pipe's only write end in this process.
@@ -230,77 +262,130 @@ impl Stream {
         Ok(Some(stream))
     }
 
-    /// Points `target` back at the original descriptor, then tells the reader to finish.
+    /// Points `target` back at the original descriptor, then tells the forwarder.
     fn restore(&mut self) {
         if let Err(e) = dup2(self.saved.0, self.target) {
-            // Nothing better to do than say so: the descriptor stays on the pipe.
+            // Nothing better to do than say so: the descriptor stays on the pipe, whose
+            // forwarder keeps passing its bytes on.
             ::log::error!(target: LOG_TARGET, "could not restore fd {}: {e}", self.target);
         }
-        self.stop_reader();
+        self.stop_forwarder();
     }
 
-    /// Wakes the reader through the stop pipe; it then drains what is left of the data pipe
-    /// without waiting for end-of-file, which a child process forked meanwhile could delay
-    /// forever by holding a write end. A byte is written, not just the end closed, for the
-    /// same reason.
-    fn stop_reader(&mut self) {
+    /// Wakes the forwarder through the stop pipe. A byte is written, not just the end
+    /// closed, so that it wakes even if the stop pipe's write end was inherited by a child.
+    fn stop_forwarder(&mut self) {
         if let Some(stop) = self.stop.take() {
-            // If the write fails the reader still wakes when `stop` closes below.
+            // If the write fails the forwarder still wakes when `stop` closes below.
             let _ = write_all(&stop, b"x");
         }
     }
 
-    fn join(&mut self) {
-        if let Some(reader) = self.reader.take() {
-            // The reader does not panic (it only copies bytes); if it did, the captured text
-            // is incomplete but the descriptors are already restored.
-            let _ = reader.join();
+    /// Waits until the forwarder has put the capture's text into the sink. It does not wait
+    /// for end-of-file, which a child process started meanwhile could delay forever by
+    /// holding a write end.
+    fn wait_captured(&mut self) {
+        if let Some(captured) = self.captured.take() {
+            // An error means the forwarder is gone (it does not panic: it only copies bytes);
+            // the text is then incomplete, but nothing waits forever.
+            let _ = captured.recv();
         }
     }
 }
 
-/// The reader thread: copies the data pipe to `tee` and to `sink` (whole lines), until the
-/// stop pipe closes; then drains what the pipe still holds.
-fn read_loop(data: Fd, stop: Fd, tee: Fd, sink: &Sink) {
+/// The original descriptor the forwarder copies to; a failed write (the reader of the
+/// original stream went away) stops the copying, never the forwarding loop.
+struct Original {
+    fd: Fd,
+    ok: bool,
+}
+
+impl Original {
+    fn write(&mut self, bytes: &[u8]) {
+        if self.ok {
+            self.ok = write_all(&self.fd, bytes).is_ok();
+        }
+    }
+}
+
+/// The forwarding thread. While the capture lasts, copies the data pipe to `original` and
+/// whole lines to `sink`. When the stop pipe wakes it, it takes into the sink exactly what
+/// the pipe holds then (everything written before the descriptor was restored), signals
+/// `captured`, and from then on only copies to `original`, until end-of-file: the read end
+/// stays open as long as anyone (a child process started during the capture) can write.
+fn forward(data: Fd, stop: Fd, original: Fd, sink: &Sink, captured: mpsc::Sender<()>) {
+    let mut original = Original {
+        fd: original,
+        ok: true,
+    };
     let mut pending = Vec::new();
-    let mut tee_ok = true;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut stopping = false;
+    let mut at_eof = false;
+    // The capture.
     loop {
-        if !stopping {
-            match wait_readable(&data, &stop) {
-                Ok(Wake::Data) => {}
-                Ok(Wake::Stop) => {
-                    stopping = true;
-                    if set_nonblocking(&data).is_err() {
-                        break;
-                    }
+        match wait_readable(&data, &stop) {
+            Ok(Wake::Data) => match read(&data, &mut buf) {
+                Ok(0) => {
+                    at_eof = true;
+                    break;
                 }
+                Ok(n) => {
+                    original.write(&buf[..n]);
+                    keep_lines(sink, &mut pending, &buf[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            },
+            Ok(Wake::Stop) => break,
+            // Cannot wait on both pipes: stop capturing, but go on forwarding below.
+            Err(_) => break,
+        }
+    }
+    drop(stop);
+    if !at_eof {
+        let mut left = bytes_available(&data).unwrap_or(0);
+        while left > 0 {
+            let want = left.min(buf.len());
+            match read(&data, &mut buf[..want]) {
+                Ok(0) => {
+                    at_eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    original.write(&buf[..n]);
+                    keep_lines(sink, &mut pending, &buf[..n]);
+                    left -= n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }
-        }
-        match read(&data, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let chunk = &buf[..n];
-                if tee_ok {
-                    // A closed or broken original stream must not stop the capture.
-                    tee_ok = write_all(&tee, chunk).is_ok();
-                }
-                pending.extend_from_slice(chunk);
-                if let Some(last_nl) = pending.iter().rposition(|&b| b == b'\n') {
-                    let rest = pending.split_off(last_nl + 1);
-                    append(sink, &pending);
-                    pending = rest;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break, // EAGAIN once drained after stop, or a real error
         }
     }
     if !pending.is_empty() {
         pending.push(b'\n');
         append(sink, &pending);
+    }
+    let _ = captured.send(());
+    drop(captured);
+    // After the capture: pass on whatever still arrives, until the last writer is gone.
+    while !at_eof {
+        match read(&data, &mut buf) {
+            Ok(0) => at_eof = true,
+            Ok(n) => original.write(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // Not expected on a pipe; nothing more can be read.
+            Err(_) => break,
+        }
+    }
+}
+
+/// Adds `chunk` to the line being assembled and moves every completed line into the sink.
+fn keep_lines(sink: &Sink, pending: &mut Vec<u8>, chunk: &[u8]) {
+    pending.extend_from_slice(chunk);
+    if let Some(last_nl) = pending.iter().rposition(|&b| b == b'\n') {
+        let rest = pending.split_off(last_nl + 1);
+        append(sink, pending);
+        *pending = rest;
     }
 }
 
@@ -532,10 +617,80 @@ mod tests {
         let (n, text) = run_captured(false, || 42);
         assert_eq!((n, text.as_str()), (42, ""));
         let (text, out, _) = observe(true, || {
-            run_captured(true, || c_write(1, b"enabled-capture\n")).1
+            run_captured(true, || c_write(1, b"I rkllm: enabled-capture\n")).1
         });
-        assert!(contains(&out, b"enabled-capture\n"));
-        assert!(text.contains("enabled-capture"));
+        assert!(contains(&out, b"I rkllm: enabled-capture\n"));
+        assert_eq!(text, "I rkllm: enabled-capture\n");
+    }
+
+    #[test]
+    fn another_threads_lines_reach_the_stream_but_not_the_runtime_text() {
+        let (text, out, err) = observe(true, || {
+            run_captured(true, || {
+                c_write(1, b"I rkllm: own-line before\n");
+                // The host's other thread prints while the runtime runs.
+                std::thread::spawn(|| {
+                    c_write(2, b"host-thread: serving request 7\n");
+                    c_write(1, b"E myapp: host-thread error line\n");
+                })
+                .join()
+                .unwrap();
+                c_write(2, b"E RKNN: own-line after\n");
+            })
+            .1
+        });
+        assert_eq!(text, "I rkllm: own-line before\nE RKNN: own-line after\n");
+        // Every byte still reached the original descriptors.
+        assert!(contains(&err, b"host-thread: serving request 7\n"));
+        assert!(contains(&out, b"E myapp: host-thread error line\n"));
+        assert!(contains(&out, b"I rkllm: own-line before\n"));
+        assert!(contains(&err, b"E RKNN: own-line after\n"));
+    }
+
+    #[test]
+    fn a_child_started_during_the_capture_outlives_it_and_is_heard() {
+        use std::os::unix::process::ExitStatusExt;
+        let (status, out, _) = observe(true, || {
+            let (child, _) = capture(|| {
+                // Inherits fd 1 (the capture's pipe) and writes only after the capture ended.
+                std::process::Command::new("sh")
+                    .args(["-c", "sleep 0.3; echo late-child-line"])
+                    .spawn()
+                    .expect("spawn sh")
+            });
+            let mut child = child;
+            child.wait().expect("wait for the child")
+        });
+        assert_eq!(
+            status.signal(),
+            None,
+            "the child was killed by signal {:?} (13 is SIGPIPE)",
+            status.signal()
+        );
+        assert!(status.success(), "{status}");
+        assert!(
+            contains(&out, b"late-child-line\n"),
+            "the child's output was lost: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+
+    #[test]
+    fn own_descriptors_are_close_on_exec_and_above_the_standard_streams() {
+        let flags = |fd: &Fd| {
+            // SAFETY: F_GETFD only reads the descriptor's flags.
+            unsafe { libc::fcntl(fd.0, libc::F_GETFD) }
+        };
+        let (r, w) = pipe().unwrap();
+        let saved = Fd::dup(1).unwrap();
+        for fd in [&r, &w, &saved] {
+            assert!(
+                fd.0 >= 3,
+                "descriptor {} is a standard stream's number",
+                fd.0
+            );
+            assert_ne!(flags(fd) & libc::FD_CLOEXEC, 0, "fd {} is inherited", fd.0);
+        }
     }
 
     #[test]
