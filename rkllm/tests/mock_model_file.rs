@@ -35,10 +35,9 @@ fn the_file_starts_with_the_format_marker_and_round_trips() {
         "{json}"
     );
     assert_eq!(MockModel::from_json(&json).unwrap(), model);
-    let path = model.write_temp().unwrap();
+    let path = model.write_temp_file().unwrap();
     assert!(is_mock_model_file(&path));
     assert_eq!(MockModel::read_from(&path).unwrap(), model);
-    std::fs::remove_file(path).ok();
 }
 
 #[test]

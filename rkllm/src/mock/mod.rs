@@ -12,11 +12,11 @@
 //! use rkllm::mock::MockModel;
 //!
 //! # fn main() -> rkllm::Result<()> {
-//! let model = MockModel::new().answer("Hello there!").write_temp()?;
+//! // Removed when `model` drops.
+//! let model = MockModel::new().answer("Hello there!").write_temp_file()?;
 //! let runtime = rkllm::Runtime::mock();
 //! assert!(runtime.is_mock());
 //! // ... load `model` with `runtime` as you would a real .rkllm file.
-//! # std::fs::remove_file(model).ok();
 //! # Ok(()) }
 //! ```
 //!
@@ -96,8 +96,9 @@ pub use memory::{
 };
 pub use model_file::{
     is_mock_model_file, AfterLastTurn, Answer, CallbackThread, ContextOverflow, FinishText,
-    InitFailure, IsRunningSense, LogStream, MockModel, RunFailure, RuntimeBehaviour, SecondModel,
-    Timing, TokenizerSpec, WaitingText, DEFAULT_ANSWER, MOCK_MODEL_FORMAT, MOCK_MODEL_VERSION,
+    InitFailure, IsRunningSense, LogStream, MockModel, MockModelFile, RunFailure, RuntimeBehaviour,
+    SecondModel, Timing, TokenizerSpec, WaitingText, DEFAULT_ANSWER, MOCK_MODEL_FORMAT,
+    MOCK_MODEL_VERSION,
 };
 pub use stats::{clear_run_log, last_run_stats, run_log, runs_of_model, InputKind, RunStats};
 pub use tokenizer::{BuiltinTokenizer, BOS_ID, BYTE_TOKEN_BASE, END_OF_TURN_ID, PIECE_BASE};
