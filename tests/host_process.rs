@@ -34,7 +34,8 @@ fn retry(what: &str, mut f: impl FnMut() -> libc::c_int) -> libc::c_int {
 }
 
 /// The host's view of one of its standard streams: `fd` pointed at a pipe whose every byte
-/// is kept, and passed on to the real descriptor when `pass_on`.
+/// is kept; lines other than the test's own (those starting with `own`) are passed on to the
+/// real descriptor, so that the harness's output meanwhile survives.
 struct Observed {
     fd: RawFd,
     real: RawFd,
@@ -42,7 +43,7 @@ struct Observed {
 }
 
 impl Observed {
-    fn start(fd: RawFd, pass_on: bool) -> Observed {
+    fn start(fd: RawFd, own: &'static str) -> Observed {
         let mut ends = [0; 2];
         // SAFETY: `ends` has room for the two descriptors.
         retry("pipe", || unsafe {
@@ -56,6 +57,13 @@ impl Observed {
         let (tx, bytes) = mpsc::channel();
         thread::spawn(move || {
             let mut kept = Vec::new();
+            let mut line = Vec::new();
+            let pass_on = |line: &[u8]| {
+                if !line.starts_with(own.as_bytes()) {
+                    // SAFETY: `line` is valid for reads of its length.
+                    unsafe { libc::write(real, line.as_ptr().cast(), line.len()) };
+                }
+            };
             let mut buf = [0u8; 8192];
             loop {
                 // SAFETY: `buf` is valid for writes of its length.
@@ -71,12 +79,16 @@ impl Observed {
                     continue;
                 }
                 let chunk = &buf[..n as usize];
-                if pass_on {
-                    // SAFETY: `chunk` is valid for reads of its length.
-                    unsafe { libc::write(real, chunk.as_ptr().cast(), chunk.len()) };
+                for &b in chunk {
+                    line.push(b);
+                    if b == b'\n' {
+                        pass_on(&line);
+                        line.clear();
+                    }
                 }
                 kept.extend_from_slice(chunk);
             }
+            pass_on(&line);
             // SAFETY: the read end is this thread's, closed once.
             unsafe { libc::close(read_end) };
             let _ = tx.send(kept);
@@ -107,7 +119,7 @@ impl Observed {
 fn children_started_while_models_load_are_never_killed_and_are_heard() {
     let _fds = FDS.lock().unwrap_or_else(|e| e.into_inner());
     const CHILDREN: usize = 150;
-    let stdout = Observed::start(1, true);
+    let stdout = Observed::start(1, "child-line-");
     let spawner = thread::spawn(|| {
         let children: Vec<_> = (0..CHILDREN)
             .map(|i| {
@@ -156,8 +168,7 @@ fn children_started_while_models_load_are_never_killed_and_are_heard() {
 #[test]
 fn lines_other_threads_print_while_a_model_loads_stay_out_of_its_diagnosis() {
     let _fds = FDS.lock().unwrap_or_else(|e| e.into_inner());
-    // The host's noise is kept from the terminal; the runtime's lines go to fd 1.
-    let stderr = Observed::start(2, false);
+    let stderr = Observed::start(2, "host-noise");
     let stop = Arc::new(AtomicBool::new(false));
     let noise = thread::spawn({
         let stop = Arc::clone(&stop);

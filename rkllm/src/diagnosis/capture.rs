@@ -425,18 +425,20 @@ mod tests {
         (st.st_dev as u64, st.st_ino as u64)
     }
 
-    /// Runs `f` with fds 1 and 2 pointed at pipes of the test's own (holding the capture
-    /// lock, so no other capture moves them meanwhile), and returns what reached each. With
-    /// `tee` the bytes are also passed on to the real descriptors, so that the harness's own
-    /// output meanwhile survives.
+    /// Runs `f` with fds 1 and 2 pointed at pipes of the test's own, and returns what
+    /// reached each. The capture lock is held while the pipes are put in place and taken out,
+    /// so that no capture saves or restores the descriptors meanwhile; captures while `f`
+    /// runs (on any thread) nest inside. With `tee` what reaches fd 1 is also passed on to
+    /// the real descriptor, so that the harness's own output meanwhile survives; what reaches
+    /// fd 2 (only the tests' own lines) is kept from the terminal.
     fn observe<R>(tee: bool, f: impl FnOnce() -> R) -> (R, Vec<u8>, Vec<u8>) {
-        exclusive(|| {
+        let (saved, readers) = exclusive(|| {
             flush_all();
             let mut saved = Vec::new();
             let mut readers = Vec::new();
             for fd in [1, 2] {
                 let real = Fd::dup(fd).unwrap();
-                let copy = if tee {
+                let copy = if tee && fd == 1 {
                     Some(real.dup_raw().unwrap())
                 } else {
                     None
@@ -464,19 +466,22 @@ mod tests {
                 }));
                 saved.push((fd, real));
             }
-            let result = catch_unwind(AssertUnwindSafe(f));
+            (saved, readers)
+        });
+        let result = catch_unwind(AssertUnwindSafe(f));
+        exclusive(|| {
             flush_all();
             for (fd, real) in &saved {
                 dup2(real.0, *fd).unwrap();
             }
-            let mut seen: Vec<Vec<u8>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
-            let err = seen.pop().unwrap();
-            let out = seen.pop().unwrap();
-            match result {
-                Ok(r) => (r, out, err),
-                Err(payload) => std::panic::resume_unwind(payload),
-            }
-        })
+        });
+        let mut seen: Vec<Vec<u8>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+        let err = seen.pop().unwrap();
+        let out = seen.pop().unwrap();
+        match result {
+            Ok(r) => (r, out, err),
+            Err(payload) => std::panic::resume_unwind(payload),
+        }
     }
 
     fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -584,32 +589,34 @@ mod tests {
 
     #[test]
     fn concurrent_captures_serialise() {
-        // These lines reach the real stderr: observing it would hold the lock these
-        // threads need, so they are kept few.
-        let threads: Vec<_> = (0..3)
-            .map(|t| {
-                std::thread::spawn(move || {
-                    for round in 0..4 {
-                        let marker = format!("conc-thread-{t}-round-{round}");
-                        let ((), text) = capture(|| {
-                            c_write(2, format!("{marker} start\n").as_bytes());
-                            std::thread::yield_now();
-                            c_write(2, format!("{marker} end\n").as_bytes());
-                        });
-                        assert!(text.contains(&format!("{marker} start\n")));
-                        assert!(text.contains(&format!("{marker} end\n")));
-                        let foreign = text
-                            .lines()
-                            .filter(|l| l.starts_with("conc-thread-"))
-                            .count();
-                        assert_eq!(foreign, 2, "another capture ran inside this one: {text:?}");
-                    }
+        let ((), _, err) = observe(true, || {
+            let threads: Vec<_> = (0..3)
+                .map(|t| {
+                    std::thread::spawn(move || {
+                        for round in 0..4 {
+                            let marker = format!("conc-thread-{t}-round-{round}");
+                            let ((), text) = capture(|| {
+                                c_write(2, format!("{marker} start\n").as_bytes());
+                                std::thread::yield_now();
+                                c_write(2, format!("{marker} end\n").as_bytes());
+                            });
+                            assert!(text.contains(&format!("{marker} start\n")));
+                            assert!(text.contains(&format!("{marker} end\n")));
+                            let foreign = text
+                                .lines()
+                                .filter(|l| l.starts_with("conc-thread-"))
+                                .count();
+                            assert_eq!(foreign, 2, "another capture ran inside this one: {text:?}");
+                        }
+                    })
                 })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+        });
+        // Every capture passed its lines on.
+        assert!(contains(&err, b"conc-thread-2-round-3 end\n"));
     }
 
     #[test]
@@ -631,7 +638,7 @@ mod tests {
                 // The host's other thread prints while the runtime runs.
                 std::thread::spawn(|| {
                     c_write(2, b"host-thread: serving request 7\n");
-                    c_write(1, b"E myapp: host-thread error line\n");
+                    c_write(2, b"E myapp: host-thread error line\n");
                 })
                 .join()
                 .unwrap();
@@ -639,10 +646,14 @@ mod tests {
             })
             .1
         });
-        assert_eq!(text, "I rkllm: own-line before\nE RKNN: own-line after\n");
+        assert!(
+            text.contains("I rkllm: own-line before\nE RKNN: own-line after\n"),
+            "{text:?}"
+        );
+        assert!(!text.contains("host-thread"), "{text:?}");
         // Every byte still reached the original descriptors.
         assert!(contains(&err, b"host-thread: serving request 7\n"));
-        assert!(contains(&out, b"E myapp: host-thread error line\n"));
+        assert!(contains(&err, b"E myapp: host-thread error line\n"));
         assert!(contains(&out, b"I rkllm: own-line before\n"));
         assert!(contains(&err, b"E RKNN: own-line after\n"));
     }
