@@ -257,6 +257,17 @@ impl ModelBuilder {
 
     /// Whether to capture the runtime's stdout/stderr during `rkllm_init` to diagnose a
     /// failure (default on). The output is passed on to the original streams either way.
+    ///
+    /// What the capture does to the process: while `rkllm_init` runs, fds 1 and 2 of the
+    /// whole process point at pipes (the descriptor table is process-wide), so output of the
+    /// program's other threads, and of child processes started meanwhile, goes through them
+    /// too. A forwarding thread per pipe passes every byte on to the original descriptor as it
+    /// arrives, and keeps doing so after init for as long as such a child holds the pipe: no
+    /// byte is lost and no child is killed by `SIGPIPE`. The capture's own descriptors are
+    /// close-on-exec and never take the numbers 0 to 2. Only the runtime's own lines
+    /// (`I rkllm: …`, `E RKNN: …`) enter the [`Diagnosis`] and the `log` records (target
+    /// `rkllm::runtime`). Turn it off where even that brief redirection is unwelcome; a failed
+    /// init is then explained by the preflight alone.
     pub fn capture_runtime_log(mut self, on: bool) -> Self {
         self.capture_log = on;
         self
