@@ -489,6 +489,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn captures_and_tees_both_streams() {
         let ((), out, err) = observe(true, || {
             let ((), text) = capture(|| {
@@ -519,6 +520,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn large_write_does_not_deadlock() {
         let block: String = (0..20_000)
             .map(|i| format!("bulk {i:06} {}\n", "x".repeat(50)))
@@ -551,6 +553,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn descriptors_restored_after_normal_run_and_panic() {
         exclusive(|| {
             let before = (identity(1), identity(2));
@@ -570,6 +573,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn nested_captures_tee_into_the_outer_one() {
         let ((inner, outer), _, _) = observe(true, || {
             let (inner, outer) = capture(|| {
@@ -588,6 +592,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn concurrent_captures_serialise() {
         let ((), _, err) = observe(true, || {
             let threads: Vec<_> = (0..3)
@@ -620,6 +625,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn disabled_capture_calls_f_directly() {
         let (n, text) = run_captured(false, || 42);
         assert_eq!((n, text.as_str()), (42, ""));
@@ -631,6 +637,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn another_threads_lines_reach_the_stream_but_not_the_runtime_text() {
         let (text, out, err) = observe(true, || {
             run_captured(true, || {
@@ -659,6 +666,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn a_child_started_during_the_capture_outlives_it_and_is_heard() {
         use std::os::unix::process::ExitStatusExt;
         let (status, out, _) = observe(true, || {
@@ -687,6 +695,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn own_descriptors_are_close_on_exec_and_above_the_standard_streams() {
         let flags = |fd: &Fd| {
             // SAFETY: F_GETFD only reads the descriptor's flags.
@@ -702,6 +711,15 @@ mod tests {
             );
             assert_ne!(flags(fd) & libc::FD_CLOEXEC, 0, "fd {} is inherited", fd.0);
         }
+    }
+
+    #[test]
+    #[cfg(miri)]
+    fn under_miri_the_closure_runs_uncaptured() {
+        let (n, text) = capture(|| 7);
+        assert_eq!((n, text.as_str()), (7, ""));
+        let (n, text) = run_captured(true, || 8);
+        assert_eq!((n, text.as_str()), (8, ""));
     }
 
     #[test]
