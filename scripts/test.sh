@@ -17,12 +17,19 @@ if [ "${RKLLM_TEST_LOG:-}" = show ]; then
 fi
 mkdir -p target
 log=target/test-output.log
-# A runtime line starts with its level mark and tag; after libtest's `.` progress marks in
-# `--quiet` mode, the marks are kept.
+# A runtime line starts with its level mark and tag. Written while libtest was between
+# `test NAME ... ` and its result, it is cut out of that line; after `--quiet` progress dots,
+# the dots are kept.
 runtime='[IWEDV] (rkllm|RKNN): '
 status=0
-cargo test --workspace "$@" 2>&1 | tee "$log" \
-  | sed -u -E "/^${runtime}/d; s/^([.]+)${runtime}.*$/\1/" || status=$?
-hidden=$(grep -cE "^[.]*${runtime}" "$log" || true)
+cargo test --workspace "$@" 2>&1 | tee "$log" | awk -v rt="$runtime" '
+  $0 ~ "^" rt { next }
+  $0 ~ "^test .* \\.\\.\\. " rt { pending = substr($0, 1, index($0, " ... ") + 4); next }
+  pending != "" { print pending $0; pending = ""; fflush(); next }
+  $0 ~ "^[.]+" rt { sub(rt ".*$", "") }
+  { print; fflush() }
+  END { if (pending != "") print pending }
+' || status=$?
+hidden=$(grep -cE "(^|^test .* \.\.\. |^[.]+)${runtime}" "$log" || true)
 echo "(${hidden} runtime log lines not shown; the whole output is in ${log})"
 exit "$status"

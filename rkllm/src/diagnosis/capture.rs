@@ -577,9 +577,9 @@ mod tests {
     fn nested_captures_tee_into_the_outer_one() {
         let ((inner, outer), _, _) = observe(true, || {
             let (inner, outer) = capture(|| {
-                c_write(1, b"nest-outer-a\n");
-                let ((), inner) = capture(|| c_write(1, b"nest-inner\n"));
-                c_write(1, b"nest-outer-b\n");
+                c_write(2, b"nest-outer-a\n");
+                let ((), inner) = capture(|| c_write(2, b"nest-inner\n"));
+                c_write(2, b"nest-outer-b\n");
                 inner
             });
             (inner, outer)
@@ -669,11 +669,11 @@ mod tests {
     #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn a_child_started_during_the_capture_outlives_it_and_is_heard() {
         use std::os::unix::process::ExitStatusExt;
-        let (status, out, _) = observe(true, || {
+        let (status, _, err) = observe(true, || {
             let (child, _) = capture(|| {
-                // Inherits fd 1 (the capture's pipe) and writes only after the capture ended.
+                // Inherits fd 2 (the capture's pipe) and writes only after the capture ended.
                 std::process::Command::new("sh")
-                    .args(["-c", "sleep 0.3; echo late-child-line"])
+                    .args(["-c", "sleep 0.3; echo late-child-line >&2"])
                     .spawn()
                     .expect("spawn sh")
             });
@@ -688,9 +688,9 @@ mod tests {
         );
         assert!(status.success(), "{status}");
         assert!(
-            contains(&out, b"late-child-line\n"),
+            contains(&err, b"late-child-line\n"),
             "the child's output was lost: {:?}",
-            String::from_utf8_lossy(&out)
+            String::from_utf8_lossy(&err)
         );
     }
 
