@@ -425,6 +425,13 @@ mod tests {
         (st.st_dev as u64, st.st_ino as u64)
     }
 
+    /// Serialises the tests that point fds 1 and 2 at pipes of their own or compare where
+    /// they point: one such test would otherwise see the other's pipes.
+    fn observer_lock() -> MutexGuard<'static, ()> {
+        static OBSERVER: Mutex<()> = Mutex::new(());
+        OBSERVER.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Runs `f` with fds 1 and 2 pointed at pipes of the test's own, and returns what
     /// reached each. The capture lock is held while the pipes are put in place and taken out,
     /// so that no capture saves or restores the descriptors meanwhile; captures while `f`
@@ -432,6 +439,7 @@ mod tests {
     /// the real descriptor, so that the harness's own output meanwhile survives; what reaches
     /// fd 2 (only the tests' own lines) is kept from the terminal.
     fn observe<R>(tee: bool, f: impl FnOnce() -> R) -> (R, Vec<u8>, Vec<u8>) {
+        let _one_observer = observer_lock();
         let (saved, readers) = exclusive(|| {
             flush_all();
             let mut saved = Vec::new();
@@ -555,6 +563,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn descriptors_restored_after_normal_run_and_panic() {
+        let _one_observer = observer_lock();
         exclusive(|| {
             let before = (identity(1), identity(2));
             let (during, _) = capture(|| (identity(1), identity(2)));
