@@ -24,8 +24,12 @@
 //!   `rkllm::runtime`), and only after the descriptors are restored: a logger writing to
 //!   stderr during the capture would feed its own output back into the pipe. Lines other
 //!   threads wrote meanwhile still reach the original descriptors, and nothing else.
-//! - Under Miri, which cannot redirect descriptors, nothing is captured: the closure runs
-//!   directly and the text is empty.
+//! - Under Miri, which cannot redirect descriptors (nor call foreign code, so the runtime is
+//!   the mock), the descriptors are left alone and the mock hands its lines to the capture
+//!   directly ([`tap_record`]); the diagnosis reads them as usual.
+
+// Under Miri the descriptor machinery below is compiled but not used.
+#![cfg_attr(miri, allow(dead_code, unused_imports))]
 
 use std::cell::Cell;
 use std::io::Write;
@@ -70,18 +74,27 @@ pub(crate) fn runtime_lines(text: &str) -> String {
         .collect()
 }
 
+/// Under Miri: runs `f` while collecting the lines the mock runtime prints ([`tap_record`]),
+/// which also still go to fds 1 and 2; returns its result and the text.
+#[cfg(miri)]
+pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, String) {
+    let _lock = LockGuard::acquire();
+    let level = tap::Level::open();
+    let result = f();
+    let text = level.close();
+    forward_to_log(&text);
+    (result, text)
+}
+
 /// Runs `f` while capturing what is written to fds 1 and 2; returns its result and the text
 /// (whole lines, in arrival order across the two streams, whoever wrote them). Every byte is
 /// also passed on to the original descriptors, during and after the capture; see the module
 /// documentation for what this does to the process.
 ///
 /// If the capture cannot be set up (no free descriptors, no thread), `f` runs uncaptured and
-/// the text is empty; so it does under Miri. A panic in `f` propagates after the descriptors
-/// are restored.
+/// the text is empty. A panic in `f` propagates after the descriptors are restored.
+#[cfg(not(miri))]
 pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, String) {
-    if cfg!(miri) {
-        return (f(), String::new());
-    }
     let _lock = LockGuard::acquire();
     flush_all();
     let redirect = match Redirect::start() {
@@ -96,6 +109,66 @@ pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, String) {
     let text = redirect.finish();
     forward_to_log(&text);
     (result, text)
+}
+
+/// Hands `bytes` (whole lines the mock runtime writes to fd 1 or 2) to the captures in
+/// progress. Under Miri, the only way the capture sees the runtime's lines.
+#[cfg(miri)]
+pub(crate) fn tap_record(bytes: &[u8]) {
+    tap::record(bytes);
+}
+
+/// The captures in progress under Miri, outermost first (a nested capture's lines reach the
+/// outer one too, as with descriptors). Captures are serialised, so one stack serves the
+/// process; the mock's lines come from any thread, as they would through fds 1 and 2.
+#[cfg(miri)]
+mod tap {
+    use std::sync::{Mutex, PoisonError};
+
+    static OPEN: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+    pub(super) fn record(bytes: &[u8]) {
+        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+        for level in open.iter_mut() {
+            level.extend_from_slice(bytes);
+        }
+    }
+
+    /// One capture's level of the stack; closed on drop too (a panic in the closure).
+    pub(super) struct Level {
+        closed: bool,
+    }
+
+    impl Level {
+        pub(super) fn open() -> Level {
+            OPEN.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Vec::new());
+            Level { closed: false }
+        }
+
+        pub(super) fn close(mut self) -> String {
+            self.closed = true;
+            let bytes = pop();
+            String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        }
+    }
+
+    impl Drop for Level {
+        fn drop(&mut self) {
+            if !self.closed {
+                pop();
+            }
+        }
+    }
+
+    fn pop() -> Vec<u8> {
+        OPEN.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
+    }
 }
 
 /// Runs `f` holding the capture lock, so that no capture on another thread can move fds 1
@@ -724,11 +797,26 @@ mod tests {
 
     #[test]
     #[cfg(miri)]
-    fn under_miri_the_closure_runs_uncaptured() {
+    fn under_miri_the_mocks_lines_are_handed_over() {
         let (n, text) = capture(|| 7);
         assert_eq!((n, text.as_str()), (7, ""));
-        let (n, text) = run_captured(true, || 8);
-        assert_eq!((n, text.as_str()), (8, ""));
+        let ((inner, n), outer) = capture(|| {
+            tap_record(b"host: not the runtime's\n");
+            let (n, inner) = run_captured(true, || {
+                tap_record(b"I rkllm: rkllm-runtime version: 1.1.1\n");
+                8
+            });
+            (inner, n)
+        });
+        assert_eq!(n, 8);
+        assert_eq!(inner, "I rkllm: rkllm-runtime version: 1.1.1\n");
+        assert!(outer.contains("host: not the runtime's\n"), "{outer:?}");
+        assert!(
+            outer.contains("I rkllm: rkllm-runtime version"),
+            "{outer:?}"
+        );
+        // Outside a capture the lines go nowhere but the descriptors.
+        tap_record(b"I rkllm: after\n");
     }
 
     #[test]
