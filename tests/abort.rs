@@ -80,7 +80,7 @@ fn every_abort_ending_of_the_runtime_gives_aborted() {
 
 #[test]
 fn dropping_the_stream_mid_run_aborts_and_waits() {
-    let path = slow(MockModel::new()).write_temp().unwrap();
+    let path = slow(MockModel::new()).write_temp_file().unwrap();
     let model = rkllm::Model::builder(&path)
         .runtime(rkllm::Runtime::mock())
         .build()
@@ -108,7 +108,7 @@ fn dropping_the_stream_mid_run_aborts_and_waits() {
 #[test]
 fn dropping_everything_with_a_leaked_stream_joins_then_destroys() {
     let mock = slow(MockModel::new());
-    let path = mock.write_temp().unwrap();
+    let path = mock.write_temp_file().unwrap();
     let model = rkllm::Model::builder(&path)
         .runtime(rkllm::Runtime::mock())
         .build()
@@ -166,7 +166,7 @@ fn running_sense_follows_the_setting() {
     use rkllm::{Model, RunningSense, Runtime};
     let path = slow(MockModel::new())
         .with_runtime(|r| r.is_running_sense = RunningSense::NonZeroWhileRunning)
-        .write_temp()
+        .write_temp_file()
         .unwrap();
     let model = Model::builder(&path)
         .runtime(Runtime::mock())
@@ -221,9 +221,9 @@ fn a_blocking_rkllm_abort_cannot_deadlock_with_a_full_channel() {
     let mock = MockModel::new()
         .answer(answer.trim_end())
         .with_runtime(|r| r.abort_blocks_until_stopped = true);
-    let path = mock.write_temp().unwrap();
+    let path = mock.write_temp_file().unwrap();
     let load = {
-        let path = path.clone();
+        let path = path.to_path_buf();
         move || {
             rkllm::Model::builder(&path)
                 .runtime(rkllm::Runtime::mock())

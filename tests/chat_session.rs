@@ -8,8 +8,8 @@ use rkllm::chat::{ChatSession, ContextBudget, Conversation, Role, SystemStyle, T
 use rkllm::mock::{MockModel, RunFailure};
 use rkllm::{FinishReason, GenerateOptions, Model, Runtime};
 
-fn load(mock: &MockModel) -> (Model, std::path::PathBuf) {
-    let path = mock.write_temp().unwrap();
+fn load(mock: &MockModel) -> (Model, rkllm::mock::MockModelFile) {
+    let path = mock.write_temp_file().unwrap();
     let model = Model::builder(&path)
         .runtime(Runtime::mock())
         .build()
@@ -147,7 +147,7 @@ fn run_chat(
     cache_dir: Option<&Path>,
     turns: usize,
     budget: Option<ContextBudget>,
-) -> (Vec<Vec<i32>>, std::path::PathBuf) {
+) -> (Vec<Vec<i32>>, rkllm::mock::MockModelFile) {
     let (model, path) = load(&MockModel::new().echo());
     let mut session = ChatSession::new(model.session().unwrap());
     if let Some(dir) = cache_dir {

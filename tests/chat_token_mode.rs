@@ -16,7 +16,7 @@ fn a_token_mode_chat_round_trips_through_the_runtime() {
     let path = MockModel::new()
         .echo()
         .tokenizer_json(chat_common::tokenizer_path())
-        .write_temp()
+        .write_temp_file()
         .unwrap();
     let model = Model::builder(&path)
         .runtime(Runtime::mock())

@@ -61,7 +61,7 @@ fn bad_input_is_the_callers_fault() {
 
 #[test]
 fn a_prompt_beyond_the_budget_is_too_long_not_a_runtime_failure() {
-    let path = MockModel::new().write_temp().unwrap();
+    let path = MockModel::new().write_temp_file().unwrap();
     let model = Model::builder(&path)
         .runtime(Runtime::mock())
         .build()

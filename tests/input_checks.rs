@@ -93,7 +93,7 @@ fn validate_refuses_what_a_run_would_refuse() {
 
 #[test]
 fn an_empty_text_prompt_never_reaches_the_runtime() {
-    let path = MockModel::new().write_temp().unwrap();
+    let path = MockModel::new().write_temp_file().unwrap();
     let model = Model::builder(&path)
         .runtime(Runtime::mock())
         .build()

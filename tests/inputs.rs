@@ -164,7 +164,7 @@ fn lora_adapters_are_selected_by_typed_value() {
 #[test]
 fn prompt_cache_save_and_load() {
     let mock = MockModel::new().echo();
-    let path = mock.write_temp().unwrap();
+    let path = mock.write_temp_file().unwrap();
     let model = Model::builder(&path)
         .runtime(Runtime::mock())
         .build()
@@ -173,15 +173,15 @@ fn prompt_cache_save_and_load() {
     let cache = common::temp_path("cache.bin");
     let prefix = "<bos><start_of_turn>user\nYou are terse.\n\nFirst question<end_of_turn>\n<start_of_turn>model\n";
     let done = session
-        .complete(prefix, &GenerateOptions::gemma().save_prompt_cache(&cache))
+        .complete(prefix, &GenerateOptions::gemma().save_prompt_cache(&*cache))
         .unwrap();
     assert_eq!(done.text, "You are terse.\n\nFirst question");
     assert!(cache.exists(), "the runtime wrote the cache file");
 
     let longer = format!("{prefix}answer<end_of_turn>\n<start_of_turn>user\nSecond<end_of_turn>\n<start_of_turn>model\n");
     {
-        let mut guard = session.load_prompt_cache(&cache).unwrap();
-        assert_eq!(guard.path(), cache.as_path());
+        let mut guard = session.load_prompt_cache(&*cache).unwrap();
+        assert_eq!(guard.path(), &*cache);
         let done = guard
             .complete(longer.as_str(), &GenerateOptions::gemma())
             .unwrap();
@@ -220,7 +220,7 @@ fn prompt_cache_save_and_load() {
 
 #[test]
 fn builder_values_are_validated_before_the_runtime_is_touched() {
-    let path = MockModel::new().write_temp().unwrap();
+    let path = MockModel::new().write_temp_file().unwrap();
     let b = || Model::builder(&path).runtime(Runtime::mock());
     let cases: Vec<(&str, rkllm::ModelBuilder)> = vec![
         ("max_context_len", b().max_context_len(0)),
@@ -272,7 +272,7 @@ fn builder_values_are_validated_before_the_runtime_is_touched() {
 fn a_context_above_the_model_limit_is_refused_by_the_runtime() {
     let path = MockModel::new()
         .max_context_limit(1024)
-        .write_temp()
+        .write_temp_file()
         .unwrap();
     let err = Model::builder(&path)
         .runtime(Runtime::mock())
@@ -288,7 +288,7 @@ fn init_failures_are_typed_with_a_diagnosis() {
         .fail_init(InitFailure::NpuOutOfMemory {
             requested_bytes: 232_128_512,
         })
-        .write_temp()
+        .write_temp_file()
         .unwrap();
     let err = Model::builder(&path)
         .runtime(Runtime::mock())
@@ -303,7 +303,7 @@ fn init_failures_are_typed_with_a_diagnosis() {
 
     let path = MockModel::new()
         .fail_init(InitFailure::NullHandle)
-        .write_temp()
+        .write_temp_file()
         .unwrap();
     let err = Model::builder(&path)
         .runtime(Runtime::mock())

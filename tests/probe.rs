@@ -39,14 +39,13 @@ fn probe_with(mock: &MockModel, edit: impl FnOnce(ProbeConfig) -> ProbeConfig) -
 }
 
 fn probe_alone(mock: &MockModel, edit: impl FnOnce(ProbeConfig) -> ProbeConfig) -> ProbeReport {
-    let path = mock.write_temp().expect("write the mock model");
+    let path = mock.write_temp_file().expect("write the mock model");
     let report = probe::run(&edit(config(&path))).expect("the mock model loads");
     assert_eq!(
         mock::live_handles_of_model(&path),
         0,
         "the probe left a handle alive:\n{report}"
     );
-    std::fs::remove_file(&path).ok();
     report
 }
 
@@ -426,12 +425,11 @@ fn the_probe_leaves_the_environment_alone() {
 fn a_model_that_does_not_load_is_an_error() {
     let path = MockModel::new()
         .fail_init(mock::InitFailure::InvalidModelMagic)
-        .write_temp()
+        .write_temp_file()
         .unwrap();
     let err = probe::run(&config(&path)).expect_err("the model must not load");
     assert!(matches!(err, Error::Init(_)), "{err}");
     assert_eq!(mock::live_handles_of_model(&path), 0);
-    std::fs::remove_file(path).ok();
 }
 
 #[test]

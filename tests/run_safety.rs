@@ -98,7 +98,7 @@ fn a_callback_after_rkllm_run_returned_is_ignored() {
 #[test]
 fn a_run_that_never_returns_is_left_behind_after_the_stop_timeout() {
     let mock = slow("one two three").with_runtime(|r| r.run_never_returns = true);
-    let file = mock.write_temp().unwrap();
+    let file = mock.write_temp_file().unwrap();
     let path = file.to_path_buf();
     let (first_err, later, live) = within(Duration::from_secs(20), move || {
         let model = Model::builder(&path)
@@ -133,7 +133,7 @@ fn a_run_that_never_returns_is_left_behind_after_the_stop_timeout() {
 
 #[test]
 fn token_ids_are_checked_against_a_known_vocabulary() {
-    let file = MockModel::new().answer("ok").write_temp().unwrap();
+    let file = MockModel::new().answer("ok").write_temp_file().unwrap();
     let model = Model::builder(&*file)
         .runtime(Runtime::mock())
         .vocab_size(rkllm::chat::GEMMA2_VOCAB_SIZE)
@@ -291,7 +291,7 @@ fn a_chat_turn_that_ends_in_an_error_item_is_taken_back_out() {
 #[test]
 fn dropping_the_model_mid_run_destroys_the_handle_once_the_run_is_stopped() {
     let file = slow("one two three four five six seven eight nine ten")
-        .write_temp()
+        .write_temp_file()
         .unwrap();
     let path = file.to_path_buf();
     let model = Model::builder(&path)

@@ -223,7 +223,7 @@ fn waiting_text_handling_matches_the_runtime() {
     let path = MockModel::new()
         .answer(answer)
         .with_runtime(|r| r.waiting_text = WaitingText::PartialBytesThenWhole)
-        .write_temp()
+        .write_temp_file()
         .unwrap();
     let build = |handling| {
         Model::builder(&path)

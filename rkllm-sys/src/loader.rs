@@ -81,7 +81,9 @@ impl std::error::Error for LoadError {}
 /// A source of the RKLLM 1.1.x functions: a loaded `librkllmrt.so`, the linked one, or
 /// another implementation of the same C ABI.
 ///
-/// The function table stays valid as long as the `Library` lives.
+/// The function table stays valid as long as the `Library` lives. A library loaded from a
+/// file stays mapped for the life of the process (`RTLD_NODELETE`), even after every
+/// `Library` value is dropped: the runtime may still own threads that run its code.
 pub struct Library {
     api: RkllmApi,
     origin: String,
@@ -142,7 +144,7 @@ impl Library {
         // SAFETY: loading a shared library runs its initialisers. The library is the one the
         // caller named as the RKLLM runtime; trusting its code is the premise of any binding,
         // exactly as when it is linked at build time.
-        let lib = unsafe { libloading::Library::new(path) }.map_err(|e| LoadError::NotFound {
+        let lib = unsafe { open_resident(path) }.map_err(|e| LoadError::NotFound {
             tried: vec![(shown.clone(), loader_reason(&e))],
         })?;
         for symbol in INCOMPATIBLE_SYMBOLS {
@@ -242,6 +244,23 @@ impl Library {
     pub fn origin(&self) -> &str {
         &self.origin
     }
+}
+
+/// `dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE)`: every symbol is resolved now (a
+/// library missing a dependency fails here, with the loader's reason), and the library is
+/// never unmapped, even after the last `dlclose`. The runtime is closed C++ that may keep
+/// threads or `atexit` handlers of its own after `rkllm_destroy`; unmapping its code under
+/// them would crash the process later, far from the cause.
+///
+/// # Safety
+///
+/// Loading a library runs its initialisers, which may do anything; see
+/// [`libloading::Library::new`].
+unsafe fn open_resident(path: &OsStr) -> Result<libloading::Library, libloading::Error> {
+    use libloading::os::unix;
+    let flags = unix::RTLD_NOW | unix::RTLD_LOCAL | libc::RTLD_NODELETE;
+    // SAFETY: as for this function; the flags are valid `dlopen` modes.
+    unsafe { unix::Library::open(Some(path), flags) }.map(Into::into)
 }
 
 fn loader_reason(e: &libloading::Error) -> String {

@@ -81,6 +81,7 @@ pub struct ModelBuilder {
     capture_log: bool,
     preflight: bool,
     preflight_root: PathBuf,
+    raise_fd_limit: bool,
     settings: RuntimeSettings,
 }
 
@@ -107,6 +108,7 @@ impl ModelBuilder {
             capture_log: true,
             preflight: true,
             preflight_root: PathBuf::from("/"),
+            raise_fd_limit: false,
             settings: RuntimeSettings::default(),
         }
     }
@@ -252,13 +254,25 @@ impl ModelBuilder {
 
     /// Whether to capture the runtime's stdout/stderr during `rkllm_init` to diagnose a
     /// failure (default on). The output is passed on to the original streams either way.
+    ///
+    /// What the capture does to the process: while `rkllm_init` runs, fds 1 and 2 of the
+    /// whole process point at pipes (the descriptor table is process-wide), so output of the
+    /// program's other threads, and of child processes started meanwhile, goes through them
+    /// too. A forwarding thread per pipe passes every byte on to the original descriptor as it
+    /// arrives, and keeps doing so after init for as long as such a child holds the pipe: no
+    /// byte is lost and no child is killed by `SIGPIPE`. The capture's own descriptors are
+    /// close-on-exec and never take the numbers 0 to 2. Only the runtime's own lines
+    /// (`I rkllm: …`, `E RKNN: …`) enter the [`Diagnosis`] and the `log` records (target
+    /// `rkllm::runtime`). Turn it off where even that brief redirection is unwelcome; a failed
+    /// init is then explained by the preflight alone.
     pub fn capture_runtime_log(mut self, on: bool) -> Self {
         self.capture_log = on;
         self
     }
 
     /// Whether to run the cheap checks before init (model file, RAM, driver, platform,
-    /// open-file limit; default on). See [`Preflight`].
+    /// open-file limit; default on). They read files and change nothing, unless
+    /// [`raise_fd_limit`](Self::raise_fd_limit) is on. See [`Preflight`].
     pub fn preflight(mut self, on: bool) -> Self {
         self.preflight = on;
         self
@@ -267,6 +281,16 @@ impl ModelBuilder {
     /// Root directory under which the preflight reads `/proc` and `/sys` (default `/`).
     pub fn preflight_root(mut self, root: impl Into<PathBuf>) -> Self {
         self.preflight_root = root.into();
+        self
+    }
+
+    /// Whether the preflight raises this process's soft open-files limit (`RLIMIT_NOFILE`)
+    /// towards 102400, as the vendor servers do (default off: the limit is only read, and a
+    /// low one is logged as a warning). The limit is process-wide; raising it past 1024
+    /// breaks code of the host program that uses `select()`. See
+    /// [`Preflight::raise_fd_limit`].
+    pub fn raise_fd_limit(mut self, raise: bool) -> Self {
+        self.raise_fd_limit = raise;
         self
     }
 
@@ -398,14 +422,15 @@ impl ModelBuilder {
         if !self.preflight {
             return Ok(None);
         }
-        let preflight = Preflight::with_root(&self.preflight_root);
+        let preflight =
+            Preflight::with_root(&self.preflight_root).raise_fd_limit(self.raise_fd_limit);
         let mut report = preflight.check(&self.path);
         if let Some(e) = report.fatal() {
             return Err(e);
         }
-        // Raising the open-file limit acts on this process, so only for the real root.
+        // The open-files limit is the process's own, so only for the real root.
         if self.preflight_root == Path::new("/") {
-            report.record_open_files_limit(preflight.raise_nofile_limit());
+            preflight.check_open_files_limit(&mut report);
         }
         for warning in report.warnings() {
             log::warn!(target: "rkllm", "preflight: {warning}");

@@ -131,8 +131,8 @@ pub fn embedding_from_rows(rows: &[f32], embd_size: usize, pooling: Pooling) -> 
 /// ```
 /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
 /// use rkllm::{embed, mock::MockModel, Model, Pooling, Runtime};
-/// let path = MockModel::new().write_temp()?;
-/// let model = Model::builder(path).runtime(Runtime::mock()).build()?;
+/// let path = MockModel::new().write_temp_file()?;
+/// let model = Model::builder(&path).runtime(Runtime::mock()).build()?;
 /// let mut session = model.session()?;
 /// let states = session.hidden_states("A sentence to embed.")?;
 /// let v = embed::embedding(&states, Pooling::Mean)?;

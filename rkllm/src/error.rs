@@ -17,7 +17,7 @@ use std::path::PathBuf;
 /// // A runtime that refuses the model explains why, from its own log.
 /// let file = MockModel::new()
 ///     .fail_init(InitFailure::InvalidModelMagic)
-///     .write_temp()
+///     .write_temp_file()
 ///     .unwrap();
 /// let err = Model::builder(&*file).runtime(Runtime::mock()).build().unwrap_err();
 /// assert!(matches!(err, Error::Init(_)));
@@ -316,4 +316,38 @@ pub(crate) fn path_c_string(
 ) -> Result<std::ffi::CString> {
     use std::os::unix::ffi::OsStrExt;
     c_string(field, path.as_os_str().as_bytes())
+}
+
+// Defined here rather than beside the preflight, so the diagnosis (below the error type in
+// the layers) does not import the error type that wraps its own `InitError`.
+impl crate::diagnosis::PreflightReport {
+    /// The error that makes loading pointless (the model file is missing, unreadable, not a
+    /// regular file, or empty), if any: [`Error::Io`] or [`Error::InvalidParameter`].
+    pub fn fatal(&self) -> Option<Error> {
+        let path = self.model_path.clone();
+        Some(match self.model_problem.as_ref()? {
+            crate::diagnosis::preflight::ModelProblem::Io {
+                kind,
+                os_code,
+                message,
+            } => {
+                let source = match os_code {
+                    Some(code) => std::io::Error::from_raw_os_error(*code),
+                    None => std::io::Error::new(*kind, message.clone()),
+                };
+                Error::Io { path, source }
+            }
+            crate::diagnosis::preflight::ModelProblem::NotAFile => Error::InvalidParameter {
+                name: "model_path",
+                reason: format!("{} is not a regular file", path.display()),
+            },
+            crate::diagnosis::preflight::ModelProblem::Empty => Error::InvalidParameter {
+                name: "model_path",
+                reason: format!(
+                    "{} is empty (0 bytes); the download or conversion did not finish",
+                    path.display()
+                ),
+            },
+        })
+    }
 }

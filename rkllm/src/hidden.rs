@@ -5,7 +5,7 @@
 /// ```
 /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
 /// use rkllm::{mock::MockModel, Model, Runtime};
-/// let file = MockModel::new().embed_dim(8).write_temp()?;
+/// let file = MockModel::new().embed_dim(8).write_temp_file()?;
 /// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
 /// let states = model.session()?.hidden_states("Hello world")?;
 /// assert!(states.num_tokens() > 0);

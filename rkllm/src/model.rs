@@ -53,7 +53,7 @@ impl ModelInner {
 /// ```
 /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
 /// use rkllm::{mock::MockModel, GenerateOptions, Model, Runtime};
-/// let file = MockModel::new().answer("Hello!").write_temp()?;
+/// let file = MockModel::new().answer("Hello!").write_temp_file()?;
 /// let model = Model::builder(&*file)
 ///     .runtime(Runtime::mock())
 ///     .max_context_len(1024)

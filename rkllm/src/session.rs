@@ -44,7 +44,7 @@ use crate::stream::{Completion, StreamOptions, TokenStream};
 /// ```
 /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
 /// use rkllm::{mock::MockModel, GenerateOptions, Model, Runtime};
-/// let file = MockModel::new().answer("Paris.").write_temp()?;
+/// let file = MockModel::new().answer("Paris.").write_temp_file()?;
 /// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
 /// let mut session = model.session()?;
 /// let mut text = String::new();

@@ -127,7 +127,7 @@ struct Held {
 /// ```
 /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
 /// use rkllm::{mock::MockModel, FinishReason, GenerateOptions, Model, Runtime};
-/// let file = MockModel::new().answer("Hello there, friend").write_temp()?;
+/// let file = MockModel::new().answer("Hello there, friend").write_temp_file()?;
 /// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
 /// let mut session = model.session()?;
 /// let mut stream = session.generate("Hi", &GenerateOptions::new().stop_string(","))?;

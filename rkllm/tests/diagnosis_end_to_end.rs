@@ -42,8 +42,8 @@ impl Drop for Board {
 }
 
 fn build(model: &MockModel, board: &Board) -> rkllm::Result<Model> {
-    let path = model.write_temp().unwrap();
-    Model::builder(path)
+    let file = model.write_temp_file().unwrap();
+    Model::builder(&file)
         .runtime(Runtime::mock())
         .preflight_root(&board.0)
         .build()
@@ -155,9 +155,9 @@ fn without_capture_the_diagnosis_is_empty() {
     let board = Board::new("nocapture");
     let path = MockModel::new()
         .fail_init(InitFailure::InvalidModelMagic)
-        .write_temp()
+        .write_temp_file()
         .unwrap();
-    let result = Model::builder(path)
+    let result = Model::builder(&path)
         .runtime(Runtime::mock())
         .preflight_root(&board.0)
         .capture_runtime_log(false)

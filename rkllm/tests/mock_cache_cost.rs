@@ -190,12 +190,12 @@ fn damaged_truncated_and_foreign_files_are_refused() {
 fn invalid_cost_values_are_refused() {
     let err = MockModel::new()
         .disk_bytes_per_second(-1.0)
-        .write_temp()
+        .write_temp_file()
         .unwrap_err();
     assert!(err.to_string().contains("disk_bytes_per_second"), "{err}");
     let err = MockModel::new()
         .kv_geometry(KvGeometry::new(26, 0, 256))
-        .write_temp()
+        .write_temp_file()
         .unwrap_err();
     assert!(err.to_string().contains("KV geometry"), "{err}");
 }

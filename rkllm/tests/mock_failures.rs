@@ -20,7 +20,7 @@ fn init_captured(
     model: &MockModel,
     edit: impl FnOnce(&mut rkllm_sys::RKLLMParam),
 ) -> (i32, LLMHandle, Captured) {
-    let path = model.write_temp().unwrap();
+    let path = model.write_temp_file().unwrap();
     init_path_captured(&path, edit)
 }
 
@@ -128,6 +128,7 @@ fn an_old_driver_is_warned_about_before_the_version_line() {
     drop(Handle {
         raw: h,
         model: Default::default(),
+        file: None,
     });
     assert!(!cap.stdout.contains("too low"));
     assert!(cap.stdout.contains("rknpu driver version: 0.9.7,"));
@@ -190,7 +191,7 @@ fn init_rejects_missing_and_foreign_model_files() {
 #[test]
 fn init_rejects_null_pointers() {
     let _l = log_lock();
-    let path = MockModel::new().write_temp().unwrap();
+    let path = MockModel::new().write_temp_file().unwrap();
     let c = CString::new(path.to_str().unwrap()).unwrap();
     let mut p = params(&c, |_| {});
     let a = api();
@@ -236,6 +237,7 @@ fn init_rejects_a_nonsensical_context_length() {
     drop(Handle {
         raw: h,
         model: Default::default(),
+        file: None,
     });
 }
 

@@ -17,13 +17,14 @@ static POOL_LOCK: Mutex<()> = Mutex::new(());
 const GIB: u64 = 1 << 30;
 
 fn try_init(model: &MockModel) -> (i32, Option<Handle>, Captured) {
-    let path = model.write_temp().unwrap();
+    let path = model.write_temp_file().unwrap();
     let c = CString::new(path.to_str().unwrap()).unwrap();
     let mut p = params(&c, |_| {});
     let ((rc, h), cap) = capture(|| init_raw(&mut p));
     let handle = (!h.is_null()).then(|| Handle {
         raw: h,
-        model: path,
+        model: path.to_path_buf(),
+        file: Some(path),
     });
     (rc, handle, cap)
 }

@@ -35,10 +35,24 @@ fn the_file_starts_with_the_format_marker_and_round_trips() {
         "{json}"
     );
     assert_eq!(MockModel::from_json(&json).unwrap(), model);
-    let path = model.write_temp().unwrap();
+    let path = model.write_temp_file().unwrap();
     assert!(is_mock_model_file(&path));
     assert_eq!(MockModel::read_from(&path).unwrap(), model);
-    std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn the_temp_file_guard_removes_the_file_unless_kept() {
+    let model = MockModel::new().answer("guarded");
+    let file = model.write_temp_file().unwrap();
+    let path = file.to_path_buf();
+    assert_eq!(file.path(), path);
+    assert_eq!(MockModel::read_from(&file).unwrap(), model);
+    drop(file);
+    assert!(!path.exists(), "{} is left behind", path.display());
+
+    let kept = model.write_temp_file().unwrap().keep();
+    assert!(kept.exists(), "a kept file was removed");
+    std::fs::remove_file(kept).unwrap();
 }
 
 #[test]

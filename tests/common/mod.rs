@@ -1,34 +1,62 @@
 //! Helpers shared by the integration tests: build mock models the way a user's tests would.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rkllm::mock::MockModel;
 use rkllm::{Model, Runtime};
 
 /// Writes `mock` to a fresh file and loads it into the mock runtime.
 pub fn load(mock: &MockModel) -> Model {
-    let path = mock.write_temp().expect("write mock model");
-    Model::builder(path)
+    // The mock reads the file in `rkllm_init` only: it may go once the model is built.
+    let file = mock.write_temp_file().expect("write mock model");
+    Model::builder(&file)
         .runtime(Runtime::mock())
         .build()
         .expect("mock model loads")
 }
 
+/// A path under the temp directory, unique to this process and name; whatever is there
+/// (a file, or a directory and its contents) is removed when it drops.
+#[derive(Debug)]
+pub struct TempPath(PathBuf);
+
+impl std::ops::Deref for TempPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempPath {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl From<&TempPath> for PathBuf {
+    fn from(path: &TempPath) -> PathBuf {
+        path.0.clone()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// A file that exists (LoRA adapters must exist on disk for the runtime).
-pub fn temp_file(name: &str, contents: &[u8]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rkllm-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+pub fn temp_file(name: &str, contents: &[u8]) -> TempPath {
+    let path = temp_path(name);
     std::fs::write(&path, contents).unwrap();
     path
 }
 
-/// A unique path in a per-process temp directory (not created).
-pub fn temp_path(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rkllm-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+/// A unique path in the temp directory (not created).
+pub fn temp_path(name: &str) -> TempPath {
+    TempPath(std::env::temp_dir().join(format!("rkllm-tests-{}-{name}", std::process::id())))
 }
 
 /// Concatenated text of a stream that must not fail.

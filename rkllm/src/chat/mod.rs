@@ -27,9 +27,9 @@ mod error;
 #[cfg(feature = "tokenizer")]
 mod lean_tokenizer;
 mod message;
+pub mod prefix_store;
 mod role;
 mod session;
-pub mod prefix_store;
 mod strip;
 mod template;
 #[cfg(feature = "tokenizer")]

@@ -119,8 +119,8 @@ impl Session {
     /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
     /// use rkllm::chat::{Conversation, SystemStyle};
     /// use rkllm::{mock::MockModel, GenerateOptions, Model, Runtime};
-    /// let path = MockModel::new().answer("Arr, hello!").write_temp()?;
-    /// let model = Model::builder(path).runtime(Runtime::mock()).build()?;
+    /// let path = MockModel::new().answer("Arr, hello!").write_temp_file()?;
+    /// let model = Model::builder(&path).runtime(Runtime::mock()).build()?;
     /// let mut session = model.session()?;
     /// let mut chat = Conversation::new(SystemStyle::Merge);
     /// chat.set_system("You are a pirate.");
@@ -228,7 +228,7 @@ impl Drop for ChatSession {
 /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
 /// use rkllm::chat::{ChatSession, Conversation, SystemStyle};
 /// use rkllm::{mock::MockModel, GenerateOptions, Model, Runtime};
-/// let file = MockModel::new().answer("Hi!").write_temp()?;
+/// let file = MockModel::new().answer("Hi!").write_temp_file()?;
 /// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
 /// let mut chat = ChatSession::new(model.session()?);
 /// let dir = std::env::temp_dir().join(format!("rkllm-doc-cache-{}", std::process::id()));

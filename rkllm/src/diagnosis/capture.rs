@@ -1,30 +1,46 @@
 //! Capturing what C code writes to file descriptors 1 and 2 while a closure runs.
 //!
 //! The runtime prints its reasons for a failed `rkllm_init` with `printf`-style calls, so the
-//! only way to read them is at the file-descriptor level: each of fds 1 and 2 is pointed at a
-//! pipe for the duration of the call, and a reader thread per pipe copies every byte on to the
-//! original descriptor (the user loses nothing) while keeping a copy.
+//! only way to read them is at the file-descriptor level. What this does to the process:
 //!
+//! - For the duration of the call, fds 1 and 2 of the **whole process** are pipes (the
+//!   descriptor table is process-wide). Whatever any thread writes to them meanwhile, and any
+//!   child process started meanwhile (which inherits the pipe as its stdout or stderr), goes
+//!   through the pipe.
+//! - A forwarding thread per pipe copies every byte on to the original descriptor as it
+//!   arrives, so nothing is lost or delayed beyond a thread hop, and keeps a copy of what
+//!   arrived until the call returned.
+//! - Afterwards fds 1 and 2 point at the original descriptors again (on every path, panics
+//!   included). The forwarding thread keeps copying until the pipe's last writer is gone: a
+//!   child started during the call may write to its inherited stdout long after, and is never
+//!   killed by `SIGPIPE` for it. Without such a child the thread ends at once.
+//! - The capture's own descriptors are close-on-exec and numbered 3 or above: children never
+//!   inherit them, and they never take the place of a closed standard stream.
 //! - Captures are serialised process-wide; a capture nested inside another on the same thread
 //!   works (the inner one tees into the outer one). A closure that waits for another thread
 //!   which itself starts a capture would deadlock; nothing in this crate does that.
-//! - Anything the whole process writes to fds 1 and 2 meanwhile (other threads too) is
-//!   captured as well, and still reaches the original descriptors.
-//! - The descriptors are restored on every path, panics included (a drop guard).
-//! - Captured lines go to the `log` facade (target `rkllm::runtime`) only after the
-//!   descriptors are restored: a logger writing to stderr during the capture would feed its
-//!   own output back into the pipe.
+//! - Only the runtime's own lines (its `I rkllm:`, `E RKNN:` … marks and unmarked failure
+//!   phrases) are kept for the diagnosis and forwarded to the `log` facade (target
+//!   `rkllm::runtime`), and only after the descriptors are restored: a logger writing to
+//!   stderr during the capture would feed its own output back into the pipe. Lines other
+//!   threads wrote meanwhile still reach the original descriptors, and nothing else.
+//! - Under Miri, which cannot redirect descriptors (nor call foreign code, so the runtime is
+//!   the mock), the descriptors are left alone and the mock hands its lines to the capture
+//!   directly ([`tap_record`]); the diagnosis reads them as usual.
+
+// Under Miri the descriptor machinery below is compiled but not used.
+#![cfg_attr(miri, allow(dead_code, unused_imports))]
 
 use std::cell::Cell;
 use std::io::Write;
 use std::os::fd::RawFd;
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::thread::JoinHandle;
 
 use super::fd::{
-    dup2, flush_c_stdio, pipe, read, set_nonblocking, wait_readable, write_all, Fd, Wake,
+    bytes_available, dup2, flush_c_stdio, pipe, read, wait_readable, write_all, Fd, Wake,
 };
-use super::log::{clean_line, level_mark};
+use super::log::{clean_line, is_runtime_line, level_mark};
 
 /// The `log` target captured runtime lines are forwarded to.
 pub(crate) const LOG_TARGET: &str = "rkllm::runtime";
@@ -39,20 +55,45 @@ thread_local! {
 }
 
 /// Runs `f`, capturing fds 1 and 2 when `enabled`, else calling it directly (empty text).
+/// The text holds the runtime's own lines only (see [`runtime_lines`]).
 pub(crate) fn run_captured<R>(enabled: bool, f: impl FnOnce() -> R) -> (R, String) {
     if enabled {
-        capture(f)
+        let (result, text) = capture(f);
+        (result, runtime_lines(&text))
     } else {
         (f(), String::new())
     }
 }
 
+/// The lines of `text` the runtime printed itself, each ending in a newline: lines of the
+/// host program that arrived during the capture are dropped.
+pub(crate) fn runtime_lines(text: &str) -> String {
+    text.lines()
+        .filter(|line| is_runtime_line(&clean_line(line)))
+        .flat_map(|line| [line, "\n"])
+        .collect()
+}
+
+/// Under Miri: runs `f` while collecting the lines the mock runtime prints ([`tap_record`]),
+/// which also still go to fds 1 and 2; returns its result and the text.
+#[cfg(miri)]
+pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, String) {
+    let _lock = LockGuard::acquire();
+    let level = tap::Level::open();
+    let result = f();
+    let text = level.close();
+    forward_to_log(&text);
+    (result, text)
+}
+
 /// Runs `f` while capturing what is written to fds 1 and 2; returns its result and the text
-/// (whole lines, in arrival order across the two streams). Every byte is also passed on to
-/// the original descriptors.
+/// (whole lines, in arrival order across the two streams, whoever wrote them). Every byte is
+/// also passed on to the original descriptors, during and after the capture; see the module
+/// documentation for what this does to the process.
 ///
 /// If the capture cannot be set up (no free descriptors, no thread), `f` runs uncaptured and
 /// the text is empty. A panic in `f` propagates after the descriptors are restored.
+#[cfg(not(miri))]
 pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, String) {
     let _lock = LockGuard::acquire();
     flush_all();
@@ -68,6 +109,66 @@ pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, String) {
     let text = redirect.finish();
     forward_to_log(&text);
     (result, text)
+}
+
+/// Hands `bytes` (whole lines the mock runtime writes to fd 1 or 2) to the captures in
+/// progress. Under Miri, the only way the capture sees the runtime's lines.
+#[cfg(miri)]
+pub(crate) fn tap_record(bytes: &[u8]) {
+    tap::record(bytes);
+}
+
+/// The captures in progress under Miri, outermost first (a nested capture's lines reach the
+/// outer one too, as with descriptors). Captures are serialised, so one stack serves the
+/// process; the mock's lines come from any thread, as they would through fds 1 and 2.
+#[cfg(miri)]
+mod tap {
+    use std::sync::{Mutex, PoisonError};
+
+    static OPEN: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+    pub(super) fn record(bytes: &[u8]) {
+        let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
+        for level in open.iter_mut() {
+            level.extend_from_slice(bytes);
+        }
+    }
+
+    /// One capture's level of the stack; closed on drop too (a panic in the closure).
+    pub(super) struct Level {
+        closed: bool,
+    }
+
+    impl Level {
+        pub(super) fn open() -> Level {
+            OPEN.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Vec::new());
+            Level { closed: false }
+        }
+
+        pub(super) fn close(mut self) -> String {
+            self.closed = true;
+            let bytes = pop();
+            String::from_utf8(bytes)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        }
+    }
+
+    impl Drop for Level {
+        fn drop(&mut self) {
+            if !self.closed {
+                pop();
+            }
+        }
+    }
+
+    fn pop() -> Vec<u8> {
+        OPEN.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
+    }
 }
 
 /// Runs `f` holding the capture lock, so that no capture on another thread can move fds 1
@@ -111,11 +212,11 @@ fn flush_all() {
     flush_c_stdio();
 }
 
-/// Sends each captured line to the `log` facade at the level of its mark.
+/// Sends each of the runtime's own lines to the `log` facade at the level of its mark.
 fn forward_to_log(text: &str) {
     for line in text.lines() {
         let line = clean_line(line);
-        if !line.is_empty() {
+        if !line.is_empty() && is_runtime_line(&line) {
             ::log::log!(target: LOG_TARGET, log_level(&line), "{line}");
         }
     }
@@ -134,8 +235,8 @@ fn log_level(line: &str) -> ::log::Level {
 /// The captured text of both streams: complete lines, appended as they arrive.
 type Sink = Arc<Mutex<Vec<u8>>>;
 
-/// Fds 1 and 2 pointed at pipes, with their reader threads. Dropping it restores the
-/// descriptors and stops the readers.
+/// Fds 1 and 2 pointed at pipes, with their forwarding threads. Dropping it restores the
+/// descriptors and ends the capture (the threads forward on until end-of-file).
 struct Redirect {
     streams: Vec<Stream>,
     sink: Sink,
@@ -147,9 +248,11 @@ struct Stream {
     target: RawFd,
     /// A duplicate of the original descriptor, restored onto `target` at the end.
     saved: Fd,
-    /// Write end of the pipe that tells the reader to drain what is left and stop.
+    /// Write end of the pipe that tells the forwarder the capture is over.
     stop: Option<Fd>,
-    reader: Option<JoinHandle<()>>,
+    /// Signalled (or closed) once the forwarder has put into the sink everything the pipe
+    /// held when the capture ended.
+    captured: Option<mpsc::Receiver<()>>,
 }
 
 impl Redirect {
@@ -170,8 +273,8 @@ impl Redirect {
         Ok(redirect)
     }
 
-    /// Flushes C's buffers into the pipes, restores the descriptors, waits for the readers
-    /// and returns the text.
+    /// Flushes C's buffers into the pipes, restores the descriptors, waits until the
+    /// forwarders have the text, and returns it.
     fn finish(mut self) -> String {
         self.restore();
         let bytes = std::mem::take(&mut *self.sink.lock().unwrap_or_else(PoisonError::into_inner));
@@ -188,7 +291,7 @@ impl Redirect {
             stream.restore();
         }
         for stream in &mut self.streams {
-            stream.join();
+            stream.wait_captured();
         }
         self.streams.clear();
     }
@@ -209,20 +312,22 @@ impl Stream {
         };
         let (data_r, data_w) = pipe()?;
         let (stop_r, stop_w) = pipe()?;
-        let tee = saved.dup_raw()?;
+        let original = saved.dup_raw()?;
+        let (captured_tx, captured_rx) = mpsc::channel();
         let sink = Arc::clone(sink);
-        let reader = std::thread::Builder::new()
+        // Detached: it ends by itself at the pipe's end-of-file.
+        std::thread::Builder::new()
             .name(format!("rkllm-capture-fd{target}"))
-            .spawn(move || read_loop(data_r, stop_r, tee, &sink))?;
+            .spawn(move || forward(data_r, stop_r, original, &sink, captured_tx))?;
         let mut stream = Stream {
             target,
             saved,
             stop: Some(stop_w),
-            reader: Some(reader),
+            captured: Some(captured_rx),
         };
         if let Err(e) = dup2(data_w.0, target) {
-            stream.stop_reader();
-            stream.join();
+            stream.stop_forwarder();
+            stream.wait_captured();
             return Err(e);
         }
         // `data_w` closes here: `target` is now the pipe's only write end in this process.
@@ -230,77 +335,130 @@ impl Stream {
         Ok(Some(stream))
     }
 
-    /// Points `target` back at the original descriptor, then tells the reader to finish.
+    /// Points `target` back at the original descriptor, then tells the forwarder.
     fn restore(&mut self) {
         if let Err(e) = dup2(self.saved.0, self.target) {
-            // Nothing better to do than say so: the descriptor stays on the pipe.
+            // Nothing better to do than say so: the descriptor stays on the pipe, whose
+            // forwarder keeps passing its bytes on.
             ::log::error!(target: LOG_TARGET, "could not restore fd {}: {e}", self.target);
         }
-        self.stop_reader();
+        self.stop_forwarder();
     }
 
-    /// Wakes the reader through the stop pipe; it then drains what is left of the data pipe
-    /// without waiting for end-of-file, which a child process forked meanwhile could delay
-    /// forever by holding a write end. A byte is written, not just the end closed, for the
-    /// same reason.
-    fn stop_reader(&mut self) {
+    /// Wakes the forwarder through the stop pipe. A byte is written, not just the end
+    /// closed, so that it wakes even if the stop pipe's write end was inherited by a child.
+    fn stop_forwarder(&mut self) {
         if let Some(stop) = self.stop.take() {
-            // If the write fails the reader still wakes when `stop` closes below.
+            // If the write fails the forwarder still wakes when `stop` closes below.
             let _ = write_all(&stop, b"x");
         }
     }
 
-    fn join(&mut self) {
-        if let Some(reader) = self.reader.take() {
-            // The reader does not panic (it only copies bytes); if it did, the captured text
-            // is incomplete but the descriptors are already restored.
-            let _ = reader.join();
+    /// Waits until the forwarder has put the capture's text into the sink. It does not wait
+    /// for end-of-file, which a child process started meanwhile could delay forever by
+    /// holding a write end.
+    fn wait_captured(&mut self) {
+        if let Some(captured) = self.captured.take() {
+            // An error means the forwarder is gone (it does not panic: it only copies bytes);
+            // the text is then incomplete, but nothing waits forever.
+            let _ = captured.recv();
         }
     }
 }
 
-/// The reader thread: copies the data pipe to `tee` and to `sink` (whole lines), until the
-/// stop pipe closes; then drains what the pipe still holds.
-fn read_loop(data: Fd, stop: Fd, tee: Fd, sink: &Sink) {
+/// The original descriptor the forwarder copies to; a failed write (the reader of the
+/// original stream went away) stops the copying, never the forwarding loop.
+struct Original {
+    fd: Fd,
+    ok: bool,
+}
+
+impl Original {
+    fn write(&mut self, bytes: &[u8]) {
+        if self.ok {
+            self.ok = write_all(&self.fd, bytes).is_ok();
+        }
+    }
+}
+
+/// The forwarding thread. While the capture lasts, copies the data pipe to `original` and
+/// whole lines to `sink`. When the stop pipe wakes it, it takes into the sink exactly what
+/// the pipe holds then (everything written before the descriptor was restored), signals
+/// `captured`, and from then on only copies to `original`, until end-of-file: the read end
+/// stays open as long as anyone (a child process started during the capture) can write.
+fn forward(data: Fd, stop: Fd, original: Fd, sink: &Sink, captured: mpsc::Sender<()>) {
+    let mut original = Original {
+        fd: original,
+        ok: true,
+    };
     let mut pending = Vec::new();
-    let mut tee_ok = true;
     let mut buf = vec![0u8; 64 * 1024];
-    let mut stopping = false;
+    let mut at_eof = false;
+    // The capture.
     loop {
-        if !stopping {
-            match wait_readable(&data, &stop) {
-                Ok(Wake::Data) => {}
-                Ok(Wake::Stop) => {
-                    stopping = true;
-                    if set_nonblocking(&data).is_err() {
-                        break;
-                    }
+        match wait_readable(&data, &stop) {
+            Ok(Wake::Data) => match read(&data, &mut buf) {
+                Ok(0) => {
+                    at_eof = true;
+                    break;
                 }
+                Ok(n) => {
+                    original.write(&buf[..n]);
+                    keep_lines(sink, &mut pending, &buf[..n]);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            },
+            Ok(Wake::Stop) => break,
+            // Cannot wait on both pipes: stop capturing, but go on forwarding below.
+            Err(_) => break,
+        }
+    }
+    drop(stop);
+    if !at_eof {
+        let mut left = bytes_available(&data).unwrap_or(0);
+        while left > 0 {
+            let want = left.min(buf.len());
+            match read(&data, &mut buf[..want]) {
+                Ok(0) => {
+                    at_eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    original.write(&buf[..n]);
+                    keep_lines(sink, &mut pending, &buf[..n]);
+                    left -= n;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             }
-        }
-        match read(&data, &mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                let chunk = &buf[..n];
-                if tee_ok {
-                    // A closed or broken original stream must not stop the capture.
-                    tee_ok = write_all(&tee, chunk).is_ok();
-                }
-                pending.extend_from_slice(chunk);
-                if let Some(last_nl) = pending.iter().rposition(|&b| b == b'\n') {
-                    let rest = pending.split_off(last_nl + 1);
-                    append(sink, &pending);
-                    pending = rest;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break, // EAGAIN once drained after stop, or a real error
         }
     }
     if !pending.is_empty() {
         pending.push(b'\n');
         append(sink, &pending);
+    }
+    let _ = captured.send(());
+    drop(captured);
+    // After the capture: pass on whatever still arrives, until the last writer is gone.
+    while !at_eof {
+        match read(&data, &mut buf) {
+            Ok(0) => at_eof = true,
+            Ok(n) => original.write(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // Not expected on a pipe; nothing more can be read.
+            Err(_) => break,
+        }
+    }
+}
+
+/// Adds `chunk` to the line being assembled and moves every completed line into the sink.
+fn keep_lines(sink: &Sink, pending: &mut Vec<u8>, chunk: &[u8]) {
+    pending.extend_from_slice(chunk);
+    if let Some(last_nl) = pending.iter().rposition(|&b| b == b'\n') {
+        let rest = pending.split_off(last_nl + 1);
+        append(sink, pending);
+        *pending = rest;
     }
 }
 
@@ -340,18 +498,28 @@ mod tests {
         (st.st_dev as u64, st.st_ino as u64)
     }
 
-    /// Runs `f` with fds 1 and 2 pointed at pipes of the test's own (holding the capture
-    /// lock, so no other capture moves them meanwhile), and returns what reached each. With
-    /// `tee` the bytes are also passed on to the real descriptors, so that the harness's own
-    /// output meanwhile survives.
+    /// Serialises the tests that point fds 1 and 2 at pipes of their own or compare where
+    /// they point: one such test would otherwise see the other's pipes.
+    fn observer_lock() -> MutexGuard<'static, ()> {
+        static OBSERVER: Mutex<()> = Mutex::new(());
+        OBSERVER.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `f` with fds 1 and 2 pointed at pipes of the test's own, and returns what
+    /// reached each. The capture lock is held while the pipes are put in place and taken out,
+    /// so that no capture saves or restores the descriptors meanwhile; captures while `f`
+    /// runs (on any thread) nest inside. With `tee` what reaches fd 1 is also passed on to
+    /// the real descriptor, so that the harness's own output meanwhile survives; what reaches
+    /// fd 2 (only the tests' own lines) is kept from the terminal.
     fn observe<R>(tee: bool, f: impl FnOnce() -> R) -> (R, Vec<u8>, Vec<u8>) {
-        exclusive(|| {
+        let _one_observer = observer_lock();
+        let (saved, readers) = exclusive(|| {
             flush_all();
             let mut saved = Vec::new();
             let mut readers = Vec::new();
             for fd in [1, 2] {
                 let real = Fd::dup(fd).unwrap();
-                let copy = if tee {
+                let copy = if tee && fd == 1 {
                     Some(real.dup_raw().unwrap())
                 } else {
                     None
@@ -379,19 +547,22 @@ mod tests {
                 }));
                 saved.push((fd, real));
             }
-            let result = catch_unwind(AssertUnwindSafe(f));
+            (saved, readers)
+        });
+        let result = catch_unwind(AssertUnwindSafe(f));
+        exclusive(|| {
             flush_all();
             for (fd, real) in &saved {
                 dup2(real.0, *fd).unwrap();
             }
-            let mut seen: Vec<Vec<u8>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
-            let err = seen.pop().unwrap();
-            let out = seen.pop().unwrap();
-            match result {
-                Ok(r) => (r, out, err),
-                Err(payload) => std::panic::resume_unwind(payload),
-            }
-        })
+        });
+        let mut seen: Vec<Vec<u8>> = readers.into_iter().map(|r| r.join().unwrap()).collect();
+        let err = seen.pop().unwrap();
+        let out = seen.pop().unwrap();
+        match result {
+            Ok(r) => (r, out, err),
+            Err(payload) => std::panic::resume_unwind(payload),
+        }
     }
 
     fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -399,6 +570,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn captures_and_tees_both_streams() {
         let ((), out, err) = observe(true, || {
             let ((), text) = capture(|| {
@@ -429,6 +601,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn large_write_does_not_deadlock() {
         let block: String = (0..20_000)
             .map(|i| format!("bulk {i:06} {}\n", "x".repeat(50)))
@@ -461,7 +634,9 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn descriptors_restored_after_normal_run_and_panic() {
+        let _one_observer = observer_lock();
         exclusive(|| {
             let before = (identity(1), identity(2));
             let (during, _) = capture(|| (identity(1), identity(2)));
@@ -480,12 +655,13 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn nested_captures_tee_into_the_outer_one() {
         let ((inner, outer), _, _) = observe(true, || {
             let (inner, outer) = capture(|| {
-                c_write(1, b"nest-outer-a\n");
-                let ((), inner) = capture(|| c_write(1, b"nest-inner\n"));
-                c_write(1, b"nest-outer-b\n");
+                c_write(2, b"nest-outer-a\n");
+                let ((), inner) = capture(|| c_write(2, b"nest-inner\n"));
+                c_write(2, b"nest-outer-b\n");
                 inner
             });
             (inner, outer)
@@ -498,44 +674,149 @@ mod tests {
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn concurrent_captures_serialise() {
-        // These lines reach the real stderr: observing it would hold the lock these
-        // threads need, so they are kept few.
-        let threads: Vec<_> = (0..3)
-            .map(|t| {
-                std::thread::spawn(move || {
-                    for round in 0..4 {
-                        let marker = format!("conc-thread-{t}-round-{round}");
-                        let ((), text) = capture(|| {
-                            c_write(2, format!("{marker} start\n").as_bytes());
-                            std::thread::yield_now();
-                            c_write(2, format!("{marker} end\n").as_bytes());
-                        });
-                        assert!(text.contains(&format!("{marker} start\n")));
-                        assert!(text.contains(&format!("{marker} end\n")));
-                        let foreign = text
-                            .lines()
-                            .filter(|l| l.starts_with("conc-thread-"))
-                            .count();
-                        assert_eq!(foreign, 2, "another capture ran inside this one: {text:?}");
-                    }
+        let ((), _, err) = observe(true, || {
+            let threads: Vec<_> = (0..3)
+                .map(|t| {
+                    std::thread::spawn(move || {
+                        for round in 0..4 {
+                            let marker = format!("conc-thread-{t}-round-{round}");
+                            let ((), text) = capture(|| {
+                                c_write(2, format!("{marker} start\n").as_bytes());
+                                std::thread::yield_now();
+                                c_write(2, format!("{marker} end\n").as_bytes());
+                            });
+                            assert!(text.contains(&format!("{marker} start\n")));
+                            assert!(text.contains(&format!("{marker} end\n")));
+                            let foreign = text
+                                .lines()
+                                .filter(|l| l.starts_with("conc-thread-"))
+                                .count();
+                            assert_eq!(foreign, 2, "another capture ran inside this one: {text:?}");
+                        }
+                    })
                 })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+        });
+        // Every capture passed its lines on.
+        assert!(contains(&err, b"conc-thread-2-round-3 end\n"));
     }
 
     #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn disabled_capture_calls_f_directly() {
         let (n, text) = run_captured(false, || 42);
         assert_eq!((n, text.as_str()), (42, ""));
         let (text, out, _) = observe(true, || {
-            run_captured(true, || c_write(1, b"enabled-capture\n")).1
+            run_captured(true, || c_write(1, b"I rkllm: enabled-capture\n")).1
         });
-        assert!(contains(&out, b"enabled-capture\n"));
-        assert!(text.contains("enabled-capture"));
+        assert!(contains(&out, b"I rkllm: enabled-capture\n"));
+        assert!(text.contains("I rkllm: enabled-capture\n"), "{text:?}");
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
+    fn another_threads_lines_reach_the_stream_but_not_the_runtime_text() {
+        let (text, out, err) = observe(true, || {
+            run_captured(true, || {
+                c_write(1, b"I rkllm: own-line before\n");
+                // The host's other thread prints while the runtime runs.
+                std::thread::spawn(|| {
+                    c_write(2, b"host-thread: serving request 7\n");
+                    c_write(2, b"E myapp: host-thread error line\n");
+                })
+                .join()
+                .unwrap();
+                c_write(2, b"E RKNN: own-line after\n");
+            })
+            .1
+        });
+        // The two streams' lines arrive through two pipes: their order is not kept.
+        for own in ["I rkllm: own-line before\n", "E RKNN: own-line after\n"] {
+            assert!(text.contains(own), "{own:?} missing from {text:?}");
+        }
+        assert!(!text.contains("host-thread"), "{text:?}");
+        // Every byte still reached the original descriptors.
+        assert!(contains(&err, b"host-thread: serving request 7\n"));
+        assert!(contains(&err, b"E myapp: host-thread error line\n"));
+        assert!(contains(&out, b"I rkllm: own-line before\n"));
+        assert!(contains(&err, b"E RKNN: own-line after\n"));
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
+    fn a_child_started_during_the_capture_outlives_it_and_is_heard() {
+        use std::os::unix::process::ExitStatusExt;
+        let (status, _, err) = observe(true, || {
+            let (child, _) = capture(|| {
+                // Inherits fd 2 (the capture's pipe) and writes only after the capture ended.
+                std::process::Command::new("sh")
+                    .args(["-c", "sleep 0.3; echo late-child-line >&2"])
+                    .spawn()
+                    .expect("spawn sh")
+            });
+            let mut child = child;
+            child.wait().expect("wait for the child")
+        });
+        assert_eq!(
+            status.signal(),
+            None,
+            "the child was killed by signal {:?} (13 is SIGPIPE)",
+            status.signal()
+        );
+        assert!(status.success(), "{status}");
+        assert!(
+            contains(&err, b"late-child-line\n"),
+            "the child's output was lost: {:?}",
+            String::from_utf8_lossy(&err)
+        );
+    }
+
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
+    fn own_descriptors_are_close_on_exec_and_above_the_standard_streams() {
+        let flags = |fd: &Fd| {
+            // SAFETY: F_GETFD only reads the descriptor's flags.
+            unsafe { libc::fcntl(fd.0, libc::F_GETFD) }
+        };
+        let (r, w) = pipe().unwrap();
+        let saved = Fd::dup(1).unwrap();
+        for fd in [&r, &w, &saved] {
+            assert!(
+                fd.0 >= 3,
+                "descriptor {} is a standard stream's number",
+                fd.0
+            );
+            assert_ne!(flags(fd) & libc::FD_CLOEXEC, 0, "fd {} is inherited", fd.0);
+        }
+    }
+
+    #[test]
+    #[cfg(miri)]
+    fn under_miri_the_mocks_lines_are_handed_over() {
+        let (n, text) = capture(|| 7);
+        assert_eq!((n, text.as_str()), (7, ""));
+        let ((inner, n), outer) = capture(|| {
+            tap_record(b"host: not the runtime's\n");
+            let (n, inner) = run_captured(true, || {
+                tap_record(b"I rkllm: rkllm-runtime version: 1.1.1\n");
+                8
+            });
+            (inner, n)
+        });
+        assert_eq!(n, 8);
+        assert_eq!(inner, "I rkllm: rkllm-runtime version: 1.1.1\n");
+        assert!(outer.contains("host: not the runtime's\n"), "{outer:?}");
+        assert!(
+            outer.contains("I rkllm: rkllm-runtime version"),
+            "{outer:?}"
+        );
+        // Outside a capture the lines go nowhere but the descriptors.
+        tap_record(b"I rkllm: after\n");
     }
 
     #[test]

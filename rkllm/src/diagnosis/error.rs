@@ -136,8 +136,9 @@ impl InitError {
             Cause::NpuOutOfMemory => self.out_of_memory_fix(),
             Cause::TooManyOpenFiles => {
                 let mut fix = "raise the open-files limit (RLIMIT_NOFILE): run `ulimit -n 102400` \
-                    before starting the program; the runtime exports every NPU buffer as a file \
-                    descriptor"
+                    before starting the program, or let the preflight raise the soft limit \
+                    (`ModelBuilder::raise_fd_limit(true)`); the runtime exports every NPU buffer \
+                    as a file descriptor"
                     .to_owned();
                 if let Some(limit) = self.preflight.as_ref().and_then(|p| p.open_files()) {
                     fix.push_str(&format!(" (the soft limit is {limit})"));
@@ -145,7 +146,7 @@ impl InitError {
                 vec![
                     fix,
                     "if the hard limit is too low, raise it (limits.conf, systemd LimitNOFILE=) so \
-                     preflight can raise the soft one"
+                     that the soft one can be raised"
                         .to_owned(),
                 ]
             }

@@ -1,6 +1,9 @@
 //! Thin, safe wrappers over the descriptor system calls the capture needs; all of the
 //! capture's `unsafe` is here.
 
+// Under Miri the capture does not redirect descriptors, so none of this is used.
+#![cfg_attr(miri, allow(dead_code))]
+
 use std::io;
 use std::os::fd::RawFd;
 
@@ -13,6 +16,11 @@ pub(super) fn flush_c_stdio() {
         libc::fflush(std::ptr::null_mut());
     }
 }
+
+/// The lowest descriptor number the capture's own descriptors may take: 0, 1 and 2 are the
+/// standard streams, which a daemon may have closed; a pipe end landing there would become
+/// the process's stdin or stderr.
+const FIRST_PRIVATE_FD: RawFd = 3;
 
 /// Why [`wait_readable`] returned.
 pub(super) enum Wake {
@@ -62,11 +70,12 @@ pub(super) fn wait_readable(data: &Fd, stop: &Fd) -> io::Result<Wake> {
 pub(super) struct Fd(pub(super) RawFd);
 
 impl Fd {
-    /// A close-on-exec duplicate of `fd` (children must not inherit our pipe ends).
+    /// A close-on-exec duplicate of `fd`, numbered 3 or above (children must not inherit
+    /// our descriptors, and they must never take the place of a closed standard stream).
     pub(super) fn dup(fd: RawFd) -> io::Result<Fd> {
         // SAFETY: F_DUPFD_CLOEXEC only reads the descriptor number; an invalid one fails with
         // EBADF, which is reported.
-        let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+        let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, FIRST_PRIVATE_FD) };
         if new < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -75,6 +84,16 @@ impl Fd {
 
     pub(super) fn dup_raw(&self) -> io::Result<Fd> {
         Fd::dup(self.0)
+    }
+
+    /// This descriptor, moved to 3 or above if it is one of 0, 1 and 2.
+    fn above_std(self) -> io::Result<Fd> {
+        if self.0 >= FIRST_PRIVATE_FD {
+            Ok(self)
+        } else {
+            // `self` closes on return, freeing the low number again.
+            self.dup_raw()
+        }
     }
 }
 
@@ -88,14 +107,25 @@ impl Drop for Fd {
     }
 }
 
-/// A close-on-exec pipe: (read end, write end).
+/// A close-on-exec pipe: (read end, write end), both numbered 3 or above.
 pub(super) fn pipe() -> io::Result<(Fd, Fd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` has room for the two descriptors `pipe2` writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok((Fd(fds[0]), Fd(fds[1])))
+    let (read, write) = (Fd(fds[0]), Fd(fds[1]));
+    Ok((read.above_std()?, write.above_std()?))
+}
+
+/// How many bytes the pipe `fd` holds, ready to read (`FIONREAD`).
+pub(super) fn bytes_available(fd: &Fd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one `int` through the pointer, which is valid for writes.
+    if unsafe { libc::ioctl(fd.0, libc::FIONREAD, &mut n) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
 }
 
 /// `dup2`, retried when interrupted or racing another `open` (EBUSY).
@@ -110,19 +140,6 @@ pub(super) fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
         if !matches!(e.raw_os_error(), Some(libc::EINTR | libc::EBUSY)) {
             return Err(e);
         }
-    }
-}
-
-pub(super) fn set_nonblocking(fd: &Fd) -> io::Result<()> {
-    // SAFETY: F_GETFL/F_SETFL on a descriptor we own; no pointers involved.
-    let ok = unsafe {
-        let flags = libc::fcntl(fd.0, libc::F_GETFL);
-        flags >= 0 && libc::fcntl(fd.0, libc::F_SETFL, flags | libc::O_NONBLOCK) >= 0
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

@@ -323,6 +323,11 @@ fn strip_ansi(s: &str) -> Cow<'_, str> {
 /// capital letter, whitespace, then a tag ending in `:`. A leading bracketed timestamp is
 /// skipped, since some builds print one before the mark.
 pub(crate) fn level_mark(line: &str) -> Option<char> {
+    mark_and_tag(line).map(|(mark, _)| mark)
+}
+
+/// The level mark and the tag of a marked line (`('E', "RKNN")` for `E RKNN: …`).
+fn mark_and_tag(line: &str) -> Option<(char, &str)> {
     let mut s = line.trim_start();
     while let Some(rest) = s.strip_prefix('[') {
         s = rest.split_once(']')?.1.trim_start();
@@ -339,7 +344,21 @@ pub(crate) fn level_mark(line: &str) -> Option<char> {
         && tag
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    tag_ok.then_some(mark)
+    tag_ok.then_some((mark, tag))
+}
+
+/// Whether a (cleaned) line is one the runtime prints itself: marked with its own tags
+/// (`I rkllm: …`, `E RKNN: …`; section 4.1 of the runtime notes), or unmarked with one of its
+/// own phrases (`rknn_init fail! ret=-1`, `Query platform error!`, the version line of
+/// runtimes before 1.1). Lines of the host program written meanwhile are not.
+pub(crate) fn is_runtime_line(line: &str) -> bool {
+    if let Some((_, tag)) = mark_and_tag(line) {
+        return tag.eq_ignore_ascii_case("rkllm") || tag.eq_ignore_ascii_case("rknn");
+    }
+    let lower = line.to_ascii_lowercase();
+    is_runtime_phrase(&lower)
+        || lower.trim_start().starts_with("rknn_init fail")
+        || lower.trim_start().starts_with("rkllm-runtime version")
 }
 
 /// The failure signature a (lowercased) line carries, if any. Within one line the precedence
@@ -499,6 +518,32 @@ mod tests {
         assert_eq!(level_mark("Error: something"), None);
         assert_eq!(level_mark("E"), None);
         assert_eq!(level_mark("[unclosed E RKNN: x"), None);
+    }
+
+    #[test]
+    fn runtime_lines_are_told_from_the_hosts() {
+        for line in [
+            "I rkllm: rkllm-runtime version: 1.1.1, rknpu driver version: 0.9.8, platform: RK3588",
+            "W rkllm: Warning: Your rknpu driver version is too low, please upgrade to 0.9.7.",
+            "E RKNN: [00:14:18.994] failed to allocate handle, ret: -1, errno: 14",
+            "[12:00:00.001] E RKNN: load model file error!",
+            "E rkllm: max_context_len 9 is invalid",
+            "rknn_init fail! ret=-1",
+            "Query platform error!",
+            "rkllm-runtime version: 1.0.1, rknpu driver version: 0.9.6, platform: RK3588",
+        ] {
+            assert!(is_runtime_line(line), "{line:?}");
+        }
+        for line in [
+            "host: serving on port 8080",
+            "E myapp: database unreachable",
+            "I server: request done",
+            "test streaming ... ok",
+            "x",
+            "",
+        ] {
+            assert!(!is_runtime_line(line), "{line:?}");
+        }
     }
 
     #[test]

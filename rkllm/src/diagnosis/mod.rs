@@ -21,12 +21,15 @@ mod capture;
 mod error;
 mod fd;
 mod log;
-mod preflight;
+pub(crate) mod preflight;
 mod version;
 
 // The builder calls `run_captured`; `capture` and `LOG_TARGET` are there for other callers.
 #[allow(unused_imports)]
 pub(crate) use capture::{capture, run_captured, LOG_TARGET};
+// Under Miri the mock hands its log lines to the capture directly.
+#[cfg(all(miri, feature = "mock"))]
+pub(crate) use capture::tap_record;
 pub use error::InitError;
 pub use log::{Cause, Diagnosis, ParseCauseError, RuntimeInfo};
 pub use preflight::{OpenFilesLimit, Preflight, PreflightReport, PreflightWarning};

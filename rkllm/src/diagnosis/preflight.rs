@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use super::human_bytes;
 use super::version::Version;
-use crate::Error;
 
 /// The open-files limit the vendor servers set (each NPU buffer is exported as a descriptor).
 const NOFILE_TARGET: u64 = 102_400;
@@ -31,6 +30,12 @@ const SUPPORTED_SOCS: [&str; 3] = ["rk3588", "rk3588s", "rk3576"];
 /// The system files are read below a root directory (`/` by default), so tests and tools can
 /// point it at a copy of `/proc` and `/sys`.
 ///
+/// Nothing here changes the process unless asked: the open-files limit (`RLIMIT_NOFILE`) is
+/// only read and reported, and raised only with [`raise_fd_limit(true)`](Self::raise_fd_limit)
+/// or an explicit [`raise_nofile_limit`](Self::raise_nofile_limit). The limit is
+/// process-wide: a program that uses `select()` breaks once its descriptors pass
+/// `FD_SETSIZE` (1024), so raising it is the program's decision.
+///
 /// ```no_run
 /// use rkllm::diagnosis::Preflight;
 ///
@@ -46,6 +51,7 @@ const SUPPORTED_SOCS: [&str; 3] = ["rk3588", "rk3588s", "rk3576"];
 #[derive(Debug, Clone)]
 pub struct Preflight {
     root: PathBuf,
+    raise_fd_limit: bool,
 }
 
 impl Default for Preflight {
@@ -63,7 +69,26 @@ impl Preflight {
     /// Checks against system files below `root` (`root/proc/meminfo`, `root/sys/…`). The model
     /// path is used as given, not below `root`.
     pub fn with_root(root: impl Into<PathBuf>) -> Preflight {
-        Preflight { root: root.into() }
+        Preflight {
+            root: root.into(),
+            raise_fd_limit: false,
+        }
+    }
+
+    /// Whether [`run`](Self::run) raises this process's soft open-files limit
+    /// ([`raise_nofile_limit`](Self::raise_nofile_limit)) rather than only reading it.
+    /// Default off: the limit is process-wide, and raising it past 1024 breaks code of the
+    /// host program that uses `select()`. Turn it on in a program that owns its process and
+    /// loads large models (the runtime exports every NPU buffer as a descriptor).
+    pub fn raise_fd_limit(mut self, raise: bool) -> Preflight {
+        self.raise_fd_limit = raise;
+        self
+    }
+
+    /// Whether [`run`](Self::run) raises the open-files limit; see
+    /// [`raise_fd_limit`](Self::raise_fd_limit).
+    pub fn raises_fd_limit(&self) -> bool {
+        self.raise_fd_limit
     }
 
     /// The directory system files are read below.
@@ -81,12 +106,29 @@ impl Preflight {
         report
     }
 
-    /// [`check`](Self::check), then raises this process's open-files limit
-    /// ([`raise_nofile_limit`](Self::raise_nofile_limit)) and records what was done.
+    /// [`check`](Self::check), then [`check_open_files_limit`](Self::check_open_files_limit).
+    /// Changes nothing unless [`raise_fd_limit`](Self::raise_fd_limit) is on.
     pub fn run(&self, model_path: &Path) -> PreflightReport {
         let mut report = self.check(model_path);
-        report.record_open_files_limit(self.raise_nofile_limit());
+        self.check_open_files_limit(&mut report);
         report
+    }
+
+    /// Records this process's open-files limit in `report` (warning when it is below
+    /// 102400), after raising it when [`raise_fd_limit`](Self::raise_fd_limit) is on.
+    ///
+    /// This looks at the real process whatever the [`root`](Self::root). Under Miri, which
+    /// cannot query resource limits, nothing is recorded.
+    pub fn check_open_files_limit(&self, report: &mut PreflightReport) {
+        if cfg!(miri) {
+            return;
+        }
+        let limit = if self.raise_fd_limit {
+            self.raise_nofile_limit()
+        } else {
+            open_files_limit()
+        };
+        report.record_open_files_limit(limit);
     }
 
     /// Raises this process's soft `RLIMIT_NOFILE` towards the hard limit, to at most 102400
@@ -95,31 +137,20 @@ impl Preflight {
     ///
     /// This acts on the real process whatever the [`root`](Self::root); record the outcome
     /// with [`PreflightReport::record_open_files_limit`].
+    ///
+    /// This changes the limit for the whole process, including code of the host program that
+    /// uses `select()`; call it only where the program agrees.
     pub fn raise_nofile_limit(&self) -> OpenFilesLimit {
         let mut lim = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        // SAFETY: `lim` is a valid, writable `rlimit` for the duration of the call.
-        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-            // Cannot happen with a valid pointer; report it rather than guess a limit.
-            let error = Some(io::Error::last_os_error().to_string());
-            return OpenFilesLimit {
-                before: u64::MAX,
-                after: u64::MAX,
-                hard: u64::MAX,
-                error,
-            };
-        }
-        let before = rlim_to_u64(lim.rlim_cur);
-        let hard = rlim_to_u64(lim.rlim_max);
-        let wanted = hard.min(NOFILE_TARGET);
-        let mut limit = OpenFilesLimit {
-            before,
-            after: before,
-            hard,
-            error: None,
+        let mut limit = match get_nofile(&mut lim) {
+            Ok(limit) => limit,
+            Err(limit) => return limit,
         };
+        let (before, hard) = (limit.before, limit.hard);
+        let wanted = hard.min(NOFILE_TARGET);
         if before < wanted {
             let new = libc::rlimit {
                 rlim_cur: wanted as libc::rlim_t,
@@ -202,6 +233,37 @@ impl Preflight {
     }
 }
 
+/// This process's open-files limit, read only.
+fn open_files_limit() -> OpenFilesLimit {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    get_nofile(&mut lim).unwrap_or_else(|limit| limit)
+}
+
+/// `getrlimit(RLIMIT_NOFILE)` into `lim`, as an unchanged [`OpenFilesLimit`]; on failure the
+/// error, as a limit that says so.
+fn get_nofile(lim: &mut libc::rlimit) -> Result<OpenFilesLimit, OpenFilesLimit> {
+    // SAFETY: `lim` is a valid, writable `rlimit` for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, lim) } != 0 {
+        // Cannot happen with a valid pointer; report it rather than guess a limit.
+        return Err(OpenFilesLimit {
+            before: u64::MAX,
+            after: u64::MAX,
+            hard: u64::MAX,
+            error: Some(io::Error::last_os_error().to_string()),
+        });
+    }
+    let before = rlim_to_u64(lim.rlim_cur);
+    Ok(OpenFilesLimit {
+        before,
+        after: before,
+        hard: rlim_to_u64(lim.rlim_max),
+        error: None,
+    })
+}
+
 /// `MemAvailable:  1234 kB` → bytes.
 fn meminfo_bytes(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|line| {
@@ -247,7 +309,7 @@ pub struct OpenFilesLimit {
     pub after: u64,
     /// The hard limit (`u64::MAX` for unlimited).
     pub hard: u64,
-    /// Why raising failed, if it was tried and failed.
+    /// Why reading or raising the limit failed, if it did.
     pub error: Option<String>,
 }
 
@@ -316,7 +378,7 @@ pub enum PreflightWarning {
     },
     /// The device tree could not be read (not an ARM board, or no `/proc`).
     PlatformUnknown,
-    /// The open-files limit stays below 102400.
+    /// The open-files limit is below 102400.
     OpenFilesLimitLow {
         /// The soft limit now.
         soft: u64,
@@ -370,7 +432,8 @@ impl fmt::Display for PreflightWarning {
                 f,
                 "the open-files limit (RLIMIT_NOFILE) is {soft} with a hard limit of {hard}; \
                  the runtime uses a descriptor per NPU buffer: raise it with `ulimit -n 102400` \
-                 (or raise the hard limit)"
+                 (or raise the hard limit), or let the preflight raise the soft limit \
+                 (`ModelBuilder::raise_fd_limit(true)`)"
             ),
         }
     }
@@ -378,7 +441,7 @@ impl fmt::Display for PreflightWarning {
 
 /// A problem with the model file that makes loading pointless.
 #[derive(Debug, Clone)]
-enum ModelProblem {
+pub(crate) enum ModelProblem {
     /// Missing, unreadable: the I/O error's kind, OS code and text.
     Io {
         kind: io::ErrorKind,
@@ -394,9 +457,9 @@ enum ModelProblem {
 /// What [`Preflight::check`] found.
 #[derive(Debug, Clone)]
 pub struct PreflightReport {
-    model_path: PathBuf,
+    pub(crate) model_path: PathBuf,
     model_size: Option<u64>,
-    model_problem: Option<ModelProblem>,
+    pub(crate) model_problem: Option<ModelProblem>,
     mem_total: Option<u64>,
     mem_available: Option<u64>,
     driver_version: Option<Version>,
@@ -450,8 +513,8 @@ impl PreflightReport {
         }
     }
 
-    /// Records the outcome of [`Preflight::raise_nofile_limit`], warning when the limit
-    /// stays low.
+    /// Records the open-files limit found (or the outcome of
+    /// [`Preflight::raise_nofile_limit`]), warning when it is low.
     pub fn record_open_files_limit(&mut self, limit: OpenFilesLimit) {
         if limit.is_low() {
             self.warnings.push(PreflightWarning::OpenFilesLimitLow {
@@ -460,36 +523,6 @@ impl PreflightReport {
             });
         }
         self.open_files = Some(limit);
-    }
-
-    /// The error that makes loading pointless (the model file is missing, unreadable, not a
-    /// regular file, or empty), if any: [`Error::Io`] or [`Error::InvalidParameter`].
-    pub fn fatal(&self) -> Option<Error> {
-        let path = self.model_path.clone();
-        Some(match self.model_problem.as_ref()? {
-            ModelProblem::Io {
-                kind,
-                os_code,
-                message,
-            } => {
-                let source = match os_code {
-                    Some(code) => io::Error::from_raw_os_error(*code),
-                    None => io::Error::new(*kind, message.clone()),
-                };
-                Error::Io { path, source }
-            }
-            ModelProblem::NotAFile => Error::InvalidParameter {
-                name: "model_path",
-                reason: format!("{} is not a regular file", path.display()),
-            },
-            ModelProblem::Empty => Error::InvalidParameter {
-                name: "model_path",
-                reason: format!(
-                    "{} is empty (0 bytes); the download or conversion did not finish",
-                    path.display()
-                ),
-            },
-        })
     }
 
     /// Whether nothing fatal and no warning was found.
@@ -537,7 +570,8 @@ impl PreflightReport {
         &self.compatible
     }
 
-    /// The open-files limit, when [`Preflight::run`] or
+    /// The open-files limit, when [`Preflight::run`],
+    /// [`Preflight::check_open_files_limit`] or
     /// [`record_open_files_limit`](Self::record_open_files_limit) looked at it.
     pub fn open_files(&self) -> Option<&OpenFilesLimit> {
         self.open_files.as_ref()

@@ -494,7 +494,10 @@ pub(crate) mod tests {
         use crate::mock::MockModel;
         use crate::{GenerateOptions, Model, Runtime};
 
-        let file = MockModel::new().answer("abc def ghi").write_temp().unwrap();
+        let file = MockModel::new()
+            .answer("abc def ghi")
+            .write_temp_file()
+            .unwrap();
         let model = Model::builder(&*file)
             .runtime(Runtime::mock())
             .build()

@@ -99,7 +99,7 @@ impl AbortCore {
 /// ```
 /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
 /// use rkllm::{mock::MockModel, FinishReason, GenerateOptions, Model, Runtime};
-/// let file = MockModel::new().answer("one two three four five").write_temp()?;
+/// let file = MockModel::new().answer("one two three four five").write_temp_file()?;
 /// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
 /// let mut session = model.session()?;
 /// let mut stream = session.generate("Count", &GenerateOptions::new())?;
@@ -458,7 +458,7 @@ pub(crate) mod tests {
         use crate::mock::MockModel;
         use crate::{Error, GenerateOptions, Model, Runtime};
 
-        let file = MockModel::new().answer("fine").write_temp().unwrap();
+        let file = MockModel::new().answer("fine").write_temp_file().unwrap();
         let model = Model::builder(&*file)
             .runtime(Runtime::mock())
             .build()

@@ -12,11 +12,11 @@
 //! use rkllm::mock::MockModel;
 //!
 //! # fn main() -> rkllm::Result<()> {
-//! let model = MockModel::new().answer("Hello there!").write_temp()?;
+//! // Removed when `model` drops.
+//! let model = MockModel::new().answer("Hello there!").write_temp_file()?;
 //! let runtime = rkllm::Runtime::mock();
 //! assert!(runtime.is_mock());
 //! // ... load `model` with `runtime` as you would a real .rkllm file.
-//! # std::fs::remove_file(model).ok();
 //! # Ok(()) }
 //! ```
 //!
@@ -107,8 +107,9 @@ pub use memory::{
     NPU_MEMORY_ENV,
 };
 pub use model_file::{
-    is_mock_model_file, AfterLastTurn, Answer, InitFailure, LogStream, MockModel, RunFailure,
-    RuntimeBehaviour, Timing, TokenizerSpec, DEFAULT_ANSWER, MOCK_MODEL_FORMAT, MOCK_MODEL_VERSION,
+    is_mock_model_file, AfterLastTurn, Answer, InitFailure, LogStream, MockModel, MockModelFile,
+    RunFailure, RuntimeBehaviour, Timing, TokenizerSpec, DEFAULT_ANSWER, MOCK_MODEL_FORMAT,
+    MOCK_MODEL_VERSION,
 };
 pub use stats::{clear_run_log, last_run_stats, run_log, runs_of_model, InputKind, RunStats};
 pub use tokenizer::{

@@ -319,13 +319,12 @@ fn default_driver() -> String {
 /// use rkllm::mock::{MockModel, RunFailure};
 ///
 /// # fn main() -> rkllm::Result<()> {
-/// let path = MockModel::new()
+/// let file = MockModel::new()
 ///     .answer("Hello there!")
 ///     .decode_seconds_per_token(0.0)
 ///     .fail_runs(RunFailure::ErrorAfterTokens { tokens: 2 })
-///     .write_temp()?;
-/// assert!(rkllm::mock::is_mock_model_file(&path));
-/// # std::fs::remove_file(path).ok();
+///     .write_temp_file()?;
+/// assert!(rkllm::mock::is_mock_model_file(&file));
 /// # Ok(()) }
 /// ```
 ///
@@ -635,8 +634,8 @@ impl MockModel {
     }
 
     /// Writes the model to a new file under [`std::env::temp_dir`] (named
-    /// `rkllm-mock-<pid>-<n>-<time>.rkllm`) and returns its path. The file is not removed
-    /// automatically.
+    /// `rkllm-mock-<pid>-<n>-<time>.rkllm`) and returns its path. The file is **not** removed:
+    /// tests should prefer [`write_temp_file`](Self::write_temp_file), whose guard removes it.
     pub fn write_temp(&self) -> Result<PathBuf> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -646,6 +645,29 @@ impl MockModel {
             .unwrap_or(0);
         let name = format!("rkllm-mock-{}-{n}-{nanos:09}.rkllm", std::process::id());
         self.write_to(std::env::temp_dir().join(name))
+    }
+
+    /// Writes the model to a new file under [`std::env::temp_dir`], as
+    /// [`write_temp`](Self::write_temp) does, and returns a guard that removes the file when
+    /// dropped. Keep the guard alive while the model is loaded (the mock reads the file in
+    /// `rkllm_init`, and [`runs_of_model`](super::runs_of_model) finds runs by its path).
+    ///
+    /// ```
+    /// use rkllm::mock::MockModel;
+    /// use rkllm::{GenerateOptions, Model, Runtime};
+    ///
+    /// # fn main() -> rkllm::Result<()> {
+    /// let file = MockModel::new().answer("Hi!").write_temp_file()?;
+    /// let model = Model::builder(&file).runtime(Runtime::mock()).build()?;
+    /// let reply = model.session()?.complete("<bos>Hello", &GenerateOptions::gemma())?;
+    /// assert_eq!(reply.text, "Hi!");
+    /// let path = file.to_path_buf();
+    /// drop(file);
+    /// assert!(!path.exists());
+    /// # Ok(()) }
+    /// ```
+    pub fn write_temp_file(&self) -> Result<MockModelFile> {
+        self.write_temp().map(|path| MockModelFile { path })
     }
 
     /// Checks that every value makes sense.
@@ -749,6 +771,55 @@ impl MockModel {
 }
 
 /// `major.minor.patch` as numbers.
+/// A mock model file that is removed when the guard drops, from
+/// [`MockModel::write_temp_file`]. It dereferences to the file's [`Path`], and converts into
+/// a `PathBuf` by reference, so `Model::builder(&file)` works.
+#[derive(Debug)]
+#[must_use = "the file is removed when the guard drops"]
+pub struct MockModelFile {
+    path: PathBuf,
+}
+
+impl MockModelFile {
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Keeps the file (it is no longer removed) and returns its path.
+    pub fn keep(self) -> PathBuf {
+        let this = std::mem::ManuallyDrop::new(self);
+        this.path.clone()
+    }
+}
+
+impl std::ops::Deref for MockModelFile {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for MockModelFile {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl From<&MockModelFile> for PathBuf {
+    fn from(file: &MockModelFile) -> PathBuf {
+        file.path.clone()
+    }
+}
+
+impl Drop for MockModelFile {
+    fn drop(&mut self) {
+        // Already gone (a test removed it) is fine; nothing else can be done about an error.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 pub(crate) fn parse_version(v: &str) -> Option<(u32, u32, u32)> {
     let mut it = v.trim().split('.').map(|p| p.parse::<u32>().ok());
     let major = it.next()??;

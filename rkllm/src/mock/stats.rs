@@ -102,7 +102,7 @@ pub fn clear_run_log() {
 }
 
 /// The runs of the model file at `path`, oldest first. Tests running in parallel stay apart
-/// by each writing its own model file (see [`MockModel::write_temp`](super::MockModel::write_temp)).
+/// by each writing its own model file (see [`MockModel::write_temp_file`](super::MockModel::write_temp_file)).
 pub fn runs_of_model(path: impl AsRef<Path>) -> Vec<RunStats> {
     let want = normalise(path.as_ref());
     LOG.lock()

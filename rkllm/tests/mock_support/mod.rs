@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
-use rkllm::mock::{raw_api, MockModel};
+use rkllm::mock::{raw_api, MockModel, MockModelFile};
 use rkllm_sys::{
     LLMCallState, LLMHandle, RKLLMInferParam, RKLLMInput, RKLLMParam, RKLLMResult, RkllmApi,
     RKLLM_INPUT_PROMPT,
@@ -105,6 +105,8 @@ pub unsafe extern "C" fn record(
 pub struct Handle {
     pub raw: LLMHandle,
     pub model: PathBuf,
+    /// The model file, removed after the handle is destroyed (when the test wrote it).
+    pub file: Option<MockModelFile>,
 }
 
 // SAFETY: the handle is a registry id, never dereferenced; the mock's functions may be
@@ -153,8 +155,10 @@ pub fn open(model: MockModel) -> Handle {
 }
 
 pub fn open_with(model: MockModel, edit: impl FnOnce(&mut RKLLMParam)) -> Handle {
-    let path = model.write_temp().expect("write mock model");
-    open_path(&path, edit)
+    let file = model.write_temp_file().expect("write mock model");
+    let mut handle = open_path(&file, edit);
+    handle.file = Some(file);
+    handle
 }
 
 pub fn open_path(path: &Path, edit: impl FnOnce(&mut RKLLMParam)) -> Handle {
@@ -166,6 +170,7 @@ pub fn open_path(path: &Path, edit: impl FnOnce(&mut RKLLMParam)) -> Handle {
     Handle {
         raw: h,
         model: path.to_owned(),
+        file: None,
     }
 }
 
