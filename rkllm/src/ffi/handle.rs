@@ -99,15 +99,20 @@ impl AbortCore {
 /// ```
 /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
 /// use rkllm::{mock::MockModel, FinishReason, GenerateOptions, Model, Runtime};
-/// let file = MockModel::new().answer("one two three four five").write_temp_file()?;
+/// let file = MockModel::new()
+///     .answer("one two three four five six seven eight nine ten eleven twelve")
+///     .decode_seconds_per_token(0.05) // a run that takes a while
+///     .write_temp_file()?;
 /// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
 /// let mut session = model.session()?;
 /// let mut stream = session.generate("Count", &GenerateOptions::new())?;
+/// let first = stream.next().unwrap()?;
 /// let stop = stream.abort_handle();
-/// std::thread::spawn(move || stop.abort()).join().unwrap();
-/// let rest: Vec<_> = stream.by_ref().collect();
-/// assert!(rest.is_empty());
+/// let stopped = std::thread::spawn(move || stop.abort()).join().unwrap();
+/// assert!(stopped, "the run was in flight");
+/// assert_eq!(stream.by_ref().count(), 0, "nothing after the abort");
 /// assert_eq!(stream.finish_reason(), Some(&FinishReason::Aborted));
+/// # let _ = first;
 /// # Ok(()) }
 /// # #[cfg(not(feature = "mock"))] fn main() {}
 /// ```
