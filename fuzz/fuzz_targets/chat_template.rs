@@ -75,7 +75,9 @@ fn check_template(template: Gemma2Template, messages: &[Message]) {
     );
     let Ok(text) = rendered else { return };
 
-    let with_prompt = template.render(messages, true).expect("renders with the prompt");
+    let with_prompt = template
+        .render(messages, true)
+        .expect("renders with the prompt");
     assert_eq!(with_prompt, format!("{text}{GENERATION_PROMPT}"));
 
     let included = template
@@ -92,8 +94,7 @@ fn check_template(template: Gemma2Template, messages: &[Message]) {
     let leading_system = messages.first().is_some_and(|m| m.role == Role::System);
     let mut at = 0;
     for (i, m) in messages.iter().enumerate() {
-        let content = if i == 0 && leading_system && template.style() == SystemStyle::SystemGemma2
-        {
+        let content = if i == 0 && leading_system && template.style() == SystemStyle::SystemGemma2 {
             m.content.as_str()
         } else {
             python_strip(&m.content)
@@ -130,7 +131,11 @@ fn check_shape(messages: &[Message]) {
         _ => messages,
     };
     for (i, m) in turns.iter().enumerate() {
-        let want = if i % 2 == 0 { Role::User } else { Role::Assistant };
+        let want = if i % 2 == 0 {
+            Role::User
+        } else {
+            Role::Assistant
+        };
         assert_eq!(m.role, want, "turn {i} in {messages:?}");
     }
 }
@@ -173,7 +178,10 @@ fn check_conversation(case: &Case) {
             }
             Op::Pop => {
                 let popped = chat.pop();
-                assert_eq!(popped.is_some(), matches!(last_role, Some(Role::User | Role::Assistant)));
+                assert_eq!(
+                    popped.is_some(),
+                    matches!(last_role, Some(Role::User | Role::Assistant))
+                );
             }
             Op::Clear => chat.clear(),
             Op::Style(n) => chat.set_template(Gemma2Template::new(style(*n))),
@@ -216,8 +224,8 @@ fn check_conversation(case: &Case) {
                             // last user turn: the reply extends it, the same history without
                             // the generation prompt does not, and it is not a prompt to extend
                             // when it does not end with a user turn.
-                            let prompt_extended = !*p
-                                || (after.len() > *n && after[*n - 1].role == Role::User);
+                            let prompt_extended =
+                                !*p || (after.len() > *n && after[*n - 1].role == Role::User);
                             if *e == chat.prefix_epoch() && prompt_extended {
                                 assert!(
                                     text.starts_with(prev.as_str()),
@@ -246,7 +254,14 @@ fuzz_target!(|case: Case| {
         .take(16)
         .map(|(r, content)| Message::new(role(*r), content.clone()))
         .collect();
-    let bos = if case.omit_bos { Bos::Omit } else { Bos::Include };
-    check_template(Gemma2Template::new(style(case.style)).with_bos(bos), &messages);
+    let bos = if case.omit_bos {
+        Bos::Omit
+    } else {
+        Bos::Include
+    };
+    check_template(
+        Gemma2Template::new(style(case.style)).with_bos(bos),
+        &messages,
+    );
     check_conversation(&case);
 });

@@ -33,11 +33,14 @@ fn memfd() -> &'static (OwnedFd, String) {
 }
 
 fn write_model_file(data: &[u8]) -> &'static str {
-    let (fd, path) = memfd();
-    let file = std::fs::File::options().write(true).open(path).expect("open memfd");
+    // The descriptor stays open in the static; the file is reached by its path.
+    let (_, path) = memfd();
+    let file = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open memfd");
     file.set_len(0).expect("truncate memfd");
     std::io::Write::write_all(&mut &file, data).expect("write memfd");
-    let _ = fd;
     path
 }
 
@@ -56,7 +59,11 @@ fuzz_target!(|data: &[u8]| {
 
     let path = write_model_file(data);
     let accepted = matches!(parsed, Ok(Ok(_)));
-    assert_eq!(is_mock_model_file(path), accepted, "is_mock_model_file disagrees");
+    assert_eq!(
+        is_mock_model_file(path),
+        accepted,
+        "is_mock_model_file disagrees"
+    );
     assert_eq!(
         MockModel::read_from(path).is_ok(),
         accepted,

@@ -25,7 +25,10 @@ fuzz_target!(|data: &[u8]| {
             "error line {e:?} is not among the kept lines in order"
         );
     }
-    assert_eq!(d.first_error_line(), d.error_lines().first().map(String::as_str));
+    assert_eq!(
+        d.first_error_line(),
+        d.error_lines().first().map(String::as_str)
+    );
 
     assert_eq!(
         d.cause() == Cause::None,
@@ -44,7 +47,10 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let again = Diagnosis::parse(&d.lines().join("\n"));
-    assert_eq!(again, d, "parsing the kept lines again changed the diagnosis");
+    assert_eq!(
+        again, d,
+        "parsing the kept lines again changed the diagnosis"
+    );
 
     match d.runtime_info() {
         Some(info) => {
@@ -70,6 +76,9 @@ fuzz_target!(|data: &[u8]| {
     assert!(!err.fix().is_empty());
     let report = err.bug_report();
     for l in err.log_lines() {
-        assert!(report.contains(l.as_str()), "bug report lacks log line {l:?}");
+        assert!(
+            report.contains(l.as_str()),
+            "bug report lacks log line {l:?}"
+        );
     }
 });

@@ -16,22 +16,18 @@
 
 use std::sync::{Mutex, OnceLock};
 
-use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use rkllm::mock::{BuiltinTokenizer, MockModel, BYTE_TOKEN_BASE, END_OF_TURN_ID};
 use rkllm::{Error, FinishReason, GenerateOptions, Input, Model, Runtime, Session};
-
-#[derive(Arbitrary, Debug)]
-struct Case {
-    answer: Vec<u8>,
-    stops: Vec<String>,
-}
 
 /// One echoing mock model for the whole fuzzing process (its file is removed once loaded).
 fn session() -> &'static Mutex<Session> {
     static SESSION: OnceLock<Mutex<Session>> = OnceLock::new();
     SESSION.get_or_init(|| {
-        let path = MockModel::new().echo().write_temp().expect("write mock model");
+        let path = MockModel::new()
+            .echo()
+            .write_temp()
+            .expect("write mock model");
         let model = Model::builder(&path)
             .runtime(Runtime::mock())
             .max_context_len(4096)
@@ -65,28 +61,28 @@ fn first_stop<'a>(text: &str, stops: &'a [String]) -> Option<(usize, &'a str)> {
         .min_by_key(|&(at, s)| (at, std::cmp::Reverse(s.len())))
 }
 
-fuzz_target!(|case: Case| {
+// The input is the answer's bytes, then optionally the stop strings, each after a NUL byte
+// (`a.\0a\0a.` is the answer `a.` with the stop strings `a` and `a.`). NUL is the separator
+// because it cannot be part of a token's text: the C ABI passes token text as a C string.
+fuzz_target!(|data: &[u8]| {
+    let mut parts = data.split(|&b| b == 0);
     // At most 512 bytes: as lossy text at most 1536 prompt tokens and as many answer tokens,
     // within the 4096-token context. `<` could spell a Gemma control token, which the mock's
-    // tokenizer and echo treat specially; a NUL byte cannot cross the C ABI, whose token text
-    // is a C string. Either would make the answer differ from the prompt's bytes.
-    let mut answer: Vec<u8> = case.answer.into_iter().take(512).collect();
-    for b in &mut answer {
-        match *b {
-            b'<' => *b = b'[',
-            0 => *b = b' ',
-            _ => {}
-        }
-    }
+    // tokenizer and echo treat specially, so the answer would differ from the prompt.
+    let answer: Vec<u8> = parts
+        .next()
+        .unwrap_or_default()
+        .iter()
+        .take(512)
+        .map(|&b| if b == b'<' { b'[' } else { b })
+        .collect();
     if answer.is_empty() {
         return;
     }
-    let stops: Vec<String> = case
-        .stops
-        .into_iter()
+    let stops: Vec<String> = parts
         .filter(|s| !s.is_empty())
         .take(4)
-        .map(|s| s.chars().filter(|&c| c != '\0').take(16).collect())
+        .map(|s| String::from_utf8_lossy(&s[..s.len().min(16)]).into_owned())
         .collect();
 
     let mut session = session().lock().unwrap_or_else(|e| e.into_inner());
@@ -132,7 +128,11 @@ fuzz_target!(|case: Case| {
         }
         match first_stop(&text, &stops) {
             Some((at, stop)) => {
-                assert_eq!(out, text[..at], "output not cut before the first stop string");
+                assert_eq!(
+                    out,
+                    text[..at],
+                    "output not cut before the first stop string"
+                );
                 assert_eq!(
                     stream.finish_reason(),
                     Some(&FinishReason::StopString(stop.to_owned())),
