@@ -1,5 +1,5 @@
 //! Fast multi-turn chat: time to first token over a 20-turn chat, with the rolling prompt cache
-//! (`Session::enable_chat_prompt_cache`) on and off.
+//! (`ChatSession::enable_prompt_cache`) on and off.
 //!
 //! The 1.1.1 runtime keeps nothing between runs, so without the cache every turn prefills
 //! the whole conversation and the time to first token grows with the history. The mock
@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode};
-use rkllm::chat::{Conversation, SystemStyle};
+use rkllm::chat::{ChatSession, Conversation, SystemStyle};
 use rkllm::mock::{AfterLastTurn, MockModel, RunStats};
-use rkllm::{GenerateOptions, Model, Runtime, Session};
+use rkllm::{GenerateOptions, Model, Runtime};
 
 const TURNS: usize = 20;
 /// Simulated prefill per uncached prompt token: 0.1 ms (an RK3588 takes ~12 ms).
@@ -54,7 +54,7 @@ fn replies() -> Vec<String> {
 /// One model and session per mode; the mock's scripted replies cycle, so every chat on the
 /// session (20 runs) gets the same replies.
 struct Chat {
-    session: Session,
+    session: ChatSession,
     path: PathBuf,
     _cache_dir: Option<tempfile::TempDir>,
 }
@@ -73,10 +73,10 @@ impl Chat {
             .max_context_len(4096)
             .build()
             .expect("the mock model loads");
-        let mut session = model.into_session().unwrap();
+        let mut session = ChatSession::new(model.into_session().unwrap());
         let cache_dir = cached.then(|| tempfile::tempdir().unwrap());
         if let Some(dir) = &cache_dir {
-            session.enable_chat_prompt_cache(dir.path()).unwrap();
+            session.enable_prompt_cache(dir.path()).unwrap();
         }
         Chat {
             session,
@@ -214,7 +214,7 @@ fn chat_cache(c: &mut Criterion) {
         runs_on.iter().map(|r| r.prefilled_tokens).sum::<usize>(),
         ms(simulated(&runs_on)),
     );
-    let stats = on.session.chat_cache_stats().expect("the cache is on");
+    let stats = on.session.cache_stats().expect("the cache is on");
     assert_eq!(
         stats.rebuilt as usize,
         chats_on.len(),

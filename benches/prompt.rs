@@ -156,7 +156,11 @@ fn prompt(c: &mut Criterion) {
     };
     let (text, ids) = from_scratch();
     let fit = with_next.fit().unwrap();
-    assert_eq!(fit.prompt_tokens, ids.len(), "incremental count is exact");
+    assert_eq!(
+        fit.prompt_tokens as usize,
+        ids.len(),
+        "incremental count is exact"
+    );
     assert_eq!(fit.dropped_messages, 0);
     println!(
         "conversation: system + {EXCHANGES} exchanges + 1 user message = {} messages, {} \

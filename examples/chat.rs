@@ -16,43 +16,64 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-#[cfg(feature = "tokenizer")]
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rkllm::chat::{ContextBudget, Conversation, Message, Role, SystemStyle, TrimPolicy};
-use rkllm::{AbortHandle, FinishReason, GenerateOptions, Model, Runtime, Session, Timings};
+use rkllm::chat::{
+    ChatSession, ContextBudget, Conversation, Message, Role, SystemStyle, TrimPolicy,
+};
+use rkllm::{AbortHandle, FinishReason, GenerateOptions, Timings};
 
-const USAGE: &str = "\
-An interactive Gemma 2 chat on the RKLLM runtime, streaming each reply as it is generated.
+mod common;
+use common::{Args, Backend, Failure, Lengths, Opt, Scratch, UsageError};
 
-Usage: chat [OPTIONS]
-
-Model:
-  --model PATH          .rkllm model, run on the board's librkllmrt.so
-  --lib PATH            the runtime library (default: $RKLLM_LIB_PATH, then the system's
-                        library search path)
-  --tokenizer PATH      Gemma 2 tokenizer.json: exact token counts, prompts sent as token ids
-  --mock                run on the mock runtime (the default without --model); with --model,
-                        PATH is a mock model file
-  --mock-reply TEXT     mock: the reply of the next turn, in order (repeatable; the last one
-                        repeats); without it the mock echoes your message
-  --fast                mock: no simulated prefill and decode time (also the case when stdin
-                        is not a terminal)
-
-Chat:
-  --system TEXT         system prompt
-  --style STYLE         where the system prompt goes: merge (default), systemgemma2, turn,
-                        strict (no system prompt allowed)
-  --max-context N       context length in tokens, prompt and reply (default 4096)
-  --max-new-tokens N    reply length limit in tokens (default 512)
-  --prompt-cache DIR    keep the conversation's prefill in a rolling prompt cache in DIR, so
-                        a turn prefills only what is new
-  -h, --help            this help
-
+const CLI: common::Cli = common::Cli {
+    about:
+        "An interactive Gemma 2 chat on the RKLLM runtime, streaming each reply as it is generated.",
+    usage: &["chat [OPTIONS]"],
+    sections: &[
+        (
+            "Model (without --model, the mock runtime runs and echoes your message)",
+            &[
+                common::MODEL,
+                common::LIB,
+                common::TOKENIZER,
+                common::MOCK,
+                Opt::repeated(
+                    "--mock-reply",
+                    "TEXT",
+                    "generated mock model: the reply of the next turn, in order\n\
+                     (repeatable; the last one repeats)",
+                ),
+                common::FAST,
+            ],
+        ),
+        (
+            "Chat",
+            &[
+                Opt::value("--system", "TEXT", "system prompt"),
+                Opt::value(
+                    "--style",
+                    "STYLE",
+                    "where the system prompt goes: merge (default), systemgemma2,\n\
+                     turn, strict (no system prompt allowed)",
+                ),
+                common::MAX_CONTEXT,
+                common::MAX_NEW_TOKENS,
+                Opt::value(
+                    "--prompt-cache",
+                    "DIR",
+                    "keep the conversation's prefill in a rolling prompt cache in\n\
+                     DIR, so a turn prefills only what is new",
+                ),
+            ],
+        ),
+    ],
+    after: "\
 In the chat: /reset clears the history (the system prompt stays); /exit or end of input
 quits. Ctrl-C stops the reply being generated; Ctrl-C while waiting for input, or twice
-within a second, quits.";
+within a second, quits. The generated mock model takes the board's time while someone
+watches (stdin is a terminal and no --fast).",
+};
 
 /// How much faster than an RK3588 the mock runs when paced: the board's rhythm (slow
 /// prefill, ~10 tokens/s decode) with shorter waits.
@@ -62,94 +83,32 @@ const MOCK_SPEEDUP: f64 = 2.0;
 /// Two Ctrl-C within this interval quit, even while a reply is being generated.
 const DOUBLE_PRESS: Duration = Duration::from_secs(1);
 
-struct Args {
-    model: Option<PathBuf>,
-    lib: Option<PathBuf>,
-    tokenizer: Option<PathBuf>,
-    mock: bool,
+struct Options {
+    backend: Backend,
     mock_replies: Vec<String>,
-    fast: bool,
     system: Option<String>,
     style: SystemStyle,
-    max_context: u32,
-    max_new_tokens: u32,
+    lengths: Lengths,
     prompt_cache: Option<PathBuf>,
 }
 
-fn parse_args() -> Result<Option<Args>, String> {
-    let mut args = Args {
-        model: None,
-        lib: None,
-        tokenizer: None,
-        mock: false,
-        mock_replies: Vec::new(),
-        fast: false,
-        system: None,
-        style: SystemStyle::Merge,
-        max_context: 4096,
-        max_new_tokens: 512,
-        prompt_cache: None,
+fn options(args: &Args) -> Result<Options, UsageError> {
+    let options = Options {
+        backend: Backend::from_args(args, true)?,
+        mock_replies: args.values("--mock-reply"),
+        system: args.value("--system").map(str::to_owned),
+        style: args
+            .parsed("--style", |s| s.parse().map_err(|e| format!("{e}")))?
+            .unwrap_or(SystemStyle::Merge),
+        lengths: Lengths::from_args(args)?,
+        prompt_cache: args.path("--prompt-cache"),
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--model" => args.model = Some(value("--model")?.into()),
-            "--lib" => args.lib = Some(value("--lib")?.into()),
-            "--tokenizer" => args.tokenizer = Some(value("--tokenizer")?.into()),
-            "--mock" => args.mock = true,
-            "--mock-reply" => args.mock_replies.push(value("--mock-reply")?),
-            "--fast" => args.fast = true,
-            "--system" => args.system = Some(value("--system")?),
-            "--style" => args.style = parse_style(&value("--style")?)?,
-            "--max-context" => args.max_context = parse_count("--max-context", value(&arg)?)?,
-            "--max-new-tokens" => {
-                args.max_new_tokens = parse_count("--max-new-tokens", value(&arg)?)?
-            }
-            "--prompt-cache" => args.prompt_cache = Some(value("--prompt-cache")?.into()),
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    if args.max_new_tokens >= args.max_context {
-        return Err(format!(
-            "--max-new-tokens ({}) leaves no room for the prompt in --max-context ({})",
-            args.max_new_tokens, args.max_context
-        ));
-    }
-    Ok(Some(args))
-}
-
-fn parse_style(s: &str) -> Result<SystemStyle, String> {
-    s.parse().map_err(|e| format!("--style: {e}"))
-}
-
-fn parse_count(name: &str, s: String) -> Result<u32, String> {
-    match s.parse::<u32>() {
-        Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("{name} takes a positive number, not {s:?}")),
-    }
+    options.backend.only_generated_mock(args, "--mock-reply")?;
+    Ok(options)
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("error: {e}\n\nRun with --help for the options.");
-            return ExitCode::from(2);
-        }
-    };
-    match run(args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main(&CLI, options, run)
 }
 
 /// What the main loop waits for: a line of input, its end, or a Ctrl-C.
@@ -164,7 +123,7 @@ enum Event {
     },
 }
 
-fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+fn run(args: Options, scratch: &mut Scratch) -> Result<ExitCode, Failure> {
     let interactive = io::stdin().is_terminal();
 
     // Check the system prompt against the style before loading anything.
@@ -175,20 +134,22 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     first_turn.push(Message::user("Hello"));
     rkllm::chat::Gemma2Template::new(args.style).validate(&first_turn)?;
 
-    let loaded = load_model(&args, interactive)?;
-    let mut session = loaded.model.session()?;
-
     let mut chat = Conversation::new(args.style).with_budget(ContextBudget::new(
-        args.max_context as usize,
-        args.max_new_tokens as usize,
+        args.lengths.max_context,
+        args.lengths.max_new_tokens,
     ));
     #[cfg(feature = "tokenizer")]
-    if let Some(path) = &args.tokenizer {
-        let tokenizer = rkllm::chat::GemmaTokenizer::from_file(path)?;
-        chat = chat.with_tokenizer(Arc::new(tokenizer));
+    if let Some(tokenizer) = args.backend.tokenizer()? {
+        chat = chat.with_tokenizer(tokenizer);
     }
+
+    let path = args.backend.model_path(&args, scratch)?;
+    let model = args
+        .backend
+        .load(&path, |builder| args.lengths.apply(builder))?;
+    let mut session = ChatSession::new(model.session()?);
     if let Some(dir) = &args.prompt_cache {
-        session.enable_chat_prompt_cache(dir)?;
+        session.enable_prompt_cache(dir)?;
         // Every trim changes the prompt's prefix and costs one full prefill: drop half the
         // history at once, so that happens rarely.
         chat = chat.with_trim_policy(TrimPolicy::Chunked { drop_fraction: 0.5 });
@@ -203,22 +164,24 @@ fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     watch_interrupts(session.abort_handle(), events_tx);
 
     if interactive {
+        let description = if !args.backend.generates_mock() {
+            path.display().to_string()
+        } else if args.mock_replies.is_empty() {
+            "the mock model (it echoes you)".to_owned()
+        } else {
+            "the mock model (scripted replies)".to_owned()
+        };
         eprintln!(
-            "Chatting with {} on {}. /reset clears the history, /exit or Ctrl-D quits, \
-             Ctrl-C stops a reply.",
-            loaded.description,
+            "Chatting with {description} on {}. /reset clears the history, /exit or Ctrl-D \
+             quits, Ctrl-C stops a reply.",
             session.model().runtime().origin()
         );
     }
-    let code = chat_loop(&mut session, &mut chat, &events, interactive);
-    // The session goes before the mock model's temporary directory.
-    drop(session);
-    drop(loaded);
-    Ok(code)
+    Ok(chat_loop(&mut session, &mut chat, &events, interactive))
 }
 
 fn chat_loop(
-    session: &mut Session,
+    session: &mut ChatSession,
     chat: &mut Conversation,
     events: &Receiver<Event>,
     interactive: bool,
@@ -275,12 +238,12 @@ fn chat_loop(
 /// One exchange: streams the reply to stdout, then prints the stats line to stderr. Returns
 /// `Ok(false)` when stdout can no longer be written.
 fn turn(
-    session: &mut Session,
+    session: &mut ChatSession,
     chat: &mut Conversation,
     user: &str,
     options: &GenerateOptions,
 ) -> rkllm::Result<bool> {
-    let reused_before = session.chat_cache_stats().map(|s| s.reused);
+    let reused_before = session.cache_stats().map(|s| s.reused);
     let mut stdout = io::stdout().lock();
     let mut stream = session.chat(chat, user, options)?;
     let mut failure = None;
@@ -311,7 +274,7 @@ fn turn(
     if finish == Some(FinishReason::Aborted) {
         eprintln!("[stopped]");
     }
-    let cache = match (reused_before, session.chat_cache_stats()) {
+    let cache = match (reused_before, session.cache_stats()) {
         (Some(before), Some(after)) if after.reused > before => Some("reused"),
         (Some(_), Some(_)) => Some("rebuilt"),
         _ => None,
@@ -349,95 +312,20 @@ fn stats_line(timings: &Timings, chat: &Conversation, cache: Option<&str>) -> St
     format!("[{}]", parts.join(", "))
 }
 
-/// The model and what it needs to stay alive (the mock model's temporary directory).
-struct Loaded {
-    model: Model,
-    description: String,
-    _mock_dir: Option<tempfile::TempDir>,
-}
-
-fn load_model(args: &Args, interactive: bool) -> Result<Loaded, Box<dyn std::error::Error>> {
-    #[cfg(not(feature = "tokenizer"))]
-    if args.tokenizer.is_some() {
-        return Err("--tokenizer needs the `tokenizer` feature".into());
-    }
-    let use_mock = args.mock || args.model.is_none();
-    let (path, runtime, mock_dir) = if use_mock {
-        #[cfg(feature = "mock")]
-        {
-            let paced = interactive && !args.fast;
-            match &args.model {
-                Some(path) => (path.clone(), Runtime::mock(), None),
-                None => {
-                    let (dir, path) = write_mock_model(args, paced)?;
-                    (path, Runtime::mock(), Some(dir))
-                }
-            }
-        }
-        #[cfg(not(feature = "mock"))]
-        {
-            let _ = interactive;
-            return Err("no --model given, and the mock runtime needs the `mock` feature".into());
-        }
-    } else {
-        let runtime = match &args.lib {
-            Some(lib) => Runtime::load_from(lib)?,
-            None => Runtime::load()?,
+impl common::MockModelSource for Options {
+    /// Echoes the user's message (or answers the `--mock-reply` texts in order), paced like
+    /// Gemma 2 2B on an RK3588 when someone is watching.
+    #[cfg(feature = "mock")]
+    fn mock_model(&self) -> Result<rkllm::mock::MockModel, Failure> {
+        let mock = rkllm::mock::MockModel::new().name("chat-example-mock");
+        let mock = if self.mock_replies.is_empty() {
+            mock.echo()
+        } else {
+            mock.turns(self.mock_replies.clone())
         };
-        (args.model.clone().expect("checked above"), runtime, None)
-    };
-    let model = Model::builder(&path)
-        .runtime(runtime)
-        .max_context_len(args.max_context)
-        .max_new_tokens(args.max_new_tokens)
-        .build()
-        .map_err(|e| {
-            format!(
-                "{e}\n(for a full report: cargo run --example doctor -- --model {})",
-                path.display()
-            )
-        })?;
-    let description = match &mock_dir {
-        Some(_) if args.mock_replies.is_empty() => "the mock model (it echoes you)".to_owned(),
-        Some(_) => "the mock model (scripted replies)".to_owned(),
-        None => path.display().to_string(),
-    };
-    Ok(Loaded {
-        model,
-        description,
-        _mock_dir: mock_dir,
-    })
-}
-
-/// Writes a mock model that echoes the user's message (or answers `--mock-reply` texts in
-/// order), paced like Gemma 2 2B on an RK3588 when someone is watching.
-#[cfg(feature = "mock")]
-fn write_mock_model(
-    args: &Args,
-    paced: bool,
-) -> Result<(tempfile::TempDir, PathBuf), Box<dyn std::error::Error>> {
-    use rkllm::mock::{MockModel, Timing};
-
-    let mut mock = MockModel::new().name("chat-example-mock");
-    mock = if args.mock_replies.is_empty() {
-        mock.echo()
-    } else {
-        mock.turns(args.mock_replies.clone())
-    };
-    if paced {
-        let board = Timing::GEMMA2_2B_W8A8_RK3588;
-        mock = mock.timing(Timing {
-            prefill_seconds_per_token: board.prefill_seconds_per_token / MOCK_SPEEDUP,
-            decode_seconds_per_token: board.decode_seconds_per_token / MOCK_SPEEDUP,
-        });
+        let paced = self.backend.paced(io::stdin().is_terminal());
+        self.backend.finish_mock(mock, paced, MOCK_SPEEDUP)
     }
-    if let Some(tokenizer) = &args.tokenizer {
-        // In token mode the mock must decode the ids it receives with the same vocabulary.
-        mock = mock.tokenizer_json(std::fs::canonicalize(tokenizer)?);
-    }
-    let dir = tempfile::Builder::new().prefix("rkllm-chat-").tempdir()?;
-    let path = mock.write_to(dir.path().join("mock.rkllm"))?;
-    Ok((dir, path))
 }
 
 /// Reads stdin on its own thread, so the main loop can wait for a line and a Ctrl-C at once.

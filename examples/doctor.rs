@@ -10,117 +10,123 @@
 //! failure the error's explanation and fix, and a bug report with the runtime's own lines.
 //! The exit code is 0 when the model loaded and ran, 1 otherwise.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use rkllm::diagnosis::Preflight;
 use rkllm::{Error, GenerateOptions, Model, Runtime};
 
-const USAGE: &str = "\
-Checks whether an RKLLM model loads on this machine and explains why not.
+mod common;
+use common::{Args, Backend, Failure, Opt, Scratch, UsageError};
 
-Usage: doctor --model PATH [--lib PATH]
-       doctor --mock [--inject FAILURE]
+const CLI: common::Cli = common::Cli {
+    about: "Checks whether an RKLLM model loads on this machine and explains why not.",
+    usage: &[
+        "doctor --model PATH [--lib PATH]",
+        "doctor --mock [--inject FAILURE]",
+    ],
+    sections: &[(
+        "Options",
+        &[
+            common::MODEL,
+            common::LIB,
+            common::MOCK,
+            Opt::value(
+                "--inject",
+                "FAILURE",
+                "generated mock model: make the load fail as the real\n\
+                 runtime does:\n  \
+                   oom         NPU memory allocation fails (e.g. w4a16 on RK3588)\n  \
+                   nofile      too many open files\n  \
+                   magic       invalid model magic (model from another toolkit)\n  \
+                   domain      no weight memory for IOMMU domain 1\n  \
+                   null        init returns success without a handle\n  \
+                   old-driver  rknpu driver 0.9.6, and the NPU allocation fails",
+            ),
+        ],
+    )],
+    after: "The exit code is 0 when the model loaded and ran, 1 otherwise, 2 for a usage error.",
+};
 
-  --model PATH          .rkllm model to load with the board's librkllmrt.so
-  --lib PATH            the runtime library (default: $RKLLM_LIB_PATH, then the system's
-                        library search path)
-  --mock                load a mock model on the mock runtime (with --model, PATH is a mock
-                        model file)
-  --inject FAILURE      mock: make the load fail like the real runtime does:
-                          oom         NPU memory allocation fails (e.g. w4a16 on RK3588)
-                          nofile      too many open files
-                          magic       invalid model magic (model from another toolkit)
-                          domain      no weight memory for IOMMU domain 1
-                          null        init returns success without a handle
-                          old-driver  rknpu driver 0.9.6, and the NPU allocation fails
-  -h, --help            this help";
-
-struct Args {
-    model: Option<PathBuf>,
-    lib: Option<PathBuf>,
-    mock: bool,
-    inject: Option<String>,
+/// A load failure the generated mock model simulates (`--inject`).
+#[derive(Clone, Copy)]
+enum Inject {
+    Oom,
+    Nofile,
+    Magic,
+    Domain,
+    Null,
+    OldDriver,
 }
 
-fn parse_args() -> Result<Option<Args>, String> {
-    let mut args = Args {
-        model: None,
-        lib: None,
-        mock: false,
-        inject: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "-h" | "--help" => return Ok(None),
-            "--model" => args.model = Some(value("--model")?.into()),
-            "--lib" => args.lib = Some(value("--lib")?.into()),
-            "--mock" => args.mock = true,
-            "--inject" => args.inject = Some(value("--inject")?),
-            other => return Err(format!("unknown option {other}")),
-        }
+impl std::str::FromStr for Inject {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "oom" => Inject::Oom,
+            "nofile" => Inject::Nofile,
+            "magic" => Inject::Magic,
+            "domain" => Inject::Domain,
+            "null" => Inject::Null,
+            "old-driver" => Inject::OldDriver,
+            _ => {
+                return Err(
+                    "no such failure; use oom, nofile, magic, domain, null or old-driver".into(),
+                )
+            }
+        })
     }
-    if args.model.is_none() && !args.mock {
-        return Err("give --model PATH (or --mock for a demonstration)".into());
-    }
-    if args.inject.is_some() && !args.mock {
+}
+
+struct Options {
+    backend: Backend,
+    // Read by the mock model only.
+    #[cfg_attr(not(feature = "mock"), allow(dead_code))]
+    inject: Option<Inject>,
+}
+
+fn options(args: &Args) -> Result<Options, UsageError> {
+    let backend = Backend::from_args(args, false)?;
+    let inject = args.parsed("--inject", str::parse)?;
+    if inject.is_some() && !backend.is_mock() {
         return Err("--inject works with the mock runtime only (add --mock)".into());
     }
-    Ok(Some(args))
+    backend.only_generated_mock(args, "--inject")?;
+    Ok(Options { backend, inject })
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(Some(args)) => args,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("error: {e}\n\nRun with --help for the options.");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&args) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main(&CLI, options, run)
 }
 
-/// Prints the report; returns whether the model loaded and ran.
-fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
-    let (path, runtime, _mock_dir) = if args.mock {
-        mock_setup(args)?
-    } else {
-        let path = args.model.clone().expect("checked by parse_args");
-        let runtime = match &args.lib {
-            Some(lib) => Runtime::load_from(lib),
-            None => Runtime::load(),
-        };
-        match runtime {
-            Ok(runtime) => (path, runtime, None),
-            Err(e) => {
-                // Still worth knowing what the system looks like.
-                section("preflight");
-                print!("{}", Preflight::new().run(&path));
-                section("runtime library");
-                println!("FAILED: {e}");
-                return Ok(false);
-            }
+/// Prints the report; the exit code says whether the model loaded and ran.
+fn run(args: Options, scratch: &mut Scratch) -> Result<ExitCode, Failure> {
+    let path = args.backend.model_path(&args, scratch)?;
+    let runtime = match args.backend.runtime() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            // Still worth knowing what the system looks like.
+            section("preflight");
+            print!("{}", Preflight::new().run(&path));
+            section("runtime library");
+            println!("FAILED: {e}");
+            return Ok(ExitCode::FAILURE);
         }
     };
+    Ok(match report(&path, runtime)? {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::FAILURE,
+    })
+}
 
+/// Loads the model and tries it; returns whether it loaded and ran.
+fn report(path: &Path, runtime: Runtime) -> Result<bool, Failure> {
     section("preflight");
     // The same checks the builder runs before init; `run` also raises the open-files limit
     // as loading would.
-    let report = Preflight::new().run(&path);
+    let report = Preflight::new().run(path);
     print!("{report}");
     if report.is_clean() {
         println!("no problems found");
@@ -131,7 +137,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
 
     section("loading the model (the runtime's own lines follow)");
     let started = Instant::now();
-    let model = match Model::builder(&path).runtime(runtime).build() {
+    let model = match Model::builder(path).runtime(runtime).build() {
         Ok(model) => model,
         Err(Error::Init(e)) => {
             section("result: the model did not load");
@@ -196,47 +202,29 @@ fn section(title: &str) {
     println!("\n== {title} ==");
 }
 
-/// The mock model to load: the file given with `--model`, or one written to a temporary
-/// directory with the injected failure.
-#[cfg(feature = "mock")]
-fn mock_setup(
-    args: &Args,
-) -> Result<(PathBuf, Runtime, Option<tempfile::TempDir>), Box<dyn std::error::Error>> {
-    use rkllm::mock::{InitFailure, MockModel};
+impl common::MockModelSource for Options {
+    /// Gemma 2 2B as a mock model, failing to load as `--inject` says.
+    #[cfg(feature = "mock")]
+    fn mock_model(&self) -> Result<rkllm::mock::MockModel, Failure> {
+        use rkllm::mock::{InitFailure, MockModel};
 
-    if let Some(path) = &args.model {
-        return Ok((path.clone(), Runtime::mock(), None));
+        // What the runtime asks the NPU for when Gemma 2 2B in w4a16 does not fit.
+        let npu_oom = InitFailure::NpuOutOfMemory {
+            requested_bytes: 232_128_512,
+        };
+        let mock = MockModel::new()
+            .name("doctor-mock")
+            .answer("Hello! The NPU answers.");
+        Ok(match self.inject {
+            None => mock,
+            Some(Inject::Oom) => mock.fail_init(npu_oom),
+            Some(Inject::Nofile) => mock.fail_init(InitFailure::TooManyOpenFiles),
+            Some(Inject::Magic) => mock.fail_init(InitFailure::InvalidModelMagic),
+            Some(Inject::Domain) => {
+                mock.fail_init(InitFailure::WeightMemoryForDomain { domain: 1 })
+            }
+            Some(Inject::Null) => mock.fail_init(InitFailure::NullHandle),
+            Some(Inject::OldDriver) => mock.driver_version("0.9.6").fail_init(npu_oom),
+        })
     }
-    // What the runtime asks the NPU for when Gemma 2 2B in w4a16 does not fit.
-    let npu_oom = InitFailure::NpuOutOfMemory {
-        requested_bytes: 232_128_512,
-    };
-    let mut mock = MockModel::new()
-        .name("doctor-mock")
-        .answer("Hello! The NPU answers.");
-    mock = match args.inject.as_deref() {
-        None => mock,
-        Some("oom") => mock.fail_init(npu_oom),
-        Some("nofile") => mock.fail_init(InitFailure::TooManyOpenFiles),
-        Some("magic") => mock.fail_init(InitFailure::InvalidModelMagic),
-        Some("domain") => mock.fail_init(InitFailure::WeightMemoryForDomain { domain: 1 }),
-        Some("null") => mock.fail_init(InitFailure::NullHandle),
-        Some("old-driver") => mock.driver_version("0.9.6").fail_init(npu_oom),
-        Some(other) => {
-            return Err(format!(
-                "unknown --inject {other}: use oom, nofile, magic, domain, null or old-driver"
-            )
-            .into())
-        }
-    };
-    let dir = tempfile::Builder::new().prefix("rkllm-doctor-").tempdir()?;
-    let path = mock.write_to(dir.path().join("gemma-2-2b-it-mock.rkllm"))?;
-    Ok((path, Runtime::mock(), Some(dir)))
-}
-
-#[cfg(not(feature = "mock"))]
-fn mock_setup(
-    _args: &Args,
-) -> Result<(PathBuf, Runtime, Option<tempfile::TempDir>), Box<dyn std::error::Error>> {
-    Err("--mock needs the `mock` feature".into())
 }

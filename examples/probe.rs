@@ -6,120 +6,90 @@
 //! cargo run --example probe -- --mock
 //! ```
 //!
-//! `--lib` names `librkllmrt.so` (default: `RKLLM_LIB_PATH`, then the system search path).
 //! `--mock` probes the mock runtime with a mock model written to a temporary file.
+//! Needs the cargo feature `probe` (on by default in this workspace).
 //! Exits with 2 on bad arguments and 1 when the model could not be loaded.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use rkllm::probe::{self, ProbeConfig, Question};
-use rkllm::Runtime;
 
-const USAGE: &str = "usage: probe --model PATH [--tokenizer PATH] [--lib PATH] \
-                     [--skip-second-model]\n       probe --mock";
+mod common;
+use common::{Args, Backend, Failure, Opt, Scratch, UsageError};
 
-#[derive(Default)]
-struct Args {
-    model: Option<PathBuf>,
-    tokenizer: Option<PathBuf>,
-    lib: Option<PathBuf>,
-    mock: bool,
+const CLI: common::Cli = common::Cli {
+    about: "Finds out how this board's RKLLM runtime behaves where it is undocumented, and\n\
+            prints a report to paste into a bug report.",
+    usage: &["probe --model PATH [OPTIONS]", "probe --mock [OPTIONS]"],
+    sections: &[(
+        "Options",
+        &[
+            common::MODEL,
+            common::LIB,
+            common::TOKENIZER,
+            common::MOCK,
+            Opt::flag(
+                "--skip-second-model",
+                "skip the question whether a second model loads in the same\n\
+                 process (it needs the NPU memory of two)",
+            ),
+        ],
+    )],
+    after: "It takes a minute or two; the runtime's own log lines appear as it goes.",
+};
+
+struct Options {
+    backend: Backend,
     skip_second_model: bool,
 }
 
-fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut out = Args::default();
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| {
-            args.next()
-                .map(PathBuf::from)
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        match arg.as_str() {
-            "--model" => out.model = Some(value("--model")?),
-            "--tokenizer" => out.tokenizer = Some(value("--tokenizer")?),
-            "--lib" => out.lib = Some(value("--lib")?),
-            "--mock" => out.mock = true,
-            "--skip-second-model" => out.skip_second_model = true,
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    if out.mock == out.model.is_some() {
-        return Err("give either --model PATH or --mock".into());
-    }
-    Ok(out)
+fn options(args: &Args) -> Result<Options, UsageError> {
+    Ok(Options {
+        backend: Backend::from_args(args, false)?,
+        skip_second_model: args.flag("--skip-second-model"),
+    })
 }
 
 fn main() -> ExitCode {
-    let args = match parse(std::env::args().skip(1)) {
-        Ok(a) => a,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("probe: {e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(args) {
-        Ok(report) => {
-            println!("\n{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("probe: the runtime or the model could not be loaded:\n{e}");
-            ExitCode::FAILURE
-        }
-    }
+    common::main(&CLI, options, run)
 }
 
-fn run(args: Args) -> rkllm::Result<probe::ProbeReport> {
-    let (runtime, model) = if args.mock {
-        mock()?
-    } else {
-        // The probe sets RKLLM_LOG_LEVEL=1 around each rkllm_init; should the runtime read it
-        // when the library loads instead, setting it here, before loading and before any
-        // other thread exists, makes the performance table appear either way.
-        if std::env::var_os("RKLLM_LOG_LEVEL").is_none() {
-            std::env::set_var("RKLLM_LOG_LEVEL", "1");
-        }
-        let runtime = match &args.lib {
-            Some(lib) => Runtime::load_from(lib)?,
-            None => Runtime::load()?,
-        };
-        (runtime, args.model.expect("checked by parse"))
-    };
+fn run(args: Options, scratch: &mut Scratch) -> Result<ExitCode, Failure> {
+    if !args.backend.is_mock() && std::env::var_os("RKLLM_LOG_LEVEL").is_none() {
+        // The runtime prints the performance table the BOS question reads only at
+        // RKLLM_LOG_LEVEL=1, and the probe (a library) never changes the environment. This
+        // program sets it for the user, here: still on the main thread before any other
+        // thread exists (nothing can read the environment concurrently) and before the
+        // runtime is loaded. Running with RKLLM_LOG_LEVEL=1 set does the same.
+        std::env::set_var("RKLLM_LOG_LEVEL", "1");
+    }
+    // A bad tokenizer file is reported now rather than as a note after the long run.
+    #[cfg(feature = "tokenizer")]
+    args.backend.tokenizer()?;
+    let model = args.backend.model_path(&args, scratch)?;
+    let runtime = args.backend.runtime()?;
     let origin = runtime.origin().to_owned();
     let mut config = ProbeConfig::new(runtime, &model);
-    if let Some(t) = args.tokenizer {
-        config = config.tokenizer(t);
+    if let Some(path) = args.backend.tokenizer_path() {
+        config = config.tokenizer(path);
     }
     if args.skip_second_model {
         config = config.skip(Question::SecondModel);
     }
     eprintln!(
-        "probing {} with {} (a minute or two; the runtime's own log lines follow)",
-        model.display(),
-        origin
+        "probing {} with {origin} (a minute or two; the runtime's own log lines follow)",
+        model.display()
     );
-    let report = probe::run(&config);
-    if args.mock {
-        let _ = std::fs::remove_file(&model);
+    let report = probe::run(&config)
+        .map_err(|e| format!("the runtime or the model could not be loaded:\n{e}"))?;
+    println!("\n{report}");
+    Ok(ExitCode::SUCCESS)
+}
+
+impl common::MockModelSource for Options {
+    /// A mock model with which the probe can answer every question.
+    #[cfg(feature = "mock")]
+    fn mock_model(&self) -> Result<rkllm::mock::MockModel, Failure> {
+        Ok(probe::mock_model())
     }
-    report
-}
-
-#[cfg(feature = "mock")]
-fn mock() -> rkllm::Result<(Runtime, PathBuf)> {
-    Ok((Runtime::mock(), probe::mock_model().write_temp()?))
-}
-
-#[cfg(not(feature = "mock"))]
-fn mock() -> rkllm::Result<(Runtime, PathBuf)> {
-    Err(rkllm::Error::InvalidParameter {
-        name: "--mock",
-        reason: "this build has no mock runtime (enable the `mock` feature)".into(),
-    })
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rkllm::mock::MockModel;
 use rkllm::{FinishReason, GenerateOptions};
@@ -29,8 +29,8 @@ fn abort_from_another_thread_mid_stream() {
     assert!(t.join().unwrap(), "a run was in flight");
     let rest: Vec<_> = stream.by_ref().collect::<Result<_, _>>().unwrap();
     assert!(
-        rest.len() < 10,
-        "generation stopped soon after the abort ({} more tokens)",
+        rest.is_empty(),
+        "no token is delivered once the abort returned ({} more)",
         rest.len()
     );
     assert_eq!(stream.finish_reason(), Some(&FinishReason::Aborted));
@@ -80,19 +80,21 @@ fn every_abort_ending_of_the_runtime_gives_aborted() {
 
 #[test]
 fn dropping_the_stream_mid_run_aborts_and_waits() {
-    let model = common::load(&slow(MockModel::new()));
+    let path = slow(MockModel::new()).write_temp().unwrap();
+    let model = rkllm::Model::builder(&path)
+        .runtime(rkllm::Runtime::mock())
+        .build()
+        .unwrap();
     let mut session = model.session().unwrap();
-    let started = Instant::now();
     {
         let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
         stream.next().unwrap().unwrap();
     }
-    // Far less than the ~25 tokens × 5 ms of the whole answer, and the runtime is idle.
-    assert!(
-        started.elapsed() < Duration::from_millis(100),
-        "{:?}",
-        started.elapsed()
-    );
+    // The run was stopped, not played out, and the runtime is idle once the drop returned.
+    let runs = rkllm::mock::runs_of_model(&path);
+    let total = LONG.split(' ').count();
+    assert!(runs[0].aborted, "{:?}", runs[0]);
+    assert!(runs[0].generated_tokens < total, "{:?}", runs[0]);
     assert!(!model.runtime_reports_running());
     assert_eq!(
         session
@@ -139,22 +141,6 @@ fn a_leaked_stream_is_finished_by_the_next_run() {
 }
 
 #[test]
-fn dropping_the_model_mid_run_from_another_thread() {
-    let model = common::load(&slow(MockModel::new()));
-    let session = model.session().unwrap();
-    drop(model);
-    // The session owns the model now; run on another thread and drop it mid-stream there.
-    let t = std::thread::spawn(move || {
-        let mut session = session;
-        let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
-        stream.next().unwrap().unwrap();
-        drop(stream);
-        drop(session);
-    });
-    t.join().unwrap();
-}
-
-#[test]
 fn one_session_per_model() {
     let model = common::load(&MockModel::new());
     let session = model.session().unwrap();
@@ -177,10 +163,9 @@ fn is_running_is_reported_the_right_way_round() {
 
 #[test]
 fn running_sense_follows_the_setting() {
-    use rkllm::mock::IsRunningSense;
     use rkllm::{Model, RunningSense, Runtime};
     let path = slow(MockModel::new())
-        .with_runtime(|r| r.is_running_sense = IsRunningSense::OneWhileRunning)
+        .with_runtime(|r| r.is_running_sense = RunningSense::NonZeroWhileRunning)
         .write_temp()
         .unwrap();
     let model = Model::builder(&path)

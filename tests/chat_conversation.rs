@@ -14,7 +14,7 @@ fn sample(budget: ContextBudget) -> Conversation {
     chat.push_user("again").unwrap(); // 10
     chat
 }
-const SAMPLE_TOKENS: usize = 1 + 10 + 10 + 11 + 10 + 3;
+const SAMPLE_TOKENS: u32 = 1 + 10 + 10 + 11 + 10 + 3;
 
 #[test]
 fn chat_conversation_push_enforces_alternation() {
@@ -273,7 +273,7 @@ mod with_tokenizer {
                     let ids = chat.encode(true).unwrap();
                     assert!(counted.exact);
                     assert_eq!(
-                        counted.prompt_tokens,
+                        counted.prompt_tokens as usize,
                         ids.len(),
                         "{style:?}, system {system:?}, {turns} turns"
                     );
@@ -298,19 +298,19 @@ mod with_tokenizer {
             let all = tok
                 .encode(&Gemma2Template::new(style), base.messages(), true)
                 .unwrap()
-                .len();
+                .len() as u32;
             let mut fits = base
                 .clone()
                 .with_budget(ContextBudget::new(all + reserve, reserve));
-            assert_eq!(fits.encode(true).unwrap().len(), all, "{style:?}");
+            assert_eq!(fits.encode(true).unwrap().len() as u32, all, "{style:?}");
             assert_eq!(fits.last_fit().unwrap().dropped_messages, 0);
 
             let mut over = base.with_budget(ContextBudget::new(all + reserve - 1, reserve));
             let ids = over.encode(true).unwrap();
             let fit = over.last_fit().unwrap();
             assert_eq!(fit.dropped_messages, 2, "{style:?}");
-            assert_eq!(fit.prompt_tokens, ids.len());
-            assert!(ids.len() < all);
+            assert_eq!(fit.prompt_tokens as usize, ids.len());
+            assert!((ids.len() as u32) < all);
             assert_eq!(over.system(), system);
         }
     }

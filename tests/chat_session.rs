@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use rkllm::chat::{ContextBudget, Conversation, Role, SystemStyle, TrimPolicy};
+use rkllm::chat::{ChatSession, ContextBudget, Conversation, Role, SystemStyle, TrimPolicy};
 use rkllm::mock::{MockModel, RunFailure};
 use rkllm::{FinishReason, GenerateOptions, Model, Runtime};
 
@@ -149,9 +149,9 @@ fn run_chat(
     budget: Option<ContextBudget>,
 ) -> (Vec<Vec<i32>>, std::path::PathBuf) {
     let (model, path) = load(&MockModel::new().echo());
-    let mut session = model.session().unwrap();
+    let mut session = ChatSession::new(model.session().unwrap());
     if let Some(dir) = cache_dir {
-        session.enable_chat_prompt_cache(dir).unwrap();
+        session.enable_prompt_cache(dir).unwrap();
     }
     let mut chat = Conversation::new(SystemStyle::Merge);
     if let Some(b) = budget {
@@ -252,8 +252,8 @@ fn the_cache_is_rebuilt_after_a_trim() {
 fn the_cache_is_rebuilt_after_a_system_prompt_change_and_cleaned_up() {
     let dir = common::temp_path("rolling-system");
     let (model, path) = load(&MockModel::new().echo());
-    let mut session = model.session().unwrap();
-    session.enable_chat_prompt_cache(&dir).unwrap();
+    let mut session = ChatSession::new(model.session().unwrap());
+    session.enable_prompt_cache(&dir).unwrap();
     let mut chat = Conversation::new(SystemStyle::Merge);
     chat.set_system("Be brief.");
     let opts = GenerateOptions::new();
@@ -279,7 +279,7 @@ fn the_cache_is_rebuilt_after_a_system_prompt_change_and_cleaned_up() {
     let runs = rkllm::mock::runs_of_model(&path);
     let reused: Vec<bool> = runs.iter().map(|r| r.reused_tokens > 0).collect();
     assert_eq!(reused, [false, true, false, true]);
-    let stats = session.chat_cache_stats().unwrap();
+    let stats = session.cache_stats().unwrap();
     assert_eq!((stats.reused, stats.rebuilt), (2, 2));
     assert_eq!(files_in(&dir).len(), 1);
     drop(session);

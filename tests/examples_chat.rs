@@ -1,64 +1,16 @@
 //! The chat example, scripted: a conversation piped to its stdin, on the mock runtime.
-//!
-//! The example runs through `cargo run`, with the cargo that runs these tests (`$CARGO`), so
-//! it is built when needed and found wherever the target directory is. When the tests run as
-//! aarch64 binaries under qemu, the spawned cargo is the host's and builds and runs the
-//! example for the host: this checks the example's behaviour, not the target's code, which
-//! the other tests cover.
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Output;
 
-/// Generous: the first call may compile the example.
-const TIMEOUT: Duration = Duration::from_secs(600);
-
-fn cargo() -> PathBuf {
-    // Cargo sets CARGO for the test process; the build-time value is the fallback.
-    std::env::var_os("CARGO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO")))
-}
+mod examples_common;
 
 /// Runs the chat example with `args`, `stdin` piped in, and returns its output.
 fn run_chat(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(cargo())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["run", "--quiet", "--example", "chat", "--"])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start `{} run --example chat`: {e}. This test runs the example through \
-                 cargo; run it with `cargo test`, which sets CARGO",
-                cargo().display()
-            )
-        });
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap(); // dropping stdin closes it: the example sees the end of input
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let output = rx
-        .recv_timeout(TIMEOUT)
-        .unwrap_or_else(|_| panic!("the chat example did not finish within {TIMEOUT:?}"))
-        .expect("wait for the chat example");
+    let output = examples_common::run("chat", args, stdin);
     assert!(
         output.status.success(),
-        "the chat example failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
+        "the chat example failed: {}",
+        examples_common::show(&output)
     );
     output
 }

@@ -338,7 +338,7 @@ fn runtime_info_comes_from_the_version_line() {
 }
 
 #[test]
-fn handle_calls_during_a_run_report_busy_instead_of_racing_it() {
+fn handle_calls_during_a_run_report_run_in_progress_instead_of_racing_it() {
     let model = common::load(
         &MockModel::new()
             .answer("a long enough answer to still be running")
@@ -349,7 +349,8 @@ fn handle_calls_during_a_run_report_busy_instead_of_racing_it() {
     let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
     stream.next().unwrap().unwrap();
     let err = model.load_lora(&adapter_file, "busy", 1.0).unwrap_err();
-    assert!(matches!(err, Error::Busy), "{err:?}");
+    assert!(matches!(err, Error::RunInProgress), "{err:?}");
+    assert!(err.to_string().contains("run is in progress"), "{err}");
     drop(stream);
     assert!(
         model.load_lora(&adapter_file, "busy", 1.0).is_ok(),

@@ -1,7 +1,7 @@
 //! The on-board probe against the mock runtime, in every configuration of each knob that
 //! stands for an open question (one knob at a time from the default): the report must state
 //! the configured behaviour. This shows the probe's logic is right before it meets a board.
-#![cfg(feature = "mock")]
+#![cfg(all(feature = "mock", feature = "probe"))]
 
 use std::path::Path;
 use std::sync::RwLock;
@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use rkllm::mock::{self, MockModel, RuntimeBehaviour};
 use rkllm::probe::{
-    self, AbortEnding, Bos, CallbackThread, ContextOverflow, EndOfTurn, FinishText, IsRunningSense,
-    ProbeConfig, ProbeReport, PromptCache, Question, SecondModel, Verdict, WaitingText,
+    self, AbortEnding, AddsBos, CallbackThread, ContextOverflow, EndOfTurn, FinishText,
+    ProbeConfig, ProbeReport, PromptCacheReuse, Question, RunningSense, SecondModel, Verdict,
+    WaitingText,
 };
 use rkllm::{Error, Runtime};
 
@@ -81,24 +82,31 @@ fn the_default_mock_is_reported_as_configured() {
     );
     assert_eq!(
         report.is_running_sense().answer(),
-        Some(&IsRunningSense::ZeroWhileRunning)
+        Some(&RunningSense::ZeroWhileRunning)
     );
     assert_eq!(
         report.waiting_text().answer(),
         Some(&WaitingText::PartialBytes)
     );
     assert_eq!(report.finish_text().answer(), Some(&FinishText::Null));
-    assert_eq!(report.bos().answer(), Some(&Bos::NotAdded));
+    assert_eq!(report.bos().answer(), Some(&AddsBos::Never));
     assert_eq!(
         report.end_of_turn().answer(),
         Some(&EndOfTurn::StopsAfterEndOfTurn)
     );
     assert_eq!(
         report.context_overflow().answer(),
-        Some(&ContextOverflow::Refused { return_code: -1 })
+        Some(&ContextOverflow::Refused)
     );
+    assert!(report
+        .context_overflow()
+        .evidence
+        .contains("rkllm_run returned -1"));
     assert_eq!(report.second_model().answer(), Some(&SecondModel::Works));
-    assert_eq!(report.prompt_cache().answer(), Some(&PromptCache::Helped));
+    assert_eq!(
+        report.prompt_cache().answer(),
+        Some(&PromptCacheReuse::Reused)
+    );
     let timing = report.prompt_cache_timing().expect("timed");
     assert!(timing.ratio() < 0.3, "{timing:?}");
 
@@ -121,7 +129,7 @@ fn the_default_mock_is_reported_as_configured() {
 
 #[test]
 fn callbacks_on_the_callers_thread() {
-    let report = probe_mock(|r| r.callback_thread = mock::CallbackThread::Caller);
+    let report = probe_mock(|r| r.callback_thread = CallbackThread::Caller);
     assert_eq!(
         report.callback_thread().answer(),
         Some(&CallbackThread::Caller),
@@ -158,12 +166,8 @@ fn every_abort_ending() {
 
 #[test]
 fn bos_added_by_the_runtime() {
-    let report = probe_mock(|r| r.adds_bos = true);
-    assert_eq!(
-        report.bos().answer(),
-        Some(&Bos::AddedByRuntime),
-        "{report}"
-    );
+    let report = probe_mock(|r| r.adds_bos = AddsBos::Always);
+    assert_eq!(report.bos().answer(), Some(&AddsBos::Always), "{report}");
     assert!(report
         .bos()
         .evidence
@@ -186,15 +190,12 @@ fn generation_past_end_of_turn() {
 
 #[test]
 fn every_waiting_text() {
-    for (knob, want) in [
-        (mock::WaitingText::Null, WaitingText::Null),
-        (mock::WaitingText::Empty, WaitingText::Empty),
-        (
-            mock::WaitingText::PartialBytesThenWhole,
-            WaitingText::PartialBytesThenWhole,
-        ),
+    for want in [
+        WaitingText::Null,
+        WaitingText::Empty,
+        WaitingText::PartialBytesThenWhole,
     ] {
-        let report = probe_mock(|r| r.waiting_text = knob);
+        let report = probe_mock(|r| r.waiting_text = want);
         assert_eq!(report.waiting_text().answer(), Some(&want), "{report}");
         assert!(line(&report, Question::WaitingText).contains(&want.to_string()));
         let evidence = &report.waiting_text().evidence;
@@ -203,7 +204,7 @@ fn every_waiting_text() {
             assert!(evidence.contains("valid UTF-8: no"), "{evidence}");
             assert!(report
                 .advice(Question::WaitingText)
-                .contains("WaitingText::Ignore"));
+                .contains("waiting_text(WaitingText::PartialBytesThenWhole)"));
         } else {
             assert!(
                 evidence.contains("\"Hello! Ünïcödé 🦀 works.\""),
@@ -215,7 +216,7 @@ fn every_waiting_text() {
 
 #[test]
 fn finish_text_empty() {
-    let report = probe_mock(|r| r.finish_text = mock::FinishText::Empty);
+    let report = probe_mock(|r| r.finish_text = FinishText::Empty);
     assert_eq!(
         report.finish_text().answer(),
         Some(&FinishText::Empty),
@@ -226,7 +227,7 @@ fn finish_text_empty() {
 
 #[test]
 fn every_context_overflow() {
-    let report = probe_mock(|r| r.context_overflow = mock::ContextOverflow::TruncateKeepLast);
+    let report = probe_mock(|r| r.context_overflow = ContextOverflow::Truncated);
     assert_eq!(
         report.context_overflow().answer(),
         Some(&ContextOverflow::Truncated),
@@ -238,21 +239,25 @@ fn every_context_overflow() {
         .evidence
         .contains("prefill count 63"));
 
-    let report = probe_mock(|r| r.context_overflow = mock::ContextOverflow::ErrorCallback);
+    let report = probe_mock(|r| r.context_overflow = ContextOverflow::ErrorCallback);
     assert_eq!(
         report.context_overflow().answer(),
-        Some(&ContextOverflow::ErrorCallback { return_code: -1 }),
+        Some(&ContextOverflow::ErrorCallback),
         "{report}"
     );
+    assert!(report
+        .context_overflow()
+        .evidence
+        .contains("rkllm_run returned -1"));
     assert!(line(&report, Question::ContextOverflow).contains("ERROR callback"));
 }
 
 #[test]
 fn is_running_in_boolean_sense() {
-    let report = probe_mock(|r| r.is_running_sense = mock::IsRunningSense::OneWhileRunning);
+    let report = probe_mock(|r| r.is_running_sense = RunningSense::NonZeroWhileRunning);
     assert_eq!(
         report.is_running_sense().answer(),
-        Some(&IsRunningSense::NonZeroWhileRunning),
+        Some(&RunningSense::NonZeroWhileRunning),
         "{report}"
     );
     assert_eq!(report.runtime_reports_running_is_correct(), Some(false));
@@ -265,15 +270,16 @@ fn is_running_in_boolean_sense() {
 fn second_model_refused() {
     let _alone = HANDLES.write().unwrap_or_else(|e| e.into_inner());
     let report = probe_alone(
-        &instant().with_runtime(|r| r.second_model = mock::SecondModel::FailsOutOfMemory),
+        &instant().with_runtime(|r| r.second_model = SecondModel::Refused),
         |c| c,
     );
     assert_eq!(
         report.second_model().answer(),
-        Some(&SecondModel::Refused { return_code: -1 }),
+        Some(&SecondModel::Refused),
         "{report}"
     );
     let evidence = &report.second_model().evidence;
+    assert!(evidence.contains("rkllm_init returned -1"), "{evidence}");
     assert!(evidence.contains("npu_out_of_memory"), "{evidence}");
     assert!(evidence.contains("the first model still generates"));
     assert!(report
@@ -284,12 +290,12 @@ fn second_model_refused() {
 #[test]
 fn prompt_cache_without_reuse() {
     let report = probe_with(
-        &probe::mock_model().with_runtime(|r| r.prompt_cache_reuse = false),
+        &probe::mock_model().with_runtime(|r| r.prompt_cache_reuse = PromptCacheReuse::NotReused),
         |c| c,
     );
     assert_eq!(
         report.prompt_cache().answer(),
-        Some(&PromptCache::NoEffect),
+        Some(&PromptCacheReuse::NotReused),
         "{report}"
     );
     let timing = report.prompt_cache_timing().expect("timed");
@@ -306,7 +312,114 @@ fn skipped_questions_say_so() {
     assert_eq!(report.prompt_cache().verdict, Verdict::Skipped);
     assert!(report.prompt_cache_timing().is_none());
     assert!(line(&report, Question::SecondModel).ends_with("skipped"));
-    assert_eq!(report.bos().answer(), Some(&Bos::NotAdded));
+    assert_eq!(report.bos().answer(), Some(&AddsBos::Never));
+}
+
+#[test]
+fn callbacks_on_mixed_threads() {
+    let report = probe_mock(|r| r.callback_thread = CallbackThread::Mixed);
+    assert_eq!(
+        report.callback_thread().answer(),
+        Some(&CallbackThread::Mixed),
+        "{report}"
+    );
+    assert!(report
+        .advice(Question::CallbackThread)
+        .contains("please report"));
+}
+
+#[test]
+fn bos_added_unless_present() {
+    let report = probe_mock(|r| r.adds_bos = AddsBos::UnlessPresent);
+    assert_eq!(
+        report.bos().answer(),
+        Some(&AddsBos::UnlessPresent),
+        "{report}"
+    );
+    assert!(report
+        .bos()
+        .evidence
+        .contains("4 tokens prefilled 5, with <bos> 5"));
+}
+
+#[test]
+fn finish_text_with_text() {
+    let report = probe_mock(|r| r.finish_text = FinishText::Text("done".into()));
+    assert_eq!(
+        report.finish_text().answer(),
+        Some(&FinishText::Text("done".into())),
+        "{report}"
+    );
+    assert!(line(&report, Question::FinishText).contains("text \"done\""));
+}
+
+#[test]
+fn second_model_loads_but_does_not_run() {
+    let _alone = HANDLES.write().unwrap_or_else(|e| e.into_inner());
+    let report = probe_alone(
+        &instant().with_runtime(|r| r.second_model = SecondModel::LoadsButRunFails),
+        |c| c,
+    );
+    assert_eq!(
+        report.second_model().answer(),
+        Some(&SecondModel::LoadsButRunFails),
+        "{report}"
+    );
+    let evidence = &report.second_model().evidence;
+    assert!(evidence.contains("rkllm_run returned -1"), "{evidence}");
+    assert!(evidence.contains("the first model still generates"));
+}
+
+/// The probe never changes the process environment (a data race with any thread reading it,
+/// the runtime's own included): `RKLLM_LOG_LEVEL` is the caller's to set before the program
+/// starts. A mock that reads the variable at init (no `log_level` knob) sees what the caller
+/// set, nothing else.
+#[test]
+fn the_probe_leaves_the_environment_alone() {
+    const VAR: &str = "RKLLM_LOG_LEVEL";
+    let before = std::env::var_os(VAR);
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (done, before) = (std::sync::Arc::clone(&done), before.clone());
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let now = std::env::var_os(VAR);
+                if now != before && !seen.contains(&now) {
+                    seen.push(now);
+                }
+                std::thread::yield_now();
+            }
+            seen
+        })
+    };
+    let report = probe_with(&instant().with_runtime(|r| r.log_level = None), |c| {
+        c.skip(Question::SecondModel)
+            .skip(Question::PromptCache)
+            .skip(Question::ContextOverflow)
+    });
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let changes = watcher.join().unwrap();
+    assert!(
+        changes.is_empty(),
+        "{VAR} changed during the probe: {changes:?}"
+    );
+    assert_eq!(std::env::var_os(VAR), before);
+    // The runtime saw the caller's setting at every init.
+    let level: u32 = before
+        .as_deref()
+        .and_then(|v| v.to_str())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    if level >= 1 {
+        assert_eq!(report.bos().answer(), Some(&AddsBos::Never), "{report}");
+    } else {
+        assert_eq!(report.bos().verdict, Verdict::Unclear, "{report}");
+        assert!(
+            report.bos().evidence.contains("RKLLM_LOG_LEVEL=1"),
+            "{report}"
+        );
+    }
 }
 
 #[test]
@@ -341,7 +454,7 @@ fn an_overlong_run_is_aborted_at_the_time_limit() {
         "{report}"
     );
     // The runtime returned after each abort, so the other answers still hold.
-    assert_eq!(report.bos().answer(), Some(&Bos::NotAdded));
+    assert_eq!(report.bos().answer(), Some(&AddsBos::Never));
     assert_eq!(
         report.waiting_text().answer(),
         Some(&WaitingText::PartialBytes)
@@ -362,7 +475,7 @@ mod with_tokenizer {
         if chat_common::gemma_tokenizer().is_none() {
             return; // chat_common announced the skip loudly (RKLLM_SKIP_TOKENIZER_TESTS=1)
         }
-        for (adds, want) in [(false, Bos::NotAdded), (true, Bos::AddedByRuntime)] {
+        for adds in [AddsBos::Never, AddsBos::Always] {
             let mock = instant()
                 .tokenizer_json(&path)
                 .with_runtime(|r| r.adds_bos = adds);
@@ -372,7 +485,7 @@ mod with_tokenizer {
                     .skip(Question::PromptCache)
                     .skip(Question::ContextOverflow)
             });
-            assert_eq!(report.bos().answer(), Some(&want), "{report}");
+            assert_eq!(report.bos().answer(), Some(&adds), "{report}");
             assert!(
                 report
                     .bos()

@@ -216,14 +216,13 @@ fn token_input_is_decoded_by_the_runtime() {
 
 #[test]
 fn waiting_text_handling_matches_the_runtime() {
-    use rkllm::mock::WaitingText as MockWaiting;
     use rkllm::{Model, Runtime, WaitingText};
     let answer = "héllo 世界 🙂";
     // A runtime that repeats the whole character after WAITING: joining would duplicate
-    // bytes, WaitingText::Ignore gives the exact text.
+    // bytes; telling the builder so (WaitingText::PartialBytesThenWhole) gives the exact text.
     let path = MockModel::new()
         .answer(answer)
-        .with_runtime(|r| r.waiting_text = MockWaiting::PartialBytesThenWhole)
+        .with_runtime(|r| r.waiting_text = WaitingText::PartialBytesThenWhole)
         .write_temp()
         .unwrap();
     let build = |handling| {
@@ -233,7 +232,7 @@ fn waiting_text_handling_matches_the_runtime() {
             .build()
             .unwrap()
     };
-    let joined = build(WaitingText::Join)
+    let joined = build(WaitingText::PartialBytes)
         .session()
         .unwrap()
         .complete("q", &GenerateOptions::gemma());
@@ -242,15 +241,15 @@ fn waiting_text_handling_matches_the_runtime() {
         Some(answer),
         "joining repeats bytes here"
     );
-    let model = build(WaitingText::Ignore);
+    let model = build(WaitingText::PartialBytesThenWhole);
     let done = model
         .session()
         .unwrap()
         .complete("q", &GenerateOptions::gemma())
         .unwrap();
     assert_eq!(done.text, answer);
-    // Runtimes whose WAITING carries no text work with either setting.
-    for knob in [MockWaiting::Null, MockWaiting::Empty] {
+    // Runtimes whose WAITING carries no text work with the default setting.
+    for knob in [WaitingText::Null, WaitingText::Empty] {
         let model = common::load(
             &MockModel::new()
                 .answer(answer)

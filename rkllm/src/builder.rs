@@ -1,15 +1,24 @@
 //! Building a model: plain values, validated, laid over the runtime's defaults in `build()`.
 
-use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use rkllm_sys::LLMHandle;
+use rkllm_sys::RKLLMParam;
 
-use crate::diagnosis::{self, Diagnosis, InitError, Preflight};
-use crate::error::{c_string, Error, Result};
+use crate::diagnosis::{self, Diagnosis, InitError, Preflight, PreflightReport};
+use crate::error::{c_string, path_c_string, Error, Result};
+use crate::ffi::handle::Handle;
+use crate::ffi::init::{self, InitStrings};
 use crate::model::Model;
-use crate::run::trampoline;
 use crate::runtime::Runtime;
+use crate::settings::{RunningSense, RuntimeSettings, WaitingText};
+
+impl Model {
+    /// Starts building a model from the `.rkllm` file at `path`.
+    pub fn builder(path: impl Into<PathBuf>) -> ModelBuilder {
+        ModelBuilder::new(path)
+    }
+}
 
 /// Mirostat sampling (`RKLLMParam.mirostat`, `mirostat_tau`, `mirostat_eta`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -30,44 +39,6 @@ pub enum Mirostat {
         /// Learning rate (default 0.1).
         eta: f32,
     },
-}
-
-/// What the text of a `RKLLM_RUN_WAITING` callback is, on this runtime.
-///
-/// Whether the 1.1.1 runtime hands over the partial bytes of a split character in WAITING
-/// and then only the rest in NORMAL (`Join`), or repeats the whole character in the NORMAL
-/// that follows (`Ignore`), is not documented; `examples/probe.rs` tells which on a board.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WaitingText {
-    /// WAITING carries part of a character; join it with what follows (default; also right
-    /// when WAITING carries no text).
-    #[default]
-    Join,
-    /// Ignore WAITING text: the next NORMAL callback carries the whole character again.
-    Ignore,
-}
-
-/// What `rkllm_is_running` returns while a task runs, on this runtime.
-///
-/// The 1.1.x header documents 0 while running (an inverted sense); `examples/probe.rs`
-/// checks it on a board. Only [`Model::runtime_reports_running`] depends on it: the crate
-/// tracks its own runs without this call.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RunningSense {
-    /// 0 while a task runs (the header's documentation; default).
-    #[default]
-    ZeroWhileRunning,
-    /// Non-zero while a task runs.
-    NonZeroWhileRunning,
-}
-
-/// Settings about the runtime's undocumented behaviour, kept by the model.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct RuntimeSettings {
-    pub waiting_text: WaitingText,
-    pub running_sense: RunningSense,
 }
 
 /// Builds a [`Model`]. Holds plain values and touches the runtime only in [`build`].
@@ -239,10 +210,11 @@ impl ModelBuilder {
         self
     }
 
-    /// What WAITING callbacks carry on this runtime (default [`WaitingText::Join`]); see
-    /// the probe's report.
-    pub fn waiting_text(mut self, handling: WaitingText) -> Self {
-        self.settings.waiting_text = handling;
+    /// What WAITING callbacks carry on this runtime (default [`WaitingText::PartialBytes`]);
+    /// see the probe's report. Only [`WaitingText::PartialBytesThenWhole`] changes how tokens
+    /// are joined: WAITING text is then ignored, as the next NORMAL callback repeats it.
+    pub fn waiting_text(mut self, waiting: WaitingText) -> Self {
+        self.settings.waiting_text = waiting;
         self
     }
 
@@ -250,6 +222,31 @@ impl ModelBuilder {
     /// [`RunningSense::ZeroWhileRunning`]); see the probe's report.
     pub fn running_sense(mut self, sense: RunningSense) -> Self {
         self.settings.running_sense = sense;
+        self
+    }
+
+    /// How long stopping a run may take (default
+    /// [`DEFAULT_STOP_TIMEOUT`](crate::DEFAULT_STOP_TIMEOUT), 120 s).
+    ///
+    /// Dropping a stream, a session or the model aborts the run in flight and waits for
+    /// `rkllm_run` to return. The runtime does not cut a prefill short, so the wait can be
+    /// as long as the prefill of the longest prompt (about 5 ms per token for Gemma 2 2B on
+    /// an RK3588; a 27B model is several times slower). If the run has not returned by then,
+    /// the crate logs an error, leaves the handle and the run's buffers to the runtime
+    /// (leaked, never freed while the runtime may use them), and every later call on the
+    /// model fails with [`Error::ModelUnusable`]. Must be positive.
+    pub fn stop_timeout(mut self, limit: Duration) -> Self {
+        self.settings.stop_timeout = limit;
+        self
+    }
+
+    /// The model's vocabulary size. When set, token inputs are checked against it before
+    /// they reach the runtime (which would read out of bounds on an id past its vocabulary).
+    /// The 1.1.1 runtime has no call that reports it, so unset, only negative ids are
+    /// refused. Gemma 2's is 256,000
+    /// ([`chat::GEMMA2_VOCAB_SIZE`](crate::chat::GEMMA2_VOCAB_SIZE)). Must be positive.
+    pub fn vocab_size(mut self, n: u32) -> Self {
+        self.settings.vocab_size = Some(n);
         self
     }
 
@@ -349,6 +346,12 @@ impl ModelBuilder {
                 return bad("base_domain_id", format!("{id} must not be negative"));
             }
         }
+        if self.settings.stop_timeout.is_zero() {
+            return bad("stop_timeout", "0 s must be positive".into());
+        }
+        if self.settings.vocab_size == Some(0) {
+            return bad("vocab_size", "0 must be positive".into());
+        }
         Ok(())
     }
 
@@ -360,75 +363,82 @@ impl ModelBuilder {
     /// read into a [`Diagnosis`] when the runtime refuses the model.
     pub fn build(self) -> Result<Model> {
         self.validate()?;
-        let model_path = path_c_string("model_path", &self.path)?;
-        let empty = || CString::default();
-        let img_start = self
-            .img_start
-            .as_deref()
-            .map(|s| c_string("img_start", s))
-            .transpose()?;
-        let img_end = self
-            .img_end
-            .as_deref()
-            .map(|s| c_string("img_end", s))
-            .transpose()?;
-        let img_content = self
-            .img_content
-            .as_deref()
-            .map(|s| c_string("img_content", s))
-            .transpose()?;
-
-        let preflight = if self.preflight {
-            let preflight = Preflight::with_root(&self.preflight_root);
-            let mut report = preflight.check(&self.path);
-            if let Some(e) = report.fatal() {
-                return Err(e);
-            }
-            // Raising the open-file limit acts on this process, so only for the real root.
-            if self.preflight_root == Path::new("/") {
-                report.record_open_files_limit(preflight.raise_nofile_limit());
-            }
-            for warning in report.warnings() {
-                log::warn!(target: "rkllm", "preflight: {warning}");
-            }
-            Some(report)
-        } else {
-            None
-        };
-
-        let runtime = match self.runtime {
-            Some(r) => r,
+        let strings = self.strings()?;
+        let preflight = self.run_preflight()?;
+        let runtime = match &self.runtime {
+            Some(r) => r.clone(),
             None => Runtime::load()?,
         };
-        let api = runtime.api();
-        // SAFETY: rkllm_createDefaultParam takes no arguments and returns the struct by value.
-        let mut param = unsafe { (api.create_default_param)() };
-        // The runtime's defaults are kept for every unset value; what the 1.1.x runtime does
-        // not document is fixed here: no async mode, zeroed reserved bytes.
-        param.model_path = model_path.as_ptr();
+        let param = self.params(init::default_param(&runtime));
+        let max_context_len = u32::try_from(param.max_context_len).unwrap_or(0);
+        let (handle, diagnosis) = self.init_captured(runtime, param, &strings, preflight)?;
+        Ok(Model::from_handle(
+            handle,
+            self.path,
+            diagnosis,
+            max_context_len,
+            self.settings,
+        ))
+    }
+
+    /// Step 1: the strings `RKLLMParam` points at, NUL-checked.
+    fn strings(&self) -> Result<InitStrings> {
+        let optional =
+            |field, s: &Option<String>| s.as_deref().map(|s| c_string(field, s)).transpose();
+        Ok(InitStrings {
+            model_path: path_c_string("model_path", &self.path)?,
+            img_start: optional("img_start", &self.img_start)?,
+            img_end: optional("img_end", &self.img_end)?,
+            img_content: optional("img_content", &self.img_content)?,
+        })
+    }
+
+    /// Step 2: the cheap checks before init; a fatal finding fails the build.
+    fn run_preflight(&self) -> Result<Option<PreflightReport>> {
+        if !self.preflight {
+            return Ok(None);
+        }
+        let preflight = Preflight::with_root(&self.preflight_root);
+        let mut report = preflight.check(&self.path);
+        if let Some(e) = report.fatal() {
+            return Err(e);
+        }
+        // Raising the open-file limit acts on this process, so only for the real root.
+        if self.preflight_root == Path::new("/") {
+            report.record_open_files_limit(preflight.raise_nofile_limit());
+        }
+        for warning in report.warnings() {
+            log::warn!(target: "rkllm", "preflight: {warning}");
+        }
+        Ok(Some(report))
+    }
+
+    /// Step 3: the builder's values laid over the runtime's defaults. What the 1.1.x runtime
+    /// does not document is fixed here: no async mode, zeroed reserved bytes. (The string
+    /// fields are set by the seam at init.)
+    fn params(&self, mut param: RKLLMParam) -> RKLLMParam {
+        // Every value was checked to fit an i32 by `validate`.
+        let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
         if let Some(n) = self.max_context_len {
-            param.max_context_len = n as i32;
+            param.max_context_len = int(n);
         }
         if let Some(n) = self.max_new_tokens {
-            param.max_new_tokens = n.map_or(-1, |n| n as i32);
+            param.max_new_tokens = n.map_or(-1, int);
         }
         if let Some(k) = self.top_k {
-            param.top_k = k as i32;
+            param.top_k = int(k);
         }
-        if let Some(p) = self.top_p {
-            param.top_p = p;
-        }
-        if let Some(t) = self.temperature {
-            param.temperature = t;
-        }
-        if let Some(p) = self.repeat_penalty {
-            param.repeat_penalty = p;
-        }
-        if let Some(p) = self.frequency_penalty {
-            param.frequency_penalty = p;
-        }
-        if let Some(p) = self.presence_penalty {
-            param.presence_penalty = p;
+        let floats = [
+            (self.top_p, &mut param.top_p),
+            (self.temperature, &mut param.temperature),
+            (self.repeat_penalty, &mut param.repeat_penalty),
+            (self.frequency_penalty, &mut param.frequency_penalty),
+            (self.presence_penalty, &mut param.presence_penalty),
+        ];
+        for (value, field) in floats {
+            if let Some(v) = value {
+                *field = v;
+            }
         }
         match self.mirostat {
             None => {}
@@ -444,26 +454,25 @@ impl ModelBuilder {
             param.skip_special_token = s;
         }
         param.is_async = false;
-        // Empty strings, never NULL, for the image markers (as the vendor demos pass them).
-        let (e1, e2, e3) = (empty(), empty(), empty());
-        param.img_start = img_start.as_ref().unwrap_or(&e1).as_ptr();
-        param.img_end = img_end.as_ref().unwrap_or(&e2).as_ptr();
-        param.img_content = img_content.as_ref().unwrap_or(&e3).as_ptr();
         if let Some(id) = self.base_domain_id {
             param.extend_param.base_domain_id = id;
         }
         param.extend_param.reserved = [0; 112];
-        let max_context_len = u32::try_from(param.max_context_len).unwrap_or(0);
+        param
+    }
 
-        let mut handle: LLMHandle = std::ptr::null_mut();
-        let (rc, log) = diagnosis::run_captured(self.capture_log, || {
-            // SAFETY: `handle` and `param` are valid for writes; every string in `param`
-            // outlives the call (the runtime copies what it keeps); the callback is this
-            // crate's trampoline, which accepts any userdata/result the runtime passes.
-            unsafe { (api.init)(&mut handle, &mut param, Some(trampoline)) }
-        });
+    /// Step 4: `rkllm_init`, with the runtime's log captured and read into a diagnosis.
+    fn init_captured(
+        &self,
+        runtime: Runtime,
+        param: RKLLMParam,
+        strings: &InitStrings,
+        preflight: Option<PreflightReport>,
+    ) -> Result<(Handle, Diagnosis)> {
+        let ((rc, raw), log) =
+            diagnosis::run_captured(self.capture_log, || init::init(&runtime, param, strings));
         let diagnosis = Diagnosis::parse(&log);
-        if rc != 0 || handle.is_null() {
+        if rc != 0 || raw.is_null() {
             let code = if rc != 0 { Some(rc) } else { None };
             let mut error = InitError::new(code, diagnosis, self.path.clone());
             if let Some(report) = preflight {
@@ -471,19 +480,7 @@ impl ModelBuilder {
             }
             return Err(error.into());
         }
-        Ok(Model::from_handle(
-            runtime,
-            handle,
-            self.path,
-            diagnosis,
-            max_context_len,
-            self.settings,
-        ))
+        let handle = Handle::new(runtime, raw, self.settings.stop_timeout);
+        Ok((handle, diagnosis))
     }
-}
-
-/// A path as a C string, naming `field` when it holds a NUL byte.
-pub(crate) fn path_c_string(field: &'static str, path: &Path) -> Result<CString> {
-    use std::os::unix::ffi::OsStrExt;
-    c_string(field, path.as_os_str().as_bytes())
 }

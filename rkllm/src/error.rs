@@ -3,7 +3,28 @@
 use std::path::PathBuf;
 
 /// Everything that can go wrong in `rkllm`. Each variant is a cause a caller can act on, and
-/// its message names the fix where there is one.
+/// its message names the fix where there is one; [`Error::kind`] sorts them into the
+/// caller's mistakes and the server's failures.
+///
+/// ```
+/// # #[cfg(feature = "mock")] fn main() {
+/// use rkllm::mock::{InitFailure, MockModel};
+/// use rkllm::{Error, ErrorKind, Model, Runtime};
+/// // Bad values are refused before the runtime sees them, naming the parameter.
+/// let err = Model::builder("model.rkllm").top_p(1.5).build().unwrap_err();
+/// assert!(matches!(err, Error::InvalidParameter { name: "top_p", .. }));
+/// assert_eq!(err.kind(), ErrorKind::InvalidInput);
+/// // A runtime that refuses the model explains why, from its own log.
+/// let file = MockModel::new()
+///     .fail_init(InitFailure::InvalidModelMagic)
+///     .write_temp()
+///     .unwrap();
+/// let err = Model::builder(&*file).runtime(Runtime::mock()).build().unwrap_err();
+/// assert!(matches!(err, Error::Init(_)));
+/// assert!(err.to_string().contains("toolkit"), "{err}");
+/// # }
+/// # #[cfg(not(feature = "mock"))] fn main() {}
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -81,6 +102,75 @@ pub enum Error {
     )]
     Busy,
 
+    /// A call that needs the handle idle (loading a LoRA adapter or a prompt cache, for
+    /// example) came while a run was in progress. Finish, drop or abort the run's stream, then
+    /// call again.
+    #[error(
+        "a run is in progress on this model and this call needs the handle idle; finish, drop \
+         or abort the run's stream first"
+    )]
+    RunInProgress,
+
+    /// The thread that runs `rkllm_run` could not be started (the process is out of threads
+    /// or memory).
+    #[error(
+        "could not start the thread that runs the model: {source}; the process may be at its \
+         thread or memory limit"
+    )]
+    ThreadSpawn {
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+
+    /// A run in hidden-state mode finished without delivering any hidden states.
+    #[error(
+        "the runtime finished the run without delivering hidden states; check that the model \
+         supports RKLLM_INFER_GET_LAST_HIDDEN_LAYER and that the input is not empty"
+    )]
+    NoHiddenStates,
+
+    /// Hidden states hold a value that is not finite (NaN or infinity), so no embedding can
+    /// be computed from them.
+    #[error(
+        "the hidden states hold a non-finite value (NaN or infinity) at token {token}, \
+         dimension {dimension}; the model's output cannot be pooled into an embedding (check \
+         the model's conversion and quantization)"
+    )]
+    NonFiniteHiddenState {
+        /// Row (token) of the first non-finite value.
+        token: usize,
+        /// Column (hidden dimension) of the first non-finite value.
+        dimension: usize,
+    },
+
+    /// The model can no longer be used: a run did not stop within the stop timeout, so the
+    /// runtime may still be working on the handle. Every later call on this model gets this
+    /// error; drop the model and load it again (restart the process if the runtime does not
+    /// let go of the NPU).
+    #[error(
+        "the model can no longer be used: {reason}; drop it and load it again (restart the \
+         process if the runtime does not release the NPU)"
+    )]
+    ModelUnusable {
+        /// What happened to make it unusable.
+        reason: String,
+    },
+
+    /// The prompt has more tokens than the context allows. Shorten the prompt, raise
+    /// `max_context_len`, or let a [`Conversation`](crate::chat::Conversation) with a budget
+    /// drop old history.
+    #[error(
+        "the prompt has {tokens} tokens but the context allows {limit}; shorten the prompt, \
+         raise max_context_len (up to the model's conversion limit), or reserve fewer tokens \
+         for the reply"
+    )]
+    PromptTooLong {
+        /// Tokens of the prompt.
+        tokens: u32,
+        /// Tokens the context allows for the prompt.
+        limit: u32,
+    },
+
     /// A file could not be read or written.
     #[error("{}: {source}", path.display())]
     Io {
@@ -101,6 +191,107 @@ pub enum Error {
     Tokenizer(String),
 }
 
+impl Error {
+    /// What kind of failure this is: the caller's mistake (bad input, too long, not found),
+    /// a busy model, or a failure of the runtime or the system. A server picks its HTTP
+    /// status from it; see [`ErrorKind`] for a suggested mapping.
+    ///
+    /// ```
+    /// use rkllm::{Error, ErrorKind};
+    /// assert_eq!(Error::Busy.kind(), ErrorKind::Busy);
+    /// assert_eq!(Error::InvalidInput("empty".into()).kind().http_status(), 400);
+    /// assert!(Error::PromptTooLong { tokens: 5000, limit: 4096 }.kind().is_caller_error());
+    /// ```
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Nul { .. } | Error::InvalidParameter { .. } | Error::InvalidInput(_) => {
+                ErrorKind::InvalidInput
+            }
+            Error::Chat(crate::chat::ChatError::MessageTooLong { .. })
+            | Error::PromptTooLong { .. } => ErrorKind::TooLong,
+            Error::Chat(_) => ErrorKind::InvalidInput,
+            Error::UnknownLora { .. } => ErrorKind::NotFound,
+            Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                ErrorKind::NotFound
+            }
+            Error::Busy | Error::RunInProgress => ErrorKind::Busy,
+            Error::ModelUnusable { .. } => ErrorKind::Unavailable,
+            Error::Init(_)
+            | Error::Call { .. }
+            | Error::Run { .. }
+            | Error::InvalidUtf8 { .. }
+            | Error::NoHiddenStates
+            | Error::NonFiniteHiddenState { .. } => ErrorKind::Runtime,
+            #[cfg(feature = "tokenizer")]
+            Error::Tokenizer(_) => ErrorKind::Runtime,
+            Error::Load(_) | Error::Io { .. } | Error::ThreadSpawn { .. } => ErrorKind::System,
+        }
+    }
+}
+
+/// The kind of an [`Error`]: whose fault it is and what a caller can do about it.
+///
+/// The first three kinds are the caller's mistake and retrying the same request fails
+/// again; `Busy` passes with time; the rest are failures of the runtime, the model or the
+/// host. The suggested HTTP statuses ([`http_status`](Self::http_status)):
+///
+/// | Kind | Status | Why |
+/// |------|--------|-----|
+/// | `InvalidInput` | 400 Bad Request | the request is malformed |
+/// | `TooLong` | 413 Content Too Large | the prompt does not fit the context (an OpenAI-compatible server may prefer 400 with the code `context_length_exceeded`, as OpenAI answers) |
+/// | `NotFound` | 404 Not Found | a named adapter or file does not exist (when the server's own configuration names it, answer 500) |
+/// | `Busy` | 429 Too Many Requests | the model is running another request; send `Retry-After` (some servers prefer 503) |
+/// | `Unavailable` | 503 Service Unavailable | the model must be reloaded before it serves again |
+/// | `Runtime` | 500 Internal Server Error | the runtime failed the call or the run |
+/// | `System` | 500 Internal Server Error | the library, a file, a thread: the host failed |
+///
+/// New kinds may be added; match with a wildcard arm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// Bad input or parameters: a malformed prompt, a token id outside the vocabulary, a
+    /// conversation the template refuses, an unknown role.
+    InvalidInput,
+    /// The prompt does not fit the model's context, even with old history dropped.
+    TooLong,
+    /// Something named does not exist: a LoRA adapter that was not loaded, a missing file.
+    NotFound,
+    /// The model is running another request ([`Error::Busy`], [`Error::RunInProgress`]);
+    /// the same call succeeds once it is done.
+    Busy,
+    /// The model cannot serve until it is reloaded ([`Error::ModelUnusable`]).
+    Unavailable,
+    /// The runtime failed: initialisation, a call, a run, its output (bad UTF-8, missing or
+    /// non-finite hidden states), the tokenizer.
+    Runtime,
+    /// The host failed: the runtime library could not be loaded, a file could not be read or
+    /// written, a thread could not be started.
+    System,
+}
+
+impl ErrorKind {
+    /// Whether the caller's input caused the error (`InvalidInput`, `TooLong`, `NotFound`):
+    /// the same request fails again, so it is not worth retrying.
+    pub const fn is_caller_error(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::InvalidInput | ErrorKind::TooLong | ErrorKind::NotFound
+        )
+    }
+
+    /// The HTTP status this crate suggests for the kind (see the table on [`ErrorKind`]).
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidInput => 400,
+            ErrorKind::TooLong => 413,
+            ErrorKind::NotFound => 404,
+            ErrorKind::Busy => 429,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::Runtime | ErrorKind::System => 500,
+        }
+    }
+}
+
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -116,4 +307,13 @@ pub(crate) fn c_string(field: &'static str, s: impl Into<Vec<u8>>) -> Result<std
         field,
         position: e.nul_position(),
     })
+}
+
+/// A path as a C string, naming `field` when it holds a NUL byte.
+pub(crate) fn path_c_string(
+    field: &'static str,
+    path: &std::path::Path,
+) -> Result<std::ffi::CString> {
+    use std::os::unix::ffi::OsStrExt;
+    c_string(field, path.as_os_str().as_bytes())
 }

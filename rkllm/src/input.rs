@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
-use crate::model::LoraAdapter;
+use crate::lora::LoraAdapter;
 
 /// The input of one run. All four kinds of the 1.1.1 runtime; the buffers are owned, so they
 /// outlive the run whatever the caller does with its own copies.
@@ -65,8 +65,23 @@ impl Input {
         }
     }
 
-    /// Checks shapes and C-string rules in safe code, before anything reaches the runtime.
-    pub(crate) fn validate(&self) -> Result<()> {
+    /// Checks the input's shape and C-string rules in safe code, as every run does before
+    /// anything reaches the runtime. A server can call it early, to answer a bad request
+    /// before it waits for the model.
+    ///
+    /// Refused: an empty text prompt, an empty token list, a negative token id, empty or
+    /// ragged embeddings, and NUL bytes in text.
+    ///
+    /// ```
+    /// use rkllm::Input;
+    /// assert!(Input::prompt("Hello").validate().is_ok());
+    /// assert!(Input::prompt("").validate().is_err());
+    /// assert!(Input::tokens(vec![2, -1]).validate().is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a bad shape or token id, [`Error::Nul`] for a NUL byte.
+    pub fn validate(&self) -> Result<()> {
         fn rows(what: &str, len: usize, rows: usize) -> Result<()> {
             if rows == 0 || len == 0 {
                 return Err(Error::InvalidInput(format!(
@@ -86,6 +101,11 @@ impl Input {
             Ok(())
         }
         match self {
+            Input::Prompt(p) if p.is_empty() => Err(Error::InvalidInput(
+                "text prompt: empty; send at least one character (a chat prompt holds at least \
+                 the template's markers)"
+                    .into(),
+            )),
             Input::Prompt(p) => nul_free("prompt", p),
             Input::Tokens(ids) if ids.is_empty() => {
                 Err(Error::InvalidInput("token input: no token ids".into()))
@@ -106,6 +126,41 @@ impl Input {
                 nul_free("prompt", prompt)?;
                 rows("image embedding", image_embed.len(), *n_image_tokens)
             }
+        }
+    }
+
+    /// Checks token ids against a vocabulary of `vocab_size` tokens: each id must be in
+    /// `0..vocab_size`. The 1.1.1 runtime documents no check of its own, and an id outside
+    /// the vocabulary indexes past the model's embedding table, so check ids that come from
+    /// outside (a request body) against the model's vocabulary size (256000 for Gemma 2). Inputs other
+    /// than [`Input::Tokens`] hold no ids and pass.
+    ///
+    /// ```
+    /// use rkllm::Input;
+    /// assert!(Input::tokens(vec![2, 106, 255_999]).validate_vocab(256_000).is_ok());
+    /// let err = Input::tokens(vec![2, 256_000]).validate_vocab(256_000).unwrap_err();
+    /// assert!(err.to_string().contains("id 256000 at position 1"));
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the first bad id and its position: negative, or not
+    /// below `vocab_size`.
+    pub fn validate_vocab(&self, vocab_size: u32) -> Result<()> {
+        let Input::Tokens(ids) = self else {
+            return Ok(());
+        };
+        let outside = |&id: &i32| u32::try_from(id).map_or(true, |id| id >= vocab_size);
+        match ids.iter().position(outside) {
+            Some(i) if ids[i] < 0 => Err(Error::InvalidInput(format!(
+                "token input: id {} at position {i} is negative; token ids are 0..{vocab_size}",
+                ids[i]
+            ))),
+            Some(i) => Err(Error::InvalidInput(format!(
+                "token input: id {} at position {i} is outside the vocabulary of {vocab_size} \
+                 tokens (ids are 0..{vocab_size}); was it encoded with another model's tokenizer?",
+                ids[i]
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -138,15 +193,26 @@ impl From<String> for Input {
     }
 }
 
-/// Gemma's `<end_of_turn>` token id.
-pub const GEMMA_END_OF_TURN: i32 = 107;
-/// Gemma's `<eos>` token id.
-pub const GEMMA_EOS: i32 = 1;
+pub use crate::gemma::{END_OF_TURN as GEMMA_END_OF_TURN, EOS as GEMMA_EOS};
 
 /// Options of one run: stop conditions, LoRA, prompt-cache saving.
 ///
 /// Stop conditions are enforced by this crate, with `rkllm_abort`: the 1.1.1 callback cannot
 /// stop a run by itself.
+///
+/// # Sampling is fixed per model
+///
+/// There is no temperature, `top_p`, `top_k` or penalty here: in RKLLM 1.1.1 sampling is
+/// part of the model's parameters, set once on the [`ModelBuilder`](crate::ModelBuilder)
+/// ([`temperature`](crate::ModelBuilder::temperature),
+/// [`top_p`](crate::ModelBuilder::top_p), [`top_k`](crate::ModelBuilder::top_k),
+/// [`repeat_penalty`](crate::ModelBuilder::repeat_penalty),
+/// [`frequency_penalty`](crate::ModelBuilder::frequency_penalty),
+/// [`presence_penalty`](crate::ModelBuilder::presence_penalty),
+/// [`mirostat`](crate::ModelBuilder::mirostat)) and passed to `rkllm_init`; the per-run
+/// `RKLLMInferParam` has no sampling fields. A server therefore cannot honour per-request
+/// sampling settings: it applies the model's, and should say so (or load one model per
+/// setting it offers). A per-request token budget is [`max_tokens`](Self::max_tokens).
 ///
 /// ```
 /// use rkllm::GenerateOptions;
@@ -175,9 +241,12 @@ impl GenerateOptions {
             .stop_token(GEMMA_EOS)
     }
 
-    /// Stops after `n` generated tokens.
-    pub fn max_tokens(mut self, n: usize) -> Self {
-        self.max_tokens = Some(n);
+    /// Stops after `n` generated tokens. Token counts are `u32` throughout the crate, as in
+    /// [`ModelBuilder::max_new_tokens`](crate::ModelBuilder::max_new_tokens) and
+    /// [`ContextBudget`](crate::chat::ContextBudget).
+    pub fn max_tokens(mut self, n: u32) -> Self {
+        // usize holds every u32 on the targets this crate builds for (32 and 64 bits).
+        self.max_tokens = Some(usize::try_from(n).unwrap_or(usize::MAX));
         self
     }
 

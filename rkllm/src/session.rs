@@ -4,15 +4,18 @@ use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::builder::path_c_string;
-use crate::error::{Error, Result};
+use crate::error::{c_string, path_c_string, Error, Result};
+use crate::ffi::callback::RunObserver;
+use crate::ffi::job::RunJob;
+use crate::ffi::AbortHandle;
+use crate::hidden::HiddenStates;
 use crate::input::{GenerateOptions, Input};
-use crate::model::{lora_name_c, try_call_lock, AbortHandle, Model, ModelInner};
-use crate::run::{self, HiddenStates};
-use crate::stream::{Completion, TokenStream};
+use crate::model::{Model, ModelInner};
+use crate::stream::{Completion, StreamOptions, TokenStream};
 
 /// Runs a [`Model`]. Get it with [`Model::session`].
 ///
@@ -35,14 +38,45 @@ use crate::stream::{Completion, TokenStream};
 /// ```
 ///
 /// Dropping the session while a run is in flight (its stream leaked) aborts the run and
-/// waits for the runtime to return; the model's handle is destroyed when the model and the
-/// session are both gone.
+/// waits for the runtime to return (at most the model's stop timeout); the model's handle is
+/// destroyed when the model and the session are both gone.
+///
+/// ```
+/// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
+/// use rkllm::{mock::MockModel, GenerateOptions, Model, Runtime};
+/// let file = MockModel::new().answer("Paris.").write_temp()?;
+/// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
+/// let mut session = model.session()?;
+/// let mut text = String::new();
+/// for token in session.generate("The capital of France?", &GenerateOptions::new())? {
+///     text.push_str(&token?.text);
+/// }
+/// assert_eq!(text, "Paris.");
+/// // One session per model at a time.
+/// assert!(matches!(model.session(), Err(rkllm::Error::Busy)));
+/// # Ok(()) }
+/// # #[cfg(not(feature = "mock"))] fn main() {}
+/// ```
 pub struct Session {
     pub(crate) inner: Arc<ModelInner>,
-    /// The rolling prompt cache of chat turns, when enabled.
-    pub(crate) rolling: Option<crate::chat_session::RollingCache>,
     // Not Sync: one thread drives a session at a time.
     _not_sync: PhantomData<Cell<()>>,
+}
+
+impl Model {
+    /// The session that runs this model. There is one at a time per model: this returns
+    /// [`Error::Busy`] while another session exists (a server can answer "busy" then).
+    pub fn session(&self) -> Result<Session> {
+        if self.inner.session_taken.swap(true, Ordering::AcqRel) {
+            return Err(Error::Busy);
+        }
+        Ok(Session::new(Arc::clone(&self.inner)))
+    }
+
+    /// Consumes the model into its session.
+    pub fn into_session(self) -> Result<Session> {
+        self.session()
+    }
 }
 
 impl std::fmt::Debug for Session {
@@ -55,7 +89,6 @@ impl Session {
     pub(crate) fn new(inner: Arc<ModelInner>) -> Session {
         Session {
             inner,
-            rolling: None,
             _not_sync: PhantomData,
         }
     }
@@ -138,10 +171,8 @@ impl Session {
         options: &GenerateOptions,
         hidden: bool,
     ) -> Result<TokenStream<'_>> {
-        // A stream that was leaked (mem::forget) left its run behind: finish it first.
-        self.inner.finish_active();
         self.check_embedding_rows(&input)?;
-        start_stream(&self.inner, input, options, hidden, Instant::now())
+        self.start_stream(input, options, hidden, Instant::now())
     }
 
     /// Loads a prompt cache saved by an earlier run
@@ -160,39 +191,20 @@ impl Session {
 
     pub(crate) fn load_cache_raw(&mut self, path: &Path) -> Result<()> {
         let c_path = path_c_string("prompt_cache_path", path)?;
-        self.inner.finish_active();
-        let _guard = try_call_lock(&self.inner)?;
-        // SAFETY: the handle is live (the session keeps the model), no run is in flight (the
-        // session is borrowed mutably and leaked runs were joined), calls are serialised by
-        // the call lock, and the path outlives the call.
-        let rc =
-            unsafe { (self.inner.api().load_prompt_cache)(self.inner.handle().0, c_path.as_ptr()) };
-        if rc != 0 {
-            return Err(Error::Call {
-                func: "rkllm_load_prompt_cache",
-                code: rc,
-            });
-        }
-        Ok(())
+        // A stream that was leaked (mem::forget) left its run behind: stop it first.
+        self.inner.handle.stop_active()?;
+        self.inner.handle.load_prompt_cache(&c_path)
     }
 
     pub(crate) fn release_cache_raw(&mut self) -> Result<()> {
-        self.inner.finish_active();
-        let _guard = try_call_lock(&self.inner)?;
-        // SAFETY: as in load_cache_raw.
-        let rc = unsafe { (self.inner.api().release_prompt_cache)(self.inner.handle().0) };
-        if rc != 0 {
-            return Err(Error::Call {
-                func: "rkllm_release_prompt_cache",
-                code: rc,
-            });
-        }
-        Ok(())
+        self.inner.handle.stop_active()?;
+        self.inner.handle.release_prompt_cache()
     }
 
-    /// A handle that aborts this session's current run from any thread.
+    /// A handle that aborts this session's current run, whichever it is, from any thread.
+    /// For a handle bound to one run, use [`TokenStream::abort_handle`].
     pub fn abort_handle(&self) -> AbortHandle {
-        self.model().abort_handle()
+        self.inner.handle.abort_handle(None)
     }
 
     /// The model this session runs (another reference to it).
@@ -203,58 +215,93 @@ impl Session {
     }
 }
 
-/// Starts a run on `inner`, whose borrow the stream keeps; timings count from `started`.
-/// The caller has checked embedding rows.
-pub(crate) fn start_stream<'s>(
-    inner: &'s Arc<ModelInner>,
-    input: Input,
-    options: &GenerateOptions,
-    hidden: bool,
-    started: Instant,
-) -> Result<TokenStream<'s>> {
-    inner.finish_active();
-    let lora = match &options.lora {
-        Some(adapter) => {
-            if adapter.model_id != inner.id() || !inner.has_lora(&adapter.name) {
-                return Err(Error::UnknownLora {
-                    name: adapter.name.to_string(),
-                });
-            }
-            Some(lora_name_c(adapter)?)
+impl Session {
+    /// Starts a run whose stream borrows this session; timings count from `started`. The
+    /// caller has checked embedding rows.
+    pub(crate) fn start_stream(
+        &mut self,
+        input: Input,
+        options: &GenerateOptions,
+        hidden: bool,
+        started: Instant,
+    ) -> Result<TokenStream<'_>> {
+        self.start_run(input, options, hidden, started, None)
+    }
+
+    /// Starts a run whose every callback, and the `rkllm_run` call around them, `observer`
+    /// sees first (the on-board probe records them this way).
+    #[cfg(feature = "probe")]
+    pub(crate) fn start_stream_observed(
+        &mut self,
+        input: Input,
+        options: &GenerateOptions,
+        observer: Arc<dyn RunObserver>,
+    ) -> Result<TokenStream<'_>> {
+        self.check_embedding_rows(&input)?;
+        self.start_run(input, options, false, Instant::now(), Some(observer))
+    }
+
+    fn start_run(
+        &mut self,
+        input: Input,
+        options: &GenerateOptions,
+        hidden: bool,
+        started: Instant,
+        observer: Option<Arc<dyn RunObserver>>,
+    ) -> Result<TokenStream<'_>> {
+        let inner = &self.inner;
+        if options.max_tokens == Some(0) {
+            return Err(Error::InvalidParameter {
+                name: "max_tokens",
+                reason: "0 would generate nothing; it must be at least 1".into(),
+            });
         }
-        None => None,
-    };
-    let save_cache = options
-        .save_prompt_cache
-        .as_deref()
-        .map(|p| path_c_string("prompt_cache_path", p))
-        .transpose()?;
-    let prompt_tokens = input.known_token_count();
-    let (rx, shared) = run::start(inner, input, hidden, lora, save_cache)?;
-    Ok(TokenStream::new(
-        inner,
-        rx,
-        shared,
-        options.stop_tokens.clone(),
-        options.stop_strings.clone(),
-        options.max_tokens,
-        prompt_tokens,
-        started,
-    ))
+        input.validate()?;
+        if let Some(vocab) = inner.settings.vocab_size {
+            input.validate_vocab(vocab)?;
+        }
+        let lora = match &options.lora {
+            Some(adapter) => {
+                if adapter.model_id != inner.id() || !inner.has_lora(&adapter.name) {
+                    return Err(Error::UnknownLora {
+                        name: adapter.name.to_string(),
+                    });
+                }
+                Some(c_string("lora_adapter_name", adapter.name.as_bytes())?)
+            }
+            None => None,
+        };
+        let save_cache = options
+            .save_prompt_cache
+            .as_deref()
+            .map(|p| path_c_string("prompt_cache_path", p))
+            .transpose()?;
+        let prompt_tokens = input.known_token_count();
+        let job = RunJob::new(input, hidden, lora, save_cache)?;
+        let run = inner.handle.start_run(job, observer)?;
+        Ok(TokenStream::new(
+            &inner.handle,
+            inner.settings,
+            run,
+            StreamOptions {
+                stop_tokens: options.stop_tokens.clone(),
+                stop_strings: options.stop_strings.clone(),
+                max_tokens: options.max_tokens,
+                prompt_tokens,
+                started,
+            },
+        ))
+    }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.inner.finish_active();
-        if self.rolling.is_some() {
-            if let Err(e) = self.disable_chat_prompt_cache() {
-                log::warn!(target: "rkllm", "cleaning up the chat prompt cache: {e}");
-            }
+        if let Err(e) = self.inner.handle.stop_active() {
+            log::error!(target: "rkllm", "stopping the session's run: {e}");
         }
-        self.inner.release_session();
+        self.inner.session_taken.store(false, Ordering::Release);
     }
 }
-
 /// A loaded prompt cache; releases it (`rkllm_release_prompt_cache`) when dropped.
 /// Dereferences to the [`Session`], so runs can use the cache meanwhile.
 #[derive(Debug)]

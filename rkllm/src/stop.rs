@@ -34,33 +34,61 @@ impl StopMatcher {
             return StopOutcome::Continue(text.to_owned());
         }
         self.held.push_str(text);
-        // The earliest match wins; at one position, the longest stop string.
+        self.decide(false)
+    }
+
+    /// The run ended: a stop string complete in the held text still stops it (the longest
+    /// one at the earliest position); otherwise whatever was held back is output.
+    pub fn flush(&mut self) -> StopOutcome {
+        let outcome = self.decide(true);
+        match outcome {
+            StopOutcome::Continue(mut text) => {
+                text.push_str(&std::mem::take(&mut self.held));
+                StopOutcome::Continue(text)
+            }
+            stopped => stopped,
+        }
+    }
+
+    fn decide(&mut self, at_end: bool) -> StopOutcome {
+        // The earliest complete match; at one position, the longest stop string.
         let found = self
             .stops
             .iter()
             .filter_map(|s| self.held.find(s.as_str()).map(|at| (at, s)))
             .min_by_key(|&(at, s)| (at, std::cmp::Reverse(s.len())));
-        if let Some((at, stop)) = found {
-            let stop = stop.clone();
-            let text = self.held[..at].to_owned();
-            self.held.clear();
-            return StopOutcome::Stopped { text, stop };
+        // The earliest position where a stop string could still complete with more text.
+        // A match found after it (or a shorter one at it) is not final yet: the longer or
+        // earlier stop string wins if it completes, whatever the token boundaries.
+        let pending = if at_end {
+            None
+        } else {
+            let held = &self.held;
+            held.char_indices().map(|(i, _)| i).find(|&i| {
+                let rest = &held[i..];
+                self.stops
+                    .iter()
+                    .any(|s| s.len() > rest.len() && s.starts_with(rest))
+            })
+        };
+        match (found, pending) {
+            (Some((at, _)), Some(p)) if p <= at => self.emit_before(p),
+            (Some((at, stop)), _) => {
+                let stop = stop.clone();
+                let text = self.held[..at].to_owned();
+                self.held.clear();
+                StopOutcome::Stopped { text, stop }
+            }
+            (None, Some(p)) => self.emit_before(p),
+            (None, None) => StopOutcome::Continue(std::mem::take(&mut self.held)),
         }
-        // Keep the longest suffix that is a proper prefix of some stop string.
-        let keep = self
-            .held
-            .char_indices()
-            .map(|(i, _)| i)
-            .find(|&i| self.stops.iter().any(|s| s.starts_with(&self.held[i..])))
-            .unwrap_or(self.held.len());
-        let emit = self.held[..keep].to_owned();
-        self.held.drain(..keep);
-        StopOutcome::Continue(emit)
     }
 
-    /// The run ended without a stop string: whatever was held back is output.
-    pub fn flush(&mut self) -> String {
-        std::mem::take(&mut self.held)
+    /// Emits the held text before `at` and keeps the rest.
+    fn emit_before(&mut self, at: usize) -> StopOutcome {
+        let emit = self.held[..at].to_owned();
+        self.held.drain(..at);
+        StopOutcome::Continue(emit)
     }
 }
 
@@ -80,8 +108,16 @@ mod tests {
                 }
             }
         }
-        out.push_str(&m.flush());
-        (out, None)
+        match m.flush() {
+            StopOutcome::Continue(t) => {
+                out.push_str(&t);
+                (out, None)
+            }
+            StopOutcome::Stopped { text, stop } => {
+                out.push_str(&text);
+                (out, Some(stop))
+            }
+        }
     }
 
     #[test]
@@ -118,6 +154,38 @@ mod tests {
         assert_eq!(
             run(&["世界!"], &["héllo 世", "界?"]),
             ("héllo 世界?".into(), None)
+        );
+    }
+
+    #[test]
+    fn the_longest_stop_string_wins_whatever_the_token_boundaries() {
+        let stops = ["AB", "ABC"];
+        for pieces in [
+            &["xABCy"][..],
+            &["xA", "BCy"],
+            &["xAB", "Cy"],
+            &["x", "A", "B", "C", "y"],
+        ] {
+            assert_eq!(
+                run(&stops, pieces),
+                ("x".into(), Some("ABC".into())),
+                "{pieces:?}"
+            );
+        }
+        // The shorter one wins when the longer one does not complete, also at the end.
+        assert_eq!(run(&stops, &["xAB", "D"]), ("x".into(), Some("AB".into())));
+        assert_eq!(run(&stops, &["xA", "B"]), ("x".into(), Some("AB".into())));
+    }
+
+    #[test]
+    fn an_earlier_stop_string_still_completing_wins_over_a_later_complete_one() {
+        assert_eq!(
+            run(&["XABC", "AB"], &["-XA", "B", "C"]),
+            ("-".into(), Some("XABC".into()))
+        );
+        assert_eq!(
+            run(&["XABC", "AB"], &["-XA", "B", "D"]),
+            ("-X".into(), Some("AB".into()))
         );
     }
 }

@@ -1,16 +1,18 @@
 //! The token stream of a run, and its collected form.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::marker::PhantomData;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::RecvTimeoutError;
 
-use crate::builder::WaitingText;
 use crate::error::{Error, Result};
-use crate::model::ModelInner;
-use crate::run::{Event, HiddenStates, RunShared};
+use crate::ffi::callback::Event;
+use crate::ffi::handle::{Handle, RunTicket};
+use crate::ffi::AbortHandle;
+use crate::hidden::HiddenStates;
+use crate::settings::{RuntimeSettings, WaitingText};
 use crate::stop::{StopMatcher, StopOutcome};
 use crate::utf8::Utf8Assembler;
 
@@ -48,7 +50,8 @@ pub enum FinishReason {
     Error,
 }
 
-/// Timings measured on this side (the 1.1.1 runtime reports none).
+/// Timings measured on this side (the 1.1.1 runtime reports none), from the instants the
+/// runtime's callback delivered each token, not from when the consumer read it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Timings {
     /// From the call that started the run to the first token: the prefill (for
@@ -104,8 +107,10 @@ pub struct RunEnd {
     pub return_code: i32,
 }
 
+/// An item held back while stop strings may still match, with the end offset of the text
+/// before and including it.
 struct Held {
-    token: Token,
+    item: Result<Token>,
     end: usize,
 }
 
@@ -113,13 +118,34 @@ struct Held {
 /// [`Session::generate`](crate::Session::generate).
 ///
 /// An `Iterator` of `Result<Token>`: errors ([`Error::Run`], [`Error::Call`],
-/// [`Error::InvalidUtf8`]) arrive in order; after the last item the run has returned.
-/// Dropping the stream early aborts the run and waits for the runtime to return. A panic
-/// in the runtime callback is re-raised here, on the consumer's thread.
+/// [`Error::InvalidUtf8`]) arrive in order, where they happened in the text; after the last
+/// item the run has returned. Dropping the stream early aborts the run and waits for the
+/// runtime to return (at most the model's
+/// [stop timeout](crate::ModelBuilder::stop_timeout)). A panic in the runtime callback is
+/// re-raised here, on the consumer's thread.
+///
+/// ```
+/// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
+/// use rkllm::{mock::MockModel, FinishReason, GenerateOptions, Model, Runtime};
+/// let file = MockModel::new().answer("Hello there, friend").write_temp()?;
+/// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
+/// let mut session = model.session()?;
+/// let mut stream = session.generate("Hi", &GenerateOptions::new().stop_string(","))?;
+/// let mut text = String::new();
+/// for token in stream.by_ref() {
+///     text.push_str(&token?.text);
+/// }
+/// assert_eq!(text, "Hello there");
+/// assert_eq!(stream.finish_reason(), Some(&FinishReason::StopString(",".into())));
+/// # Ok(()) }
+/// # #[cfg(not(feature = "mock"))] fn main() {}
+/// ```
 pub struct TokenStream<'s> {
-    inner: &'s ModelInner,
-    rx: Receiver<Event>,
-    shared: Arc<RunShared>,
+    /// Weak, so a leaked stream (`mem::forget`) does not keep the handle from being
+    /// destroyed; the session that the stream borrows keeps it alive meanwhile.
+    handle: Weak<Handle>,
+    settings: RuntimeSettings,
+    run: RunTicket,
     utf8: Utf8Assembler,
     stop: StopMatcher,
     stop_tokens: Vec<i32>,
@@ -139,6 +165,8 @@ pub struct TokenStream<'s> {
     last: Option<Instant>,
     ended: Option<Instant>,
     prompt_tokens: Option<usize>,
+    /// The stream borrows its session: one run per session at a time.
+    _session: PhantomData<&'s mut ()>,
 }
 
 impl std::fmt::Debug for TokenStream<'_> {
@@ -150,29 +178,34 @@ impl std::fmt::Debug for TokenStream<'_> {
     }
 }
 
-/// How often an unacknowledged stop is re-sent to the runtime while waiting for it.
-const ABORT_RETRY: Duration = Duration::from_millis(100);
+/// What a stream is asked to do besides delivering tokens.
+pub(crate) struct StreamOptions {
+    pub stop_tokens: Vec<i32>,
+    pub stop_strings: Vec<String>,
+    pub max_tokens: Option<usize>,
+    pub prompt_tokens: Option<usize>,
+    pub started: Instant,
+}
+
+/// How often the consumer looks at the run while waiting for events that may not come (the
+/// worker's last event is not sent once delivery was stopped and the channel was full).
+const POLL: Duration = Duration::from_millis(100);
 
 impl<'s> TokenStream<'s> {
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        inner: &'s ModelInner,
-        rx: Receiver<Event>,
-        shared: Arc<RunShared>,
-        stop_tokens: Vec<i32>,
-        stop_strings: Vec<String>,
-        max_tokens: Option<usize>,
-        prompt_tokens: Option<usize>,
-        started: Instant,
+        handle: &Arc<Handle>,
+        settings: RuntimeSettings,
+        run: RunTicket,
+        options: StreamOptions,
     ) -> TokenStream<'s> {
         TokenStream {
-            inner,
-            rx,
-            shared,
+            handle: Arc::downgrade(handle),
+            settings,
+            run,
             utf8: Utf8Assembler::default(),
-            stop: StopMatcher::new(stop_strings),
-            stop_tokens,
-            max_tokens,
+            stop: StopMatcher::new(options.stop_strings),
+            stop_tokens: options.stop_tokens,
+            max_tokens: options.max_tokens,
             queue: VecDeque::new(),
             held: VecDeque::new(),
             text_total: 0,
@@ -183,11 +216,12 @@ impl<'s> TokenStream<'s> {
             hidden: None,
             tokens: 0,
             token_ids: Vec::new(),
-            started,
+            started: options.started,
             first: None,
             last: None,
             ended: None,
-            prompt_tokens,
+            prompt_tokens: options.prompt_tokens,
+            _session: PhantomData,
         }
     }
 
@@ -209,16 +243,35 @@ impl<'s> TokenStream<'s> {
         }
     }
 
+    /// A handle that stops this run, and only this run, from any thread. Once the run is
+    /// over it does nothing.
+    pub fn abort_handle(&self) -> AbortHandle {
+        let handle = self
+            .handle
+            .upgrade()
+            .expect("the session keeps the handle alive");
+        handle.abort_handle(Some(self.run.shared.id()))
+    }
+
+    /// Aborts this run (if it is still the current one).
+    fn abort_run(&self) {
+        if let Some(handle) = self.handle.upgrade() {
+            handle.abort(Some(self.run.shared.id()));
+        }
+    }
+
     /// Timings so far (final once the stream has ended).
     pub fn timings(&self) -> Timings {
         let end = self.ended.unwrap_or_else(Instant::now);
         Timings {
-            time_to_first_token: self.first.map(|t| t - self.started),
+            time_to_first_token: self
+                .first
+                .map(|t| t.saturating_duration_since(self.started)),
             decode: match (self.first, self.last) {
-                (Some(a), Some(b)) => b - a,
+                (Some(a), Some(b)) => b.saturating_duration_since(a),
                 _ => Duration::ZERO,
             },
-            total: end - self.started,
+            total: end.saturating_duration_since(self.started),
             prompt_tokens: self.prompt_tokens,
             generated_tokens: self.tokens,
         }
@@ -243,42 +296,25 @@ impl<'s> TokenStream<'s> {
         for item in self.by_ref() {
             item?;
         }
-        self.hidden.take().ok_or(Error::Call {
-            func: "rkllm_run (hidden states)",
-            code: 0,
-        })
+        self.hidden.take().ok_or(Error::NoHiddenStates)
     }
 
     fn request_stop(&mut self, reason: FinishReason) {
         if self.stopping.is_none() {
             self.stopping = Some(reason);
-            self.stop_delivery();
-            self.inner.abort_state().abort();
+            // Delivery stops before rkllm_abort is called (inside `abort`).
+            self.abort_run();
         }
     }
 
-    /// From now on the runtime thread sends no tokens and never waits on the channel, so a
-    /// `rkllm_abort` that blocks until the run stops cannot deadlock with it.
-    fn stop_delivery(&self) {
-        self.shared.draining.store(true, Ordering::Release);
-        if let Some(active) = self
-            .inner
-            .active
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_mut()
-        {
-            active.cancel.take();
-        }
-    }
-
+    /// Moves held items whose text is decided to the output queue.
     fn release(&mut self) {
         while let Some(front) = self.held.front() {
             if front.end > self.text_safe {
                 break;
             }
             let held = self.held.pop_front().expect("front exists");
-            self.queue.push_back(Ok(held.token));
+            self.queue.push_back(held.item);
         }
     }
 
@@ -286,147 +322,171 @@ impl<'s> TokenStream<'s> {
         if self.stopping.is_some() {
             return;
         }
-        if self.inner.abort_state().requested() {
+        if self.run.shared.abort_requested() {
             // Aborted from another thread (an AbortHandle).
             self.stopping = Some(FinishReason::Aborted);
-            self.stop_delivery();
             return;
         }
-        let now = Instant::now();
-        self.first.get_or_insert(now);
-        self.last = Some(now);
+        self.first.get_or_insert(at);
+        self.last = Some(at);
         if self.stop_tokens.contains(&id) {
             self.request_stop(FinishReason::StopToken(id));
             return;
         }
         self.tokens += 1;
         self.token_ids.push(id);
-        if waiting && self.inner.settings().waiting_text == WaitingText::Ignore {
+        if waiting && self.settings.waiting_text == WaitingText::PartialBytesThenWhole {
             // This runtime repeats the whole character in the NORMAL that follows.
             bytes.clear();
         }
         let assembled = self.utf8.push(&bytes);
-        let text = assembled.text;
+        let token = Token {
+            id,
+            text: assembled.text,
+            delivered_at: at,
+        };
+        // Errors stand where their bytes stood: before the token when no text preceded them
+        // in it, after it otherwise.
+        let (before, after): (Vec<_>, Vec<_>) =
+            assembled.invalid.into_iter().partition(|(at, _)| *at == 0);
+        let invalid = |v: Vec<(usize, Vec<u8>)>| {
+            v.into_iter()
+                .map(|(_, bytes)| Err(Error::InvalidUtf8 { bytes }))
+                .collect::<Vec<_>>()
+        };
         if !self.stop.is_active() {
-            self.queue.push_back(Ok(Token {
-                id,
-                text,
-                delivered_at: at,
-            }));
+            self.queue.extend(invalid(before));
+            self.queue.push_back(Ok(token));
+            self.queue.extend(invalid(after));
         } else {
-            self.text_total += text.len();
-            let outcome = self.stop.feed(&text);
-            self.held.push_back(Held {
-                token: Token {
-                    id,
-                    text,
-                    delivered_at: at,
-                },
-                end: self.text_total,
-            });
-            match outcome {
-                StopOutcome::Continue(safe) => {
-                    self.text_safe += safe.len();
-                    self.release();
-                }
-                StopOutcome::Stopped { text, stop } => {
-                    self.text_safe += text.len();
-                    self.release();
-                    // The token holding the start of the stop string keeps its text before it.
-                    if let Some(mut held) = self.held.pop_front() {
-                        let start = held.end - held.token.text.len();
-                        held.token
-                            .text
-                            .truncate(self.text_safe.saturating_sub(start));
-                        self.queue.push_back(Ok(held.token));
-                    }
-                    self.held.clear();
-                    self.request_stop(FinishReason::StopString(stop));
-                }
+            let start = self.text_total;
+            for item in invalid(before) {
+                self.held.push_back(Held { item, end: start });
             }
-        }
-        for bytes in assembled.invalid {
-            self.queue.push_back(Err(Error::InvalidUtf8 { bytes }));
+            let outcome = self.stop.feed(&token.text);
+            self.text_total += token.text.len();
+            let end = self.text_total;
+            self.held.push_back(Held {
+                item: Ok(token),
+                end,
+            });
+            for item in invalid(after) {
+                self.held.push_back(Held { item, end });
+            }
+            self.on_stop_outcome(outcome);
         }
         if self.stopping.is_none() && self.max_tokens.is_some_and(|m| self.tokens >= m) {
             self.request_stop(FinishReason::MaxTokens);
         }
     }
 
-    fn on_returned(&mut self, rc: i32) {
-        self.ended = Some(Instant::now());
-        self.end.return_code = rc;
+    /// Applies what the stop matcher decided; returns the stop string if one matched.
+    fn on_stop_outcome(&mut self, outcome: StopOutcome) -> Option<String> {
+        match outcome {
+            StopOutcome::Continue(safe) => {
+                self.text_safe += safe.len();
+                self.release();
+                None
+            }
+            StopOutcome::Stopped { text, stop } => {
+                self.text_safe += text.len();
+                self.release();
+                // The token holding the start of the stop string keeps its text before it;
+                // everything after it is dropped.
+                while let Some(held) = self.held.pop_front() {
+                    if let Ok(mut token) = held.item {
+                        let start = held.end - token.text.len();
+                        token.text.truncate(self.text_safe.saturating_sub(start));
+                        self.queue.push_back(Ok(token));
+                        break;
+                    }
+                }
+                self.held.clear();
+                if self.stopping.is_none() {
+                    self.request_stop(FinishReason::StopString(stop.clone()));
+                }
+                Some(stop)
+            }
+        }
+    }
+
+    fn on_returned(&mut self, code: i32, at: Instant) {
+        self.ended = Some(at);
+        self.end.return_code = code;
         // Recorded by the callback even when their events were not sent (while draining).
-        self.end.finish_callback |= self.shared.finish_seen.load(Ordering::Acquire);
-        self.end.error_callback |= self.shared.error_seen.load(Ordering::Acquire);
-        self.inner.join_active();
-        if let Some(payload) = self.shared.take_panic() {
+        self.end.finish_callback |= self.run.shared.finish_seen();
+        self.end.error_callback |= self.run.shared.error_seen();
+        if let Some(handle) = self.handle.upgrade() {
+            handle.finish_run(self.run.shared.id());
+        }
+        if let Some(payload) = self.run.shared.take_panic() {
             self.finish = Some(FinishReason::Error);
             std::panic::resume_unwind(payload);
         }
-        if self.stopping.is_none() && self.inner.abort_state().requested() {
+        if self.stopping.is_none() && self.run.shared.abort_requested() {
             self.stopping = Some(FinishReason::Aborted);
         }
-        let finish = if let Some(reason) = self.stopping.take() {
-            reason
+        let (mut finish, end_error) = if let Some(reason) = self.stopping.take() {
+            (reason, None)
         } else if self.end.error_callback {
-            self.queue.push_back(Err(Error::Run {
-                tokens: self.tokens,
-            }));
-            FinishReason::Error
-        } else if rc != 0 {
-            self.queue.push_back(Err(Error::Call {
+            let tokens = self.tokens;
+            (FinishReason::Error, Some(Error::Run { tokens }))
+        } else if code != 0 {
+            let error = Error::Call {
                 func: "rkllm_run",
-                code: rc,
-            }));
-            FinishReason::Error
+                code,
+            };
+            (FinishReason::Error, Some(error))
         } else {
-            FinishReason::Finished
+            (FinishReason::Finished, None)
         };
         if !matches!(finish, FinishReason::StopString(_)) {
-            // Whatever was held back for stop-string matching is output after all.
-            let rest = self.stop.flush();
-            self.text_safe += rest.len();
+            // Whatever was held back for stop-string matching is decided now: a stop string
+            // complete in it still ends the output there.
+            let outcome = self.stop.flush();
+            if let Some(stop) = self.on_stop_outcome(outcome) {
+                if matches!(finish, FinishReason::Finished | FinishReason::MaxTokens) {
+                    finish = FinishReason::StopString(stop);
+                }
+            }
+            self.text_safe = self.text_total;
             self.release();
             if let Some(bytes) = self.utf8.finish() {
                 self.queue.push_back(Err(Error::InvalidUtf8 { bytes }));
             }
         }
+        // The run's own error comes after everything it produced.
+        self.queue.extend(end_error.map(Err));
         self.finish = Some(finish);
     }
 
     fn next_event(&mut self) -> Event {
         loop {
-            match self.rx.recv_timeout(ABORT_RETRY) {
+            match self.run.rx.recv_timeout(POLL) {
                 Ok(event) => return event,
                 Err(RecvTimeoutError::Timeout) => {
                     if self.stopping.is_some() {
                         // The runtime may not have seen the abort yet (it does not interrupt a
                         // prefill); ask again.
-                        self.inner.abort_state().abort();
+                        self.abort_run();
                     }
-                    if self.inner.active_finished() && self.rx.is_empty() {
-                        // The worker has ended without its Returned event reaching the
-                        // channel (it is not sent once delivery was stopped and the channel
-                        // was full): the return code is recorded on the side.
-                        return Event::Returned(self.recorded_return_code());
+                    if let Some(code) = self.run.shared.return_code() {
+                        if self.run.rx.is_empty() {
+                            return Event::Returned {
+                                code,
+                                at: Instant::now(),
+                            };
+                        }
                     }
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Event::Returned(self.recorded_return_code())
+                    return Event::Returned {
+                        code: self.run.shared.return_code().unwrap_or(-1),
+                        at: Instant::now(),
+                    }
                 }
             }
         }
-    }
-}
-
-impl TokenStream<'_> {
-    fn recorded_return_code(&self) -> i32 {
-        self.shared
-            .return_code
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .unwrap_or(-1)
     }
 }
 
@@ -451,9 +511,9 @@ impl Iterator for TokenStream<'_> {
                 Event::Hidden(h) => self.hidden = Some(h),
                 Event::Finish => self.end.finish_callback = true,
                 Event::Error => self.end.error_callback = true,
-                Event::Returned(rc) => self.on_returned(rc),
+                Event::Returned { code, at } => self.on_returned(code, at),
                 Event::Panicked => {
-                    if let Some(payload) = self.shared.take_panic() {
+                    if let Some(payload) = self.run.shared.take_panic() {
                         std::panic::resume_unwind(payload);
                     }
                 }
@@ -467,23 +527,15 @@ impl Drop for TokenStream<'_> {
         if self.finish.is_some() {
             return;
         }
-        // Stop delivery (releasing a callback blocked on the channel), stop the run, and
-        // wait for rkllm_run to return, asking again while the runtime has not reacted.
-        self.stop_delivery();
-        self.inner.abort_state().abort();
-        let mut waited = Duration::ZERO;
-        while !self.inner.active_finished() {
-            // Drain so the runtime thread is never stuck on a full channel.
-            while self.rx.try_recv().is_ok() {}
-            std::thread::sleep(Duration::from_millis(1));
-            waited += Duration::from_millis(1);
-            if waited >= ABORT_RETRY {
-                waited = Duration::ZERO;
-                self.inner.abort_state().abort();
+        // Stop delivery, abort, and wait for rkllm_run to return, at most the stop timeout
+        // (after which the model is marked unusable and its handle leaked, never freed
+        // under the runtime).
+        if let Some(handle) = self.handle.upgrade() {
+            if let Err(e) = handle.stop_run(self.run.shared.id()) {
+                log::error!(target: "rkllm", "stopping a dropped run: {e}");
             }
         }
-        self.inner.join_active();
-        if self.shared.take_panic().is_some() {
+        if self.run.shared.take_panic().is_some() {
             log::error!(target: "rkllm", "the runtime callback panicked during a dropped run");
         }
     }

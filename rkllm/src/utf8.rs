@@ -10,8 +10,9 @@
 pub(crate) struct Assembled {
     /// Complete text that became available.
     pub text: String,
-    /// Byte runs that are not UTF-8 and cannot become UTF-8, in order.
-    pub invalid: Vec<Vec<u8>>,
+    /// Byte runs that are not UTF-8 and cannot become UTF-8, in order, each with the byte
+    /// offset in `text` where it stood (the text before it came before it).
+    pub invalid: Vec<(usize, Vec<u8>)>,
 }
 
 #[derive(Debug, Default)]
@@ -51,7 +52,7 @@ impl Utf8Assembler {
                             break;
                         }
                         Some(n) => {
-                            out.invalid.push(after[..n].to_vec());
+                            out.invalid.push((out.text.len(), after[..n].to_vec()));
                             rest = &after[n..];
                         }
                     }
@@ -106,7 +107,7 @@ mod tests {
         let mut a = Utf8Assembler::default();
         let out = a.push(b"ok\xffgo\xc3");
         assert_eq!(out.text, "okgo");
-        assert_eq!(out.invalid, vec![vec![0xff]]);
+        assert_eq!(out.invalid, vec![(2, vec![0xff])]);
         let out = a.push(b"\xa9!");
         assert_eq!(out.text, "é!");
         let out = a.push(b"\xe4\xb8");

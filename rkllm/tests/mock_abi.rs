@@ -9,7 +9,7 @@ use std::sync::Arc;
 use mock_support::*;
 use rkllm::mock::{
     last_run_stats, live_handles_of_model, AfterLastTurn, BuiltinTokenizer, CallbackThread,
-    FinishText, IsRunningSense, MockModel, DEFAULT_ANSWER, END_OF_TURN_ID, NO_TOKEN,
+    FinishText, MockModel, RunningSense, DEFAULT_ANSWER, END_OF_TURN_ID, NO_TOKEN,
 };
 use rkllm_sys::{
     RKLLMInferParam, RKLLMInput, RKLLMLoraAdapter, RKLLM_RUN_FINISH, RKLLM_RUN_NORMAL,
@@ -222,7 +222,7 @@ fn text_mode_adds_bos_only_when_the_knob_says_so() {
     let h = open(MockModel::new());
     run_prompt(&h, prompt);
     assert_eq!(last_run_stats(h.raw).unwrap().prompt_tokens, n);
-    let h = open(MockModel::new().with_runtime(|r| r.adds_bos = true));
+    let h = open(MockModel::new().with_runtime(|r| r.adds_bos = rkllm::mock::AddsBos::Always));
     run_prompt(&h, prompt);
     assert_eq!(last_run_stats(h.raw).unwrap().prompt_tokens, n + 1);
 }
@@ -237,8 +237,8 @@ fn finish_text_can_be_empty() {
 #[test]
 fn is_running_is_zero_during_a_run_in_both_senses_as_configured() {
     for (sense, during, idle) in [
-        (IsRunningSense::ZeroWhileRunning, 0, 1),
-        (IsRunningSense::OneWhileRunning, 1, 0),
+        (RunningSense::ZeroWhileRunning, 0, 1),
+        (RunningSense::NonZeroWhileRunning, 1, 0),
     ] {
         let h = Arc::new(open(
             MockModel::new().with_runtime(|r| r.is_running_sense = sense),

@@ -343,8 +343,7 @@ fn an_overlong_prompt_fails_truncates_or_errors_as_configured() {
         cap.stderr
     );
 
-    let model =
-        MockModel::new().with_runtime(|r| r.context_overflow = ContextOverflow::TruncateKeepLast);
+    let model = MockModel::new().with_runtime(|r| r.context_overflow = ContextOverflow::Truncated);
     let h = open_with(model, |p| p.max_context_len = 8);
     let (rc, events) = run_prompt(&h, prompt);
     assert_eq!(rc, 0);
@@ -364,7 +363,7 @@ fn a_second_model_can_be_refused() {
     let first = open(MockModel::new());
     let model = MockModel::new()
         .npu_memory_bytes(0)
-        .with_runtime(|r| r.second_model = SecondModel::FailsOutOfMemory);
+        .with_runtime(|r| r.second_model = SecondModel::Refused);
     let (rc, h, cap) = init_captured(&model, |_| {});
     assert_eq!(rc, -1);
     assert!(h.is_null());
@@ -382,7 +381,7 @@ fn log_level_one_prints_the_performance_table() {
     let model = MockModel::new()
         .answer("abc def")
         .with_runtime(|r| r.log_level = Some(1))
-        .with_runtime(|r| r.adds_bos = true);
+        .with_runtime(|r| r.adds_bos = rkllm::mock::AddsBos::Always);
     let h = open(model);
     let ((rc, _), cap) = capture(|| run_prompt(&h, "hello world"));
     assert_eq!(rc, 0);

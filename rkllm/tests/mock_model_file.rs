@@ -22,7 +22,7 @@ fn the_file_starts_with_the_format_marker_and_round_trips() {
         .fail_run(3, RunFailure::ErrorAfterTokens { tokens: 1 })
         .with_runtime(|r| {
             r.callback_thread = CallbackThread::Caller;
-            r.context_overflow = ContextOverflow::TruncateKeepLast;
+            r.context_overflow = ContextOverflow::Truncated;
         });
     let json = model.to_json();
     let start: String = json
@@ -39,6 +39,37 @@ fn the_file_starts_with_the_format_marker_and_round_trips() {
     assert!(is_mock_model_file(&path));
     assert_eq!(MockModel::read_from(&path).unwrap(), model);
     std::fs::remove_file(path).ok();
+}
+
+#[test]
+fn files_with_the_older_knob_names_still_read() {
+    let m = MockModel::from_json(
+        r#"{"format": "rkllm-mock-model", "version": 1,
+            "runtime": {"callback_thread": "worker", "context_overflow": "truncate_keep_last",
+                        "is_running_sense": "one_while_running", "adds_bos": true,
+                        "second_model": "fails_out_of_memory", "prompt_cache_reuse": false}}"#,
+    )
+    .unwrap();
+    let r = m.runtime_behaviour();
+    assert_eq!(r.callback_thread, CallbackThread::RuntimeThread);
+    assert_eq!(r.context_overflow, ContextOverflow::Truncated);
+    assert_eq!(
+        r.is_running_sense,
+        rkllm::mock::RunningSense::NonZeroWhileRunning
+    );
+    assert_eq!(r.adds_bos, rkllm::mock::AddsBos::Always);
+    assert_eq!(r.second_model, rkllm::mock::SecondModel::Refused);
+    assert_eq!(
+        r.prompt_cache_reuse,
+        rkllm::mock::PromptCacheReuse::NotReused
+    );
+    // Written back, the knobs take their current names, and read the same.
+    let json = m.to_json();
+    assert!(
+        json.contains("\"runtime_thread\"") && json.contains("\"always\""),
+        "{json}"
+    );
+    assert_eq!(MockModel::from_json(&json).unwrap(), m);
 }
 
 #[test]

@@ -17,6 +17,10 @@ use crate::Result;
 /// The context limit a prompt must respect: `prompt tokens + reserved_new_tokens <=
 /// max_context_len`.
 ///
+/// Token counts are `u32` throughout the crate, as in
+/// [`ModelBuilder::max_context_len`](crate::ModelBuilder::max_context_len) and
+/// [`GenerateOptions::max_tokens`](crate::GenerateOptions::max_tokens).
+///
 /// ```
 /// use rkllm::chat::ContextBudget;
 /// assert_eq!(ContextBudget::new(4096, 512).prompt_limit(), 3584);
@@ -24,22 +28,50 @@ use crate::Result;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ContextBudget {
     /// The model's context length (`RKLLMParam::max_context_len`).
-    pub max_context_len: usize,
+    pub max_context_len: u32,
     /// Tokens kept free for the reply (usually `max_new_tokens`).
-    pub reserved_new_tokens: usize,
+    pub reserved_new_tokens: u32,
 }
 
 impl ContextBudget {
-    /// A budget of `max_context_len` tokens with `reserved_new_tokens` kept for the reply.
-    pub const fn new(max_context_len: usize, reserved_new_tokens: usize) -> Self {
+    /// A budget of `max_context_len` tokens with `reserved_new_tokens` kept for the reply,
+    /// exactly as given.
+    pub const fn new(max_context_len: u32, reserved_new_tokens: u32) -> Self {
         ContextBudget {
             max_context_len,
             reserved_new_tokens,
         }
     }
 
+    /// The default budget for a model's context, for a conversation that has none of its
+    /// own: `max_context_len` tokens (the model's, see
+    /// [`Model::max_context_len`](crate::Model::max_context_len)), with room kept for a reply
+    /// of `max_new_tokens` (the model's setting; `None` when unlimited).
+    ///
+    /// A default must leave a prompt room, so the reserve is capped at half the context, and
+    /// is a quarter of the context when the reply length is unlimited. With a
+    /// `max_new_tokens` above half the context, a long prompt plus a long reply can
+    /// therefore exceed the context; set the budget with [`new`](Self::new) to reserve
+    /// more.
+    ///
+    /// ```
+    /// use rkllm::chat::ContextBudget;
+    /// assert_eq!(ContextBudget::for_context(4096, Some(512)), ContextBudget::new(4096, 512));
+    /// assert_eq!(ContextBudget::for_context(4096, Some(4096)).prompt_limit(), 2048);
+    /// assert_eq!(ContextBudget::for_context(4096, None).prompt_limit(), 3072);
+    /// ```
+    pub const fn for_context(max_context_len: u32, max_new_tokens: Option<u32>) -> Self {
+        let half = max_context_len / 2;
+        let reserve = match max_new_tokens {
+            Some(n) if n < half => n,
+            Some(_) => half,
+            None => max_context_len / 4,
+        };
+        ContextBudget::new(max_context_len, reserve)
+    }
+
     /// The most tokens a prompt may have.
-    pub const fn prompt_limit(&self) -> usize {
+    pub const fn prompt_limit(&self) -> u32 {
         self.max_context_len
             .saturating_sub(self.reserved_new_tokens)
     }
@@ -70,7 +102,7 @@ pub struct Fit {
     pub dropped_messages: usize,
     /// Tokens of the prompt with the generation prompt and one BOS: exact with a tokenizer
     /// (token mode), otherwise an upper bound.
-    pub prompt_tokens: usize,
+    pub prompt_tokens: u32,
     /// Whether `prompt_tokens` is exact.
     pub exact: bool,
     /// [`Conversation::prefix_epoch`] after the fit.
@@ -120,6 +152,91 @@ impl Conversation {
         }
     }
 
+    /// A conversation in `style` from role/content messages, such as the `messages` of an
+    /// OpenAI-style chat request, merged into the shape Gemma 2 needs.
+    ///
+    /// The policy, in order:
+    ///
+    /// 1. **System and developer messages** (`developer` parses as [`Role::System`]) are
+    ///    joined, in their order, with a blank line (`"\n\n"`) into the one system prompt,
+    ///    wherever they stand in the list: Gemma 2 has a single place for instructions.
+    /// 2. **Consecutive messages of one role** (two user messages, or two assistant
+    ///    messages, counting after step 1) are joined with `"\n\n"` into one turn instead
+    ///    of being refused. Contents are joined as given; the template trims each turn when
+    ///    rendering.
+    /// 3. **The first turn must be the user's:** an assistant message before any user
+    ///    message is [`ChatError::RolesMustAlternate`], with its index in `messages`.
+    /// 4. **The style's template checks the result**, so the error comes here rather than at
+    ///    the first run: `Strict` refuses any system message
+    ///    ([`ChatError::SystemRoleNotSupported`]), `SystemGemma2` requires one
+    ///    ([`ChatError::MissingSystem`]; it may be empty), and `Merge` and `Turn` need a user
+    ///    message ([`ChatError::NoUserMessage`]); an empty list is [`ChatError::Empty`].
+    ///
+    /// The last message may be from either role: a history ending with a reply is a valid
+    /// conversation. To generate a reply, the last message must be the user's:
+    /// [`awaits_reply`](Self::awaits_reply) tells, and
+    /// [`take_last_user`](Self::take_last_user) hands it to
+    /// [`Session::chat`](crate::Session::chat) or reports
+    /// [`ChatError::LastMessageNotFromUser`].
+    ///
+    /// ```
+    /// use rkllm::chat::{Conversation, Message, SystemStyle};
+    /// # fn main() -> Result<(), rkllm::chat::ChatError> {
+    /// let request = [
+    ///     ("system", "You are terse."),
+    ///     ("developer", "Answer in English."),
+    ///     ("user", "Hi."),
+    ///     ("user", "What is 2 + 2?"),
+    /// ];
+    /// let messages = request
+    ///     .iter()
+    ///     .map(|(role, content)| Message::parse(role, *content))
+    ///     .collect::<Result<Vec<_>, _>>()?;
+    /// let mut chat = Conversation::from_messages(SystemStyle::Merge, messages)?;
+    /// assert_eq!(chat.system(), Some("You are terse.\n\nAnswer in English."));
+    /// assert_eq!(chat.messages()[1].content, "Hi.\n\nWhat is 2 + 2?");
+    /// // The user's message goes to `Session::chat`, which adds it back.
+    /// assert_eq!(chat.take_last_user()?, "Hi.\n\nWhat is 2 + 2?");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As listed above; nothing is dropped for the budget here (that happens when the
+    /// conversation is fitted).
+    pub fn from_messages(
+        style: SystemStyle,
+        messages: impl IntoIterator<Item = Message>,
+    ) -> Result<Self, ChatError> {
+        let mut chat = Conversation::new(style);
+        let mut system: Option<String> = None;
+        for (index, message) in messages.into_iter().enumerate() {
+            match message.role {
+                Role::System => match &mut system {
+                    Some(text) => {
+                        text.push_str("\n\n");
+                        text.push_str(&message.content);
+                    }
+                    None => system = Some(message.content),
+                },
+                role => match chat.messages.last_mut() {
+                    Some(last) if last.role == role => {
+                        last.content.push_str("\n\n");
+                        last.content.push_str(&message.content);
+                    }
+                    None if role == Role::Assistant => {
+                        return Err(ChatError::RolesMustAlternate { index });
+                    }
+                    _ => chat.push(message),
+                },
+            }
+        }
+        if let Some(text) = system {
+            chat.set_system(text);
+        }
+        chat.template.validate(&chat.messages)?;
+        Ok(chat)
+    }
+
     /// Uses `template` (style and BOS setting).
     pub fn with_template(mut self, template: Gemma2Template) -> Self {
         self.set_template(template);
@@ -163,6 +280,25 @@ impl Conversation {
             }
             self.epoch += 1;
         }
+    }
+
+    /// The budget, after setting `default` when the conversation has none: how a session
+    /// applies the model's context (see [`ContextBudget::for_context`]) so that no
+    /// conversation can overflow it silently. A budget set before is kept.
+    ///
+    /// ```
+    /// use rkllm::chat::{ContextBudget, Conversation, SystemStyle};
+    /// let model_default = ContextBudget::for_context(4096, Some(512));
+    /// let mut chat = Conversation::new(SystemStyle::Merge);
+    /// assert_eq!(chat.budget_or_insert(model_default), model_default);
+    /// assert_eq!(chat.budget(), Some(model_default));
+    ///
+    /// let own = ContextBudget::new(1024, 128);
+    /// let mut chat = Conversation::new(SystemStyle::Merge).with_budget(own);
+    /// assert_eq!(chat.budget_or_insert(model_default), own);
+    /// ```
+    pub fn budget_or_insert(&mut self, default: ContextBudget) -> ContextBudget {
+        *self.budget.get_or_insert(default)
     }
 
     /// Sets (or removes, with `None`) the context budget.
@@ -233,6 +369,31 @@ impl Conversation {
         self.tokens.pop();
         self.epoch += 1;
         self.messages.pop()
+    }
+
+    /// Whether the last message is the user's, so the conversation, rendered with the
+    /// generation prompt, asks the model for a reply.
+    pub fn awaits_reply(&self) -> bool {
+        self.last_role() == Some(Role::User)
+    }
+
+    /// Removes the last message, which must be the user's, and returns its text: the form
+    /// [`Session::chat`](crate::Session::chat) takes, as it adds the user's message itself.
+    /// A conversation built with [`from_messages`](Self::from_messages) from a request
+    /// goes to a session this way.
+    ///
+    /// # Errors
+    /// [`ChatError::LastMessageNotFromUser`] when the last message is the assistant's (the
+    /// conversation is unchanged), [`ChatError::NoUserMessage`] when there is no user or
+    /// assistant message at all.
+    pub fn take_last_user(&mut self) -> Result<String, ChatError> {
+        match self.last_role() {
+            Some(Role::User) => Ok(self.pop().map(|m| m.content).unwrap_or_default()),
+            Some(Role::Assistant) => Err(ChatError::LastMessageNotFromUser {
+                role: Role::Assistant,
+            }),
+            Some(Role::System) | None => Err(ChatError::NoUserMessage),
+        }
     }
 
     /// Removes every user and assistant message; keeps the system prompt and settings.
@@ -320,7 +481,7 @@ impl Conversation {
 
         let mut drop = 0;
         if let Some(budget) = self.budget {
-            let limit = budget.prompt_limit();
+            let limit = usize::try_from(budget.prompt_limit()).unwrap_or(usize::MAX);
             let turns = &counts[first_turn..];
             // Exchanges start at even turn indices; the one holding the newest user message
             // is kept whatever happens.
@@ -338,8 +499,8 @@ impl Conversation {
                 .collect();
             let Some(min_k) = dropped.iter().position(|&d| total - d <= limit) else {
                 return Err(ChatError::MessageTooLong {
-                    needed: total - dropped[droppable],
-                    available: limit,
+                    needed: saturating_u32(total - dropped[droppable]),
+                    available: budget.prompt_limit(),
                 }
                 .into());
             };
@@ -369,7 +530,7 @@ impl Conversation {
         }
         let fit = Fit {
             dropped_messages: drop,
-            prompt_tokens: total - removed,
+            prompt_tokens: saturating_u32(total - removed),
             exact: self.counter.is_exact(),
             prefix_epoch: self.epoch,
         };
@@ -435,4 +596,9 @@ impl Conversation {
         }
         Ok(())
     }
+}
+
+/// A token count as `u32`; no real prompt comes near `u32::MAX` tokens.
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }

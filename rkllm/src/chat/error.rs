@@ -39,6 +39,18 @@ pub enum ChatError {
         index: usize,
     },
 
+    /// `SystemStyle::SystemGemma2` got a second system message. Its template allows one,
+    /// first, and raises its alternation error for any other.
+    #[error(
+        "Conversation roles must alternate user/assistant/user/assistant/... : the SystemGemma2 \
+         template allows one system message, first, but found another at index {index}; put \
+         all system instructions into the first message"
+    )]
+    SecondSystem {
+        /// Index of the second system message.
+        index: usize,
+    },
+
     /// `SystemStyle::Merge` or `SystemStyle::Turn` got no user message to respond to.
     #[error("the conversation has no user message; Gemma 2 needs a user turn to respond to")]
     NoUserMessage,
@@ -51,8 +63,18 @@ pub enum ChatError {
     )]
     MissingSystem,
 
-    /// A role string other than `system`, `user`, `assistant` or `model`.
-    #[error("unknown role `{0}`; expected system, user, assistant or model")]
+    /// A reply was asked for, but the conversation's last message is not from the user.
+    #[error(
+        "the last message is from the {role}, but a reply needs the user's message last; end \
+         the messages with a user message (continuing an assistant message is not supported)"
+    )]
+    LastMessageNotFromUser {
+        /// The role of the last message.
+        role: super::role::Role,
+    },
+
+    /// A role string other than `system`, `developer`, `user`, `assistant` or `model`.
+    #[error("unknown role `{0}`; expected system, developer, user, assistant or model")]
     UnknownRole(String),
 
     /// A system-style name other than `merge`, `systemgemma2`, `turn` or `strict`.
@@ -68,8 +90,8 @@ pub enum ChatError {
     )]
     MessageTooLong {
         /// Tokens the smallest possible prompt needs (an upper bound without a tokenizer).
-        needed: usize,
+        needed: u32,
         /// Tokens the budget allows for the prompt.
-        available: usize,
+        available: u32,
     },
 }

@@ -8,7 +8,9 @@
 //!   `str.strip()` semantics, see [`python_strip`]).
 //! * `GemmaTokenizer` (feature `tokenizer`) encodes the same prompt to ids with message
 //!   content protected from control-token injection.
-//! * [`Conversation`] keeps the history and fits it into `max_context_len`.
+//! * [`Conversation`] keeps the history and fits it into `max_context_len`;
+//!   [`Conversation::from_messages`] builds one from role/content messages (an OpenAI-style
+//!   request), merging system and developer messages and consecutive turns of one role.
 //!
 //! ```
 //! use rkllm::chat::{Gemma2Template, Message, SystemStyle};
@@ -23,6 +25,8 @@ mod conversation;
 mod detect;
 mod error;
 mod message;
+mod role;
+mod session;
 mod strip;
 mod template;
 #[cfg(feature = "tokenizer")]
@@ -30,9 +34,15 @@ mod tokenizer;
 
 pub use conversation::{ContextBudget, Conversation, Fit, TrimPolicy};
 pub use error::ChatError;
-pub use message::{Message, Role};
+pub use message::Message;
+pub use role::Role;
+pub use session::{ChatCacheStats, ChatSession, ChatStream};
 pub use strip::{is_python_space, python_strip};
 pub use template::{Bos, ChatTemplate, Gemma2Template, SpecialToken, SystemStyle, STOP_TOKEN_IDS};
 #[cfg(feature = "tokenizer")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokenizer")))]
 pub use tokenizer::GemmaTokenizer;
+
+/// Gemma 2's vocabulary size (token ids are below it); see
+/// [`ModelBuilder::vocab_size`](crate::ModelBuilder::vocab_size).
+pub const GEMMA2_VOCAB_SIZE: u32 = crate::gemma::VOCAB_SIZE.unsigned_abs();

@@ -8,6 +8,7 @@
 
 use super::strip::python_strip;
 use super::{ChatError, Message, Role};
+use crate::gemma;
 
 /// A Gemma 2 control token the prompt format uses.
 ///
@@ -32,10 +33,10 @@ impl SpecialToken {
     /// The token's id in the Gemma 2 vocabulary.
     pub const fn id(self) -> u32 {
         match self {
-            SpecialToken::Bos => 2,
-            SpecialToken::Eos => 1,
-            SpecialToken::StartOfTurn => 106,
-            SpecialToken::EndOfTurn => 107,
+            SpecialToken::Bos => gemma::BOS.unsigned_abs(),
+            SpecialToken::Eos => gemma::EOS.unsigned_abs(),
+            SpecialToken::StartOfTurn => gemma::START_OF_TURN.unsigned_abs(),
+            SpecialToken::EndOfTurn => gemma::END_OF_TURN.unsigned_abs(),
         }
     }
 
@@ -54,7 +55,7 @@ impl SpecialToken {
 ///
 /// With `skip_special_token` the runtime hides their text, so a caller watches the result's
 /// `token_id` for these.
-pub const STOP_TOKEN_IDS: [u32; 2] = [SpecialToken::EndOfTurn.id(), SpecialToken::Eos.id()];
+pub const STOP_TOKEN_IDS: [i32; 2] = [gemma::END_OF_TURN, gemma::EOS];
 
 /// Where a system message goes. See the crate's Gemma 2 chat reference for the rules.
 ///
@@ -332,7 +333,9 @@ fn validate_system_gemma2(messages: &[Message]) -> Result<(), ChatError> {
     if messages.first().map(|m| m.role) != Some(Role::System) {
         return Err(ChatError::MissingSystem);
     }
-    check_no_system_after(messages, 1)?;
+    if let Some(i) = messages.iter().skip(1).position(|m| m.role == Role::System) {
+        return Err(ChatError::SecondSystem { index: 1 + i });
+    }
     check_alternation(&messages[1..], 1)
 }
 
@@ -518,10 +521,14 @@ mod tests {
             Message::user("b"),
             Message::system("c"),
         ];
-        assert_eq!(
-            render(SystemStyle::SystemGemma2, &second, true),
-            Err(ChatError::MisplacedSystem { index: 2 })
+        let err = render(SystemStyle::SystemGemma2, &second, true).unwrap_err();
+        assert_eq!(err, ChatError::SecondSystem { index: 2 });
+        // The template's own text, then the explanation.
+        let text = err.to_string();
+        assert!(
+            text.starts_with("Conversation roles must alternate user/assistant/user/assistant/...")
         );
+        assert!(text.contains("index 2"), "{text}");
         let err = render(SystemStyle::SystemGemma2, &[Message::user("x")], true).unwrap_err();
         assert!(err
             .to_string()

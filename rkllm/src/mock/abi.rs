@@ -21,8 +21,9 @@ use super::handle::{self, lock, Instance, Job, UserData};
 use super::init;
 use super::input::{self, path_from_bytes};
 use super::log;
-use super::model_file::{CallbackThread, IsRunningSense, LogStream};
+use super::model_file::LogStream;
 use super::prompt_cache;
+use crate::settings::{CallbackThread, RunningSense};
 
 /// The mock's function table.
 pub(crate) fn api() -> RkllmApi {
@@ -258,8 +259,14 @@ unsafe fn start(
     // previous task (seen running, stored after it finished) must not stop this one.
     inst.abort.store(false, Ordering::SeqCst);
     let userdata = UserData(userdata);
-    match (mode, rt.callback_thread) {
-        (Mode::Blocking, CallbackThread::Caller) => engine::execute(Job {
+    let on_caller = match rt.callback_thread {
+        CallbackThread::Caller => true,
+        // The odd runs of a handle (counted from 1) on the caller's thread.
+        CallbackThread::Mixed => lock(&inst.state).runs % 2 == 0,
+        _ => false,
+    };
+    match (mode, on_caller) {
+        (Mode::Blocking, true) => engine::execute(Job {
             instance: inst,
             input,
             infer,
@@ -380,7 +387,7 @@ unsafe extern "C" fn rkllm_is_running(handle: LLMHandle) -> c_int {
         };
         let running = inst.running.load(Ordering::SeqCst);
         match inst.model.spec.runtime_behaviour().is_running_sense {
-            IsRunningSense::OneWhileRunning => c_int::from(running),
+            RunningSense::NonZeroWhileRunning => c_int::from(running),
             _ => c_int::from(!running),
         }
     })

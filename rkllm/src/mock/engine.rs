@@ -15,13 +15,13 @@ use rkllm_sys::{
 use super::handle::{lock, Instance, Job, RunScope, UserData};
 use super::input::{Infer, Input};
 use super::log;
-use super::model_file::{
-    AfterLastTurn, Answer, ContextOverflow, FinishText, RunFailure, RuntimeBehaviour, WaitingText,
-    DEFAULT_ANSWER,
-};
+use super::model_file::{AfterLastTurn, Answer, RunFailure, RuntimeBehaviour, DEFAULT_ANSWER};
 use super::prompt_cache;
 use super::stats::{self, RunStats};
 use super::tokenizer::ends_inside_char;
+use crate::settings::{
+    AddsBos, ContextOverflow, FinishText, PromptCacheReuse, SecondModel, WaitingText,
+};
 
 /// The token id of FINISH, ERROR and hidden-layer callbacks (they carry no token).
 pub const NO_TOKEN: i32 = -1;
@@ -51,12 +51,38 @@ pub(crate) fn execute(job: Job) -> i32 {
         .unwrap_or(-1)
     };
     instance.abort.store(false, Ordering::SeqCst);
+    let behaviour = instance.model.spec.runtime_behaviour();
+    if behaviour.run_never_returns {
+        // A wedged runtime: rkllm_run's caller waits for good.
+        loop {
+            std::thread::park();
+        }
+    }
     instance.running.store(false, Ordering::SeqCst);
     if let Some(reply) = reply {
         // The caller is blocked in rkllm_run waiting for this; it cannot have gone.
         let _ = reply.send(rc);
     }
+    if behaviour.late_callback_after_return {
+        std::thread::sleep(Duration::from_millis(20));
+        late_callback(&instance, userdata);
+    }
     rc
+}
+
+/// A NORMAL callback after `rkllm_run` returned, which the real runtime should never send.
+fn late_callback(instance: &Instance, userdata: UserData) {
+    if let Some(callback) = instance.callback {
+        let text = c"late";
+        let mut result = RKLLMResult {
+            text: text.as_ptr(),
+            token_id: 100,
+            ..RKLLMResult::default()
+        };
+        // SAFETY: the callback was registered at rkllm_init for this handle; the result is
+        // valid for the call (its text is static) and the userdata is the run's, untouched.
+        unsafe { callback(&mut result, userdata.0, RKLLM_RUN_NORMAL) };
+    }
 }
 
 /// One row of the prompt as the model sees it.
@@ -158,6 +184,11 @@ impl<'a> Run<'a> {
             self.error_line("run failed (injected by the mock model)");
             return -1;
         }
+        if self.rt.second_model == SecondModel::LoadsButRunFails && super::handle::live_count() > 1
+        {
+            self.error_line("run failed: another model is loaded in this process");
+            return -1;
+        }
         if let Some(name) = &self.infer.lora {
             if !lock(&self.inst.state).loras.contains_key(name) {
                 self.error_line(&format!(
@@ -176,7 +207,7 @@ impl<'a> Run<'a> {
         let max_ctx = self.inst.settings.max_context_len;
         if rows.len() > max_ctx {
             match self.rt.context_overflow {
-                ContextOverflow::Error => {
+                ContextOverflow::Refused => {
                     self.error_line(&format!(
                         "the input has {} tokens, more than max_context_len {max_ctx}",
                         rows.len()
@@ -184,7 +215,7 @@ impl<'a> Run<'a> {
                     return -1;
                 }
                 ContextOverflow::ErrorCallback => return self.error_end(),
-                ContextOverflow::TruncateKeepLast => {
+                ContextOverflow::Truncated => {
                     let keep = max_ctx.saturating_sub(1).max(1);
                     rows.drain(..rows.len() - keep);
                 }
@@ -205,7 +236,9 @@ impl<'a> Run<'a> {
             .collect();
         let cache = lock(&self.inst.state).prompt_cache.clone();
         let reused = match (&cache, self.rt.prompt_cache_reuse) {
-            (Some(c), true) => prompt_cache::reusable_prefix(c, &leading_tokens),
+            (Some(c), PromptCacheReuse::Reused) => {
+                prompt_cache::reusable_prefix(c, &leading_tokens)
+            }
             _ => 0,
         };
         self.stats.reused_tokens = reused;
@@ -258,10 +291,16 @@ impl<'a> Run<'a> {
         let tok = &*self.inst.model.tokenizer;
         let text_rows = |text: &[u8]| {
             let mut rows = Vec::new();
-            if self.rt.adds_bos {
+            let ids = tok.encode(text);
+            let add = match self.rt.adds_bos {
+                AddsBos::Always => true,
+                AddsBos::UnlessPresent => ids.first() != Some(&tok.bos()),
+                _ => false,
+            };
+            if add {
                 rows.push(Row::Token(tok.bos()));
             }
-            rows.extend(tok.encode(text).into_iter().map(Row::Token));
+            rows.extend(ids.into_iter().map(Row::Token));
             rows
         };
         let (rows, text) = match self.input {
@@ -350,6 +389,7 @@ impl<'a> Run<'a> {
                 };
                 turns[i].clone().into_bytes()
             }
+            Answer::Bytes { bytes } => bytes.clone(),
             Answer::Echo => match prompt_text {
                 Some(t) => last_user_message(&t).to_vec(),
                 None => DEFAULT_ANSWER.as_bytes().to_vec(),
@@ -462,13 +502,15 @@ impl<'a> Run<'a> {
     }
 
     fn finish(&mut self) {
-        self.call(self.end_text(), NO_TOKEN, RKLLM_RUN_FINISH);
+        let text = self.end_text();
+        self.call(text.as_deref(), NO_TOKEN, RKLLM_RUN_FINISH);
         self.stats.finished = true;
     }
 
     /// An ERROR callback ends the run.
     fn error_end(&mut self) -> i32 {
-        self.call(self.end_text(), NO_TOKEN, RKLLM_RUN_ERROR);
+        let text = self.end_text();
+        self.call(text.as_deref(), NO_TOKEN, RKLLM_RUN_ERROR);
         self.stats.errored = true;
         self.rt.run_return_after_error
     }
@@ -482,10 +524,11 @@ impl<'a> Run<'a> {
         self.rt.run_return_after_abort
     }
 
-    fn end_text(&self) -> Option<&'static [u8]> {
-        match self.rt.finish_text {
-            FinishText::Null => None,
-            FinishText::Empty => Some(b""),
+    fn end_text(&self) -> Option<Vec<u8>> {
+        match &self.rt.finish_text {
+            FinishText::Empty => Some(Vec::new()),
+            FinishText::Text(t) => Some(t.clone().into_bytes()),
+            _ => None,
         }
     }
 

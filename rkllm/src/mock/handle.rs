@@ -143,11 +143,14 @@ pub(crate) fn in_run_of(id: usize) -> bool {
 
 impl Instance {
     /// Creates the instance with its worker thread, registers it and returns its handle.
+    /// The worker runs each job with `execute` (the engine's, passed in by init so this
+    /// module does not depend on the engine that depends on it).
     pub(crate) fn start(
         model: LoadedModel,
         settings: Settings,
         callback: LLMResultCallback,
         memory: Reservation,
+        execute: fn(Job) -> i32,
     ) -> std::io::Result<LLMHandle> {
         let id = NEXT_ID.fetch_add(0x10, Ordering::Relaxed);
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
@@ -157,7 +160,7 @@ impl Instance {
                 // The worker holds no reference to its instance between jobs, so dropping
                 // the sender (at destroy) ends this loop.
                 for job in rx {
-                    super::engine::execute(job);
+                    execute(job);
                 }
             })?;
         let instance = Arc::new(Instance {

@@ -9,11 +9,10 @@ use super::handle::{self, Instance, LoadedModel, Settings};
 use super::input::path_from_bytes;
 use super::log;
 use super::memory;
-use super::model_file::{
-    self, InitFailure, LogStream, MockModel, Parsed, SecondModel, TokenizerSpec,
-};
+use super::model_file::{self, InitFailure, LogStream, MockModel, Parsed, TokenizerSpec};
 use super::stats::normalise;
 use super::tokenizer::{BuiltinTokenizer, Tokenize};
+use crate::settings::SecondModel;
 
 /// The runtime version the mock stands in for.
 pub const RUNTIME_VERSION: &str = "1.1.1";
@@ -174,9 +173,7 @@ pub(crate) unsafe fn init(
         0 => DEFAULT_OOM_SIZE,
         n => n,
     };
-    if spec.runtime_behaviour().second_model == SecondModel::FailsOutOfMemory
-        && handle::live_count() > 0
-    {
+    if spec.runtime_behaviour().second_model == SecondModel::Refused && handle::live_count() > 0 {
         npu_oom(stream, oom_size);
         return -1;
     }
@@ -210,7 +207,13 @@ pub(crate) unsafe fn init(
         tokenizer,
         identity,
     };
-    match Instance::start(model, settings, callback, reservation) {
+    match Instance::start(
+        model,
+        settings,
+        callback,
+        reservation,
+        super::engine::execute,
+    ) {
         Ok(handle) => {
             // SAFETY: checked non-null above; valid for writes by the caller's contract.
             unsafe { handle_out.write(handle) };

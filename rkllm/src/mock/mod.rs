@@ -67,7 +67,7 @@
 //!   its [`MockModel::lora_answer`] if it has one.
 //! * **`rkllm_run_async`** copies the input, returns 0 at once and calls back from the
 //!   worker thread.
-//! * **`rkllm_is_running`** is 0 while a task runs and 1 otherwise ([`IsRunningSense`]);
+//! * **`rkllm_is_running`** is 0 while a task runs and 1 otherwise ([`RunningSense`]);
 //!   -1 for an invalid handle. A second run on a busy handle returns -1.
 //! * **`RKLLM_LOG_LEVEL=1`** (read at init, or [`RuntimeBehaviour::log_level`]) prints a
 //!   Prefill/Generate performance table after each run; the Prefill token count is the
@@ -87,6 +87,10 @@ mod prompt_cache;
 mod stats;
 mod tokenizer;
 
+pub use crate::settings::{
+    AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
+    SecondModel, WaitingText,
+};
 pub use engine::{hidden_value, NO_TOKEN};
 pub use handle::live_handles_of_model;
 pub use init::{PLATFORM, RUNTIME_VERSION};
@@ -95,9 +99,8 @@ pub use memory::{
     NPU_MEMORY_ENV,
 };
 pub use model_file::{
-    is_mock_model_file, AfterLastTurn, Answer, CallbackThread, ContextOverflow, FinishText,
-    InitFailure, IsRunningSense, LogStream, MockModel, RunFailure, RuntimeBehaviour, SecondModel,
-    Timing, TokenizerSpec, WaitingText, DEFAULT_ANSWER, MOCK_MODEL_FORMAT, MOCK_MODEL_VERSION,
+    is_mock_model_file, AfterLastTurn, Answer, InitFailure, LogStream, MockModel, RunFailure,
+    RuntimeBehaviour, Timing, TokenizerSpec, DEFAULT_ANSWER, MOCK_MODEL_FORMAT, MOCK_MODEL_VERSION,
 };
 pub use stats::{clear_run_log, last_run_stats, run_log, runs_of_model, InputKind, RunStats};
 pub use tokenizer::{BuiltinTokenizer, BOS_ID, BYTE_TOKEN_BASE, END_OF_TURN_ID, PIECE_BASE};

@@ -13,6 +13,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::settings::{
+    AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
+    SecondModel, WaitingText,
+};
 
 /// The value of the `format` field that marks a mock model file (the mock's "model magic").
 pub const MOCK_MODEL_FORMAT: &str = "rkllm-mock-model";
@@ -46,6 +50,12 @@ pub enum Answer {
         /// What runs after the last entry answer.
         #[serde(default)]
         after_last: AfterLastTurn,
+    },
+    /// These bytes on every run, which need not be UTF-8 (byte-fallback tokens carry what
+    /// is not ASCII), e.g. to see how a binding handles broken UTF-8 from the runtime.
+    Bytes {
+        /// The answer's bytes.
+        bytes: Vec<u8>,
     },
     /// The prompt's last user message: for a Gemma-formatted prompt, the text of the last
     /// `<start_of_turn>user\n…<end_of_turn>` turn; otherwise the whole prompt. Token input
@@ -166,90 +176,6 @@ pub enum RunFailure {
     NoFinish,
 }
 
-/// The thread that delivers callbacks during `rkllm_run`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum CallbackThread {
-    /// A worker thread the runtime owns, one per handle, started by `rkllm_init` and joined
-    /// by `rkllm_destroy` (the default: the stricter case for a binding).
-    #[default]
-    Worker,
-    /// The thread that called `rkllm_run`. (`rkllm_run_async` still uses the worker.)
-    Caller,
-}
-
-/// What `result->text` carries in WAITING callbacks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum WaitingText {
-    /// The token's own bytes: a partial UTF-8 character (the default). The NORMAL callback
-    /// that completes the character carries only its own bytes, so the concatenation of
-    /// every callback's text is the answer.
-    #[default]
-    PartialBytes,
-    /// NULL; the completing NORMAL callback carries the whole character.
-    Null,
-    /// An empty string; the completing NORMAL callback carries the whole character.
-    Empty,
-    /// The partial bytes, and the completing NORMAL callback carries the whole character
-    /// again (so joining every callback's text would repeat bytes).
-    PartialBytesThenWhole,
-}
-
-/// What `result->text` carries in FINISH and ERROR callbacks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum FinishText {
-    /// NULL (the default).
-    #[default]
-    Null,
-    /// An empty string.
-    Empty,
-}
-
-/// What happens when the prompt has more tokens than `max_context_len`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ContextOverflow {
-    /// `rkllm_run` prints an `E rkllm:` line and returns -1 without any callback (default).
-    #[default]
-    Error,
-    /// The prompt is cut to its last `max_context_len - 1` tokens (one slot left to
-    /// generate into) and the run goes on.
-    TruncateKeepLast,
-    /// One ERROR callback, then `rkllm_run` returns
-    /// [`RuntimeBehaviour::run_return_after_error`].
-    ErrorCallback,
-}
-
-/// The sense of `rkllm_is_running`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum IsRunningSense {
-    /// 0 while a task runs, 1 otherwise: the 1.1.1 header's inverted sense (default).
-    #[default]
-    ZeroWhileRunning,
-    /// 1 while a task runs, 0 otherwise.
-    OneWhileRunning,
-}
-
-/// Whether a second model can load while another handle is alive in the process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum SecondModel {
-    /// Yes, as far as the NPU memory pool allows (default).
-    #[default]
-    Allowed,
-    /// No: the second `rkllm_init` fails with the NPU out-of-memory lines, whatever the pool.
-    FailsOutOfMemory,
-}
-
 /// Where a stream of log lines goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -287,9 +213,9 @@ pub struct RuntimeBehaviour {
     /// the real runtime; a caller that keeps the runtime's callback waiting meanwhile would
     /// deadlock). Default false.
     pub abort_blocks_until_stopped: bool,
-    /// Whether text input gets a BOS token (id 2) prepended by the runtime (default false:
-    /// the text is tokenized as given, the text `<bos>` becoming id 2).
-    pub adds_bos: bool,
+    /// Whether text input gets a BOS token (id 2) prepended by the runtime (default
+    /// [`AddsBos::Never`]: the text is tokenized as given, the text `<bos>` becoming id 2).
+    pub adds_bos: AddsBos,
     /// Whether generation stops by itself after `<end_of_turn>` (default true). When false
     /// the model keeps going (the answer again, and again) until `max_new_tokens` or the
     /// context is full.
@@ -298,38 +224,50 @@ pub struct RuntimeBehaviour {
     pub waiting_text: WaitingText,
     /// What FINISH and ERROR callbacks carry in `text`.
     pub finish_text: FinishText,
-    /// What a prompt longer than `max_context_len` does.
+    /// What a prompt longer than `max_context_len` does (after its ERROR callback,
+    /// `rkllm_run` returns [`run_return_after_error`](Self::run_return_after_error)).
     pub context_overflow: ContextOverflow,
-    /// The sense of `rkllm_is_running`.
-    pub is_running_sense: IsRunningSense,
+    /// The sense of `rkllm_is_running` (1 for non-zero).
+    pub is_running_sense: RunningSense,
     /// Whether a second model loads while another is alive.
     pub second_model: SecondModel,
-    /// Whether a loaded prompt cache's matching prefix is reused (default true).
-    pub prompt_cache_reuse: bool,
+    /// Whether a loaded prompt cache's matching prefix is reused (default
+    /// [`PromptCacheReuse::Reused`]; `true` in file form).
+    pub prompt_cache_reuse: PromptCacheReuse,
     /// Where `E` lines go (default standard error).
     pub error_log: LogStream,
     /// The log level, overriding the `RKLLM_LOG_LEVEL` environment variable (read at init)
     /// when set; 1 or more prints the performance table after each run.
     pub log_level: Option<u32>,
+    /// Whether `rkllm_run` never returns (default false): the run delivers its callbacks
+    /// (honouring aborts) and then blocks its thread for good, as a wedged runtime would.
+    /// The handle can then never be destroyed safely.
+    pub run_never_returns: bool,
+    /// Whether one more NORMAL callback (text `late`, token 100) arrives with the run's
+    /// `userdata` shortly after `rkllm_run` returned (default false), as a runtime that
+    /// breaks the "never after return" rule would send.
+    pub late_callback_after_return: bool,
 }
 
 impl Default for RuntimeBehaviour {
     fn default() -> Self {
         RuntimeBehaviour {
-            callback_thread: CallbackThread::Worker,
+            callback_thread: CallbackThread::RuntimeThread,
             finish_after_abort: true,
             run_return_after_abort: 0,
             run_return_after_error: -1,
             abort_interrupts_prefill: false,
             abort_blocks_until_stopped: false,
-            adds_bos: false,
+            adds_bos: AddsBos::Never,
             stops_at_end_of_turn: true,
             waiting_text: WaitingText::PartialBytes,
             finish_text: FinishText::Null,
-            context_overflow: ContextOverflow::Error,
-            is_running_sense: IsRunningSense::ZeroWhileRunning,
-            second_model: SecondModel::Allowed,
-            prompt_cache_reuse: true,
+            context_overflow: ContextOverflow::Refused,
+            is_running_sense: RunningSense::ZeroWhileRunning,
+            second_model: SecondModel::Works,
+            prompt_cache_reuse: PromptCacheReuse::Reused,
+            run_never_returns: false,
+            late_callback_after_return: false,
             error_log: LogStream::Stderr,
             log_level: None,
         }
@@ -386,7 +324,7 @@ fn default_driver() -> String {
 ///   "init_failure": null,
 ///   "run_failure": { "kind": "error_after_tokens", "tokens": 3 },
 ///   "run_failure_on_run": 2,
-///   "runtime": { "callback_thread": "worker", "finish_after_abort": true }
+///   "runtime": { "callback_thread": "runtime_thread", "finish_after_abort": true }
 /// }
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -2,19 +2,18 @@
 
 use std::borrow::Cow;
 
+use crate::gemma;
+
 /// Gemma's special tokens, recognised as text in prompts by the built-in tokenizer.
 const SPECIALS: [(&str, i32); 5] = [
-    ("<pad>", 0),
-    ("<eos>", 1),
-    ("<bos>", 2),
-    ("<start_of_turn>", 106),
-    ("<end_of_turn>", 107),
+    ("<pad>", gemma::PAD),
+    ("<eos>", gemma::EOS),
+    ("<bos>", gemma::BOS),
+    ("<start_of_turn>", gemma::START_OF_TURN),
+    ("<end_of_turn>", gemma::END_OF_TURN),
 ];
 
-/// Id of `<bos>`.
-pub const BOS_ID: i32 = 2;
-/// Id of `<end_of_turn>`.
-pub const END_OF_TURN_ID: i32 = 107;
+pub use crate::gemma::{BOS as BOS_ID, END_OF_TURN as END_OF_TURN_ID};
 /// Id of the byte-fallback token for byte 0x00 (Gemma's `<0x00>`); byte `b` is `217 + b`.
 pub const BYTE_TOKEN_BASE: i32 = 217;
 /// First id of the ASCII pieces.

@@ -1,4 +1,8 @@
 //! The answers the probe can give: one typed value per question, with its evidence.
+//!
+//! An answer that is a runtime behaviour has the type the builder and the mock use for it
+//! (from the crate's settings); only answers that carry more evidence, or that no setting
+//! needs, are defined here.
 
 use std::fmt;
 
@@ -143,28 +147,6 @@ impl<A: fmt::Display> fmt::Display for Finding<A> {
     }
 }
 
-/// Which thread runs the callback during `rkllm_run`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CallbackThread {
-    /// The thread that called `rkllm_run`.
-    Caller,
-    /// Another thread, owned by the runtime.
-    RuntimeThread,
-    /// Some callbacks on the caller's thread, some on others.
-    Mixed,
-}
-
-impl fmt::Display for CallbackThread {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            CallbackThread::Caller => "the caller's thread",
-            CallbackThread::RuntimeThread => "a runtime thread",
-            CallbackThread::Mixed => "mixed threads",
-        })
-    }
-}
-
 /// How the runtime ends a run that `rkllm_abort` interrupted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AbortEnding {
@@ -189,98 +171,6 @@ impl fmt::Display for AbortEnding {
     }
 }
 
-/// The sense of `rkllm_is_running`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum IsRunningSense {
-    /// 0 while a task runs, non-zero when idle (the header's inverted sense).
-    ZeroWhileRunning,
-    /// Non-zero while a task runs, 0 when idle (a boolean "is running").
-    NonZeroWhileRunning,
-}
-
-impl fmt::Display for IsRunningSense {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            IsRunningSense::ZeroWhileRunning => "0 while running (inverted, as the header says)",
-            IsRunningSense::NonZeroWhileRunning => "non-zero while running (boolean sense)",
-        })
-    }
-}
-
-/// What WAITING callbacks (a token that leaves a UTF-8 character incomplete) carry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WaitingText {
-    /// NULL; the completing NORMAL callback carries the whole character.
-    Null,
-    /// An empty string; the completing NORMAL callback carries the whole character.
-    Empty,
-    /// The token's own bytes (a partial character); the completing NORMAL callback carries
-    /// only its own bytes, so the concatenation of all texts is the output.
-    PartialBytes,
-    /// The partial bytes, and the completing NORMAL callback repeats them with the whole
-    /// character: concatenating every text would duplicate bytes.
-    PartialBytesThenWhole,
-}
-
-impl fmt::Display for WaitingText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            WaitingText::Null => "NULL (the next NORMAL carries the whole character)",
-            WaitingText::Empty => "empty string (the next NORMAL carries the whole character)",
-            WaitingText::PartialBytes => "partial bytes (concatenation gives the text)",
-            WaitingText::PartialBytesThenWhole => {
-                "partial bytes, repeated by the next NORMAL (concatenation duplicates)"
-            }
-        })
-    }
-}
-
-/// What the FINISH callback carries in `text`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum FinishText {
-    /// NULL.
-    Null,
-    /// An empty string.
-    Empty,
-    /// Some text (lossily decoded).
-    Text(String),
-}
-
-impl fmt::Display for FinishText {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            FinishText::Null => f.write_str("NULL"),
-            FinishText::Empty => f.write_str("empty string"),
-            FinishText::Text(t) => write!(f, "text {t:?}"),
-        }
-    }
-}
-
-/// Whether the runtime adds a BOS token to text (prompt) input by itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Bos {
-    /// Always: a prompt that starts with `<bos>` gets two.
-    AddedByRuntime,
-    /// Only when the prompt does not start with `<bos>` already.
-    AddedUnlessPresent,
-    /// Never: the caller writes `<bos>`.
-    NotAdded,
-}
-
-impl fmt::Display for Bos {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Bos::AddedByRuntime => "added by the runtime (always)",
-            Bos::AddedUnlessPresent => "added by the runtime unless the prompt has one",
-            Bos::NotAdded => "not added (the prompt must carry <bos>)",
-        })
-    }
-}
-
 /// Whether generation stops by itself at Gemma's `<end_of_turn>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -296,84 +186,6 @@ impl fmt::Display for EndOfTurn {
         f.write_str(match self {
             EndOfTurn::StopsAfterEndOfTurn => "stops right after <end_of_turn>",
             EndOfTurn::ContinuesPastEndOfTurn => "continues past <end_of_turn>",
-        })
-    }
-}
-
-/// What a prompt longer than `max_context_len` does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ContextOverflow {
-    /// `rkllm_run` returns an error code without any callback.
-    Refused {
-        /// What `rkllm_run` returned.
-        return_code: i32,
-    },
-    /// An ERROR callback ends the run.
-    ErrorCallback {
-        /// What `rkllm_run` returned.
-        return_code: i32,
-    },
-    /// The run goes on (the prompt is cut or the window shifts) and generates.
-    Truncated,
-}
-
-impl fmt::Display for ContextOverflow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ContextOverflow::Refused { return_code } => {
-                write!(f, "refused: rkllm_run returns {return_code}, no callback")
-            }
-            ContextOverflow::ErrorCallback { return_code } => {
-                write!(f, "ERROR callback, rkllm_run returns {return_code}")
-            }
-            ContextOverflow::Truncated => f.write_str("runs anyway (prompt cut or shifted)"),
-        }
-    }
-}
-
-/// Whether a second model loads in the same process while the first is alive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SecondModel {
-    /// It loads and generates.
-    Works,
-    /// It loads, but a run on it produced no token.
-    LoadsButRunFails,
-    /// `rkllm_init` fails.
-    Refused {
-        /// What `rkllm_init` returned.
-        return_code: i32,
-    },
-}
-
-impl fmt::Display for SecondModel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SecondModel::Works => f.write_str("loads and generates"),
-            SecondModel::LoadsButRunFails => f.write_str("loads, but does not generate"),
-            SecondModel::Refused { return_code } => {
-                write!(f, "refused: rkllm_init returns {return_code}")
-            }
-        }
-    }
-}
-
-/// Whether a loaded prompt cache shortens the time to first token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PromptCache {
-    /// Clearly faster with the cache (at most half the time to first token).
-    Helped,
-    /// No clear difference.
-    NoEffect,
-}
-
-impl fmt::Display for PromptCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            PromptCache::Helped => "the matching prefix is reused (faster first token)",
-            PromptCache::NoEffect => "no effect on the time to first token",
         })
     }
 }

@@ -3,10 +3,11 @@
 //! count: a prompt made only of special-token text (one token each, whatever the
 //! tokenizer), and a chat prompt counted exactly by the model's tokenizer when given.
 
-use super::answers::{Bos, Finding};
-use super::harness::{RawModel, RunRecord};
+use super::answers::Finding;
+use super::harness::{Instance, RunRecord};
 use super::tokens::TokenCounter;
 use super::{gemma_prompt, ProbeConfig};
+use crate::settings::AddsBos as Bos;
 
 /// Four special tokens written as text: exactly four tokens for any Gemma tokenizer.
 const SPECIALS: &str = "<start_of_turn><end_of_turn><start_of_turn><end_of_turn>";
@@ -25,7 +26,7 @@ struct Pair {
 
 impl Pair {
     fn run(
-        model: &RawModel,
+        model: &mut Instance,
         config: &ProbeConfig,
         what: &'static str,
         plain: &str,
@@ -76,15 +77,15 @@ impl Pair {
 fn classify(plain: usize, with_bos: usize, expected: usize) -> Option<Bos> {
     let e = expected;
     match (plain, with_bos) {
-        (p, b) if p == e && b == e + 1 => Some(Bos::NotAdded),
-        (p, b) if p == e + 1 && b == e + 2 => Some(Bos::AddedByRuntime),
-        (p, b) if p == e + 1 && b == e + 1 => Some(Bos::AddedUnlessPresent),
+        (p, b) if p == e && b == e + 1 => Some(Bos::Never),
+        (p, b) if p == e + 1 && b == e + 2 => Some(Bos::Always),
+        (p, b) if p == e + 1 && b == e + 1 => Some(Bos::UnlessPresent),
         _ => None,
     }
 }
 
 pub(crate) fn probe(
-    model: &RawModel,
+    model: &mut Instance,
     config: &ProbeConfig,
     counter: &TokenCounter,
 ) -> Finding<Bos> {
@@ -125,9 +126,8 @@ pub(crate) fn probe(
     let evidence = evidence.join("; ");
     if specials.plain.prefill_tokens().is_none() {
         return Finding::unclear(format!(
-            "the runtime printed no performance table at RKLLM_LOG_LEVEL=1 (if it reads the \
-             variable when the library loads, run the probe with RKLLM_LOG_LEVEL=1 set); \
-             {evidence}"
+            "the runtime printed no performance table (the probe leaves the environment \
+             alone: run it with RKLLM_LOG_LEVEL=1 set before the program starts); {evidence}"
         ));
     }
     let answers: Vec<Bos> = readings.iter().filter_map(|(a, _)| *a).collect();
@@ -144,9 +144,9 @@ mod tests {
 
     #[test]
     fn prefill_counts_read_as_answers() {
-        assert_eq!(classify(4, 5, 4), Some(Bos::NotAdded));
-        assert_eq!(classify(5, 6, 4), Some(Bos::AddedByRuntime));
-        assert_eq!(classify(5, 5, 4), Some(Bos::AddedUnlessPresent));
+        assert_eq!(classify(4, 5, 4), Some(Bos::Never));
+        assert_eq!(classify(5, 6, 4), Some(Bos::Always));
+        assert_eq!(classify(5, 5, 4), Some(Bos::UnlessPresent));
         // A tokenizer that does not know the special-token text.
         assert_eq!(classify(40, 41, 4), None);
     }

@@ -1,8 +1,9 @@
 //! A prompt longer than `max_context_len`, on an instance built with a small context.
 
-use super::answers::{ContextOverflow, Finding};
-use super::harness::{InitSpec, RawModel};
+use super::answers::Finding;
+use super::harness::{InitSpec, Instance};
 use super::{gemma_prompt, init_failed, ProbeConfig};
+use crate::settings::ContextOverflow;
 
 const WORDS: [&str; 8] = [
     "apple", "river", "stone", "cloud", "maple", "candle", "harbor", "violet",
@@ -21,9 +22,8 @@ pub(crate) fn probe(config: &ProbeConfig) -> Finding<ContextOverflow> {
     let spec = InitSpec {
         max_context_len: ctx,
         max_new_tokens: NEW_TOKENS,
-        perf_log: true,
     };
-    let model = match RawModel::init(&config.runtime, &config.model, spec) {
+    let mut model = match Instance::init(&config.runtime, &config.model, spec) {
         Ok(m) => m,
         Err(f) => return Finding::failed(init_failed("the small-context instance", ctx, &f)),
     };
@@ -49,11 +49,11 @@ pub(crate) fn probe(config: &ProbeConfig) -> Finding<ContextOverflow> {
         if r.errored() { "yes" } else { "no" },
     );
     if r.errored() {
-        Finding::known(ContextOverflow::ErrorCallback { return_code: rc }, evidence)
+        Finding::known(ContextOverflow::ErrorCallback, evidence)
     } else if tokens > 0 {
         Finding::known(ContextOverflow::Truncated, evidence)
     } else if rc != 0 && r.events.is_empty() {
-        Finding::known(ContextOverflow::Refused { return_code: rc }, evidence)
+        Finding::known(ContextOverflow::Refused, evidence)
     } else {
         Finding::unclear(evidence)
     }

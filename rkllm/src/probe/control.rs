@@ -3,9 +3,10 @@
 
 use std::collections::HashSet;
 
-use super::answers::{AbortEnding, CallbackThread, Finding, IsRunningSense};
-use super::harness::{RawModel, RunRecord};
+use super::answers::{AbortEnding, Finding};
+use super::harness::{Instance, RunRecord};
 use super::{gemma_prompt, ProbeConfig};
+use crate::settings::{CallbackThread, RunningSense};
 
 /// Long enough that the run is still generating when it is aborted.
 const USER: &str = "Count from one to forty in words, separated by commas.";
@@ -20,7 +21,7 @@ pub(crate) struct Control {
     pub again: RunRecord,
 }
 
-pub(crate) fn run(model: &RawModel, config: &ProbeConfig) -> Control {
+pub(crate) fn run(model: &mut Instance, config: &ProbeConfig) -> Control {
     let idle = model.is_running();
     let prompt = gemma_prompt(USER);
     let mut plan = config.plan(&prompt);
@@ -100,7 +101,7 @@ pub(crate) fn abort_ending(c: &Control, config: &ProbeConfig) -> Finding<AbortEn
     )
 }
 
-pub(crate) fn is_running(c: &Control) -> Finding<IsRunningSense> {
+pub(crate) fn is_running(c: &Control) -> Finding<RunningSense> {
     let during = c.stopped.stop.map(|s| s.is_running_during);
     let after = c.stopped.is_running_after;
     let show = |v: Option<i32>| v.map_or("not measured".to_owned(), |v| v.to_string());
@@ -113,10 +114,10 @@ pub(crate) fn is_running(c: &Control) -> Finding<IsRunningSense> {
     );
     match (c.idle, during, after) {
         (idle, Some(0), Some(after)) if idle != 0 && after != 0 => {
-            Finding::known(IsRunningSense::ZeroWhileRunning, evidence)
+            Finding::known(RunningSense::ZeroWhileRunning, evidence)
         }
         (0, Some(during), Some(0)) if during != 0 => {
-            Finding::known(IsRunningSense::NonZeroWhileRunning, evidence)
+            Finding::known(RunningSense::NonZeroWhileRunning, evidence)
         }
         _ => Finding::unclear(evidence),
     }

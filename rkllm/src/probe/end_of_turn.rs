@@ -2,15 +2,15 @@
 //! is one word, run without stop tokens, bounded by `max_new_tokens`.
 
 use super::answers::{EndOfTurn, Finding};
-use super::harness::{RawModel, RunRecord};
+use super::harness::{Instance, RunRecord};
 use super::{gemma_prompt, ProbeConfig};
-use crate::input::{GEMMA_END_OF_TURN, GEMMA_EOS};
+use crate::gemma::{END_OF_TURN as GEMMA_END_OF_TURN, EOS as GEMMA_EOS};
 
 const USER: &str = "Answer with one word: what colour is a clear daytime sky?";
 /// How many ids after `<end_of_turn>` the evidence shows.
 const SHOWN_IDS: usize = 8;
 
-pub(crate) fn run(model: &RawModel, config: &ProbeConfig) -> RunRecord {
+pub(crate) fn run(model: &mut Instance, config: &ProbeConfig) -> RunRecord {
     model.run(&config.plan(&gemma_prompt(USER)))
 }
 

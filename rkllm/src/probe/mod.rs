@@ -21,7 +21,16 @@
 //! return even after aborts is reported and its handle left alone rather than destroyed
 //! under a running task. Prompts are short and `max_new_tokens` small.
 //!
-//! The experiments, in order, on one instance (`max_context_len`, greedy, performance log on):
+//! The BOS question reads the performance table the runtime prints after each run at
+//! `RKLLM_LOG_LEVEL=1`. The probe never changes the environment (another thread may read it
+//! meanwhile): set the variable before the program starts, as in
+//! `RKLLM_LOG_LEVEL=1 cargo run --example probe -- --model PATH`.
+//!
+//! It runs on the crate's own run machinery (the same worker, callback and bounded stops as
+//! [`Session`](crate::Session)), watching every raw callback through an observer. Built only
+//! with the cargo feature `probe`.
+//!
+//! The experiments, in order, on one instance (`max_context_len`, greedy):
 //! a run held at its first token (callback thread, `rkllm_is_running` while running,
 //! `rkllm_abort`, how the run ends), a run that writes rare characters (WAITING and FINISH
 //! text), BOS prompt pairs compared by the prefill token count the runtime prints, a Gemma
@@ -47,16 +56,17 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use answers::{
-    AbortEnding, Bos, CacheTiming, CallbackThread, ContextOverflow, EndOfTurn, Finding, FinishText,
-    IsRunningSense, PromptCache, Question, SecondModel, Verdict, WaitingText,
+pub use crate::settings::{
+    AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
+    SecondModel, WaitingText,
 };
+pub use answers::{AbortEnding, CacheTiming, EndOfTurn, Finding, Question, Verdict};
 pub use report::ProbeReport;
 
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::runtime::Runtime;
-use harness::{InitFailed, InitSpec, RawModel, RunPlan};
+use harness::{InitFailed, InitSpec, Instance, RunPlan};
 use tokens::TokenCounter;
 
 /// What to probe and how: the runtime, the model, and the limits of the experiments.
@@ -218,7 +228,6 @@ impl ProbeConfig {
         InitSpec {
             max_context_len: self.max_context_len,
             max_new_tokens: self.max_new_tokens,
-            perf_log: true,
         }
     }
 }
@@ -250,8 +259,8 @@ pub fn run(config: &ProbeConfig) -> Result<ProbeReport> {
     let counter = TokenCounter::load(config.tokenizer.as_deref());
     report.notes.extend(counter.note().map(str::to_owned));
 
-    match RawModel::init(&config.runtime, &config.model, config.main_spec()) {
-        Ok(main) => main_experiments(&main, config, &counter, &mut report),
+    match Instance::init(&config.runtime, &config.model, config.main_spec()) {
+        Ok(mut main) => main_experiments(&mut main, config, &counter, &mut report),
         Err(failed) => {
             let reason = init_failed("the probe's instance", config.max_context_len, &failed);
             for q in Question::ALL {
@@ -275,7 +284,7 @@ pub fn run(config: &ProbeConfig) -> Result<ProbeReport> {
 
 /// The experiments on the main instance. Each is isolated: a panic fails its questions only.
 fn main_experiments(
-    main: &RawModel,
+    main: &mut Instance,
     config: &ProbeConfig,
     counter: &TokenCounter,
     report: &mut ProbeReport,
@@ -355,8 +364,11 @@ fn attempt<T>(what: &str, f: impl FnOnce() -> T) -> std::result::Result<T, Strin
 
 /// Why an instance did not load, with the runtime's own first error line.
 fn init_failed(what: &str, max_context_len: u32, failed: &InitFailed) -> String {
-    let diagnosis = crate::diagnosis::Diagnosis::parse(&failed.log);
-    let said = diagnosis
+    if let Some(reason) = &failed.reason {
+        return format!("{what} (max_context_len {max_context_len}) did not load: {reason}");
+    }
+    let said = failed
+        .diagnosis
         .first_error_line()
         .map(|l| format!("; the runtime said: {l}"))
         .unwrap_or_default();
@@ -367,8 +379,10 @@ fn init_failed(what: &str, max_context_len: u32, failed: &InitFailed) -> String 
 }
 
 /// A mock model with which the probe can answer every question (feature `mock`): its answer
-/// has characters split across tokens (WAITING callbacks) and its prefill costs 1 ms per
-/// token (so a prompt cache shows in the time to first token). Change its runtime knobs with
+/// has characters split across tokens (WAITING callbacks), its prefill costs 1 ms per token
+/// (so a prompt cache shows in the time to first token), and it prints the performance table
+/// as the real runtime does at `RKLLM_LOG_LEVEL=1` (its `log_level` knob, so the environment
+/// is left alone). Change its runtime knobs with
 /// [`MockModel::with_runtime`](crate::mock::MockModel::with_runtime).
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
@@ -377,4 +391,5 @@ pub fn mock_model() -> crate::mock::MockModel {
         .name("probe-mock")
         .answer("Hello! Ünïcödé 🦀 works.")
         .prefill_seconds_per_token(0.001)
+        .with_runtime(|r| r.log_level = Some(1))
 }

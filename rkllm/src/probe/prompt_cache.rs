@@ -6,9 +6,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::answers::{CacheTiming, Finding, PromptCache};
-use super::harness::{RawModel, RunRecord};
+use super::answers::{CacheTiming, Finding};
+use super::harness::{Instance, RunRecord};
 use super::ProbeConfig;
+use crate::settings::PromptCacheReuse;
 
 const WORDS: [&str; 12] = [
     "north", "garden", "silver", "lantern", "meadow", "copper", "window", "thunder", "pebble",
@@ -48,16 +49,16 @@ fn prefix(words: usize) -> String {
 }
 
 /// A run of `prompt` stopped at its first token.
-fn first_token(model: &RawModel, config: &ProbeConfig, prompt: &str) -> RunRecord {
+fn first_token(model: &mut Instance, config: &ProbeConfig, prompt: &str) -> RunRecord {
     let mut plan = config.plan(prompt);
     plan.abort_at_token = Some(1);
     model.run(&plan)
 }
 
 pub(crate) fn probe(
-    model: &RawModel,
+    model: &mut Instance,
     config: &ProbeConfig,
-) -> (Finding<PromptCache>, Option<CacheTiming>) {
+) -> (Finding<PromptCacheReuse>, Option<CacheTiming>) {
     let file = TempFile::new(&config.work_dir);
     let prefix = prefix(config.cache_prefix_words);
     let full = format!("{prefix}Which word came first?<end_of_turn>\n<start_of_turn>model\n");
@@ -138,9 +139,9 @@ pub(crate) fn probe(
         )),
     );
     let finding = if ratio <= HELPED || (ratio < NO_EFFECT && reused) {
-        Finding::known(PromptCache::Helped, evidence)
+        Finding::known(PromptCacheReuse::Reused, evidence)
     } else if ratio >= NO_EFFECT && !reused {
-        Finding::known(PromptCache::NoEffect, evidence)
+        Finding::known(PromptCacheReuse::NotReused, evidence)
     } else {
         Finding::unclear(evidence)
     };

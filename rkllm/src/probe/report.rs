@@ -4,13 +4,14 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::answers::{
-    AbortEnding, Bos, CacheTiming, CallbackThread, ContextOverflow, EndOfTurn, Finding, FinishText,
-    IsRunningSense, PromptCache, Question, SecondModel, WaitingText,
-};
+use super::answers::{AbortEnding, CacheTiming, EndOfTurn, Finding, Question};
 use super::ProbeConfig;
 use crate::chat;
 use crate::diagnosis::{Diagnosis, RuntimeInfo};
+use crate::settings::{
+    AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
+    SecondModel, WaitingText,
+};
 
 /// Runs `$body` with `$f` bound to the finding of question `$q` (each has its own type).
 macro_rules! each_finding {
@@ -72,14 +73,14 @@ pub struct ProbeReport {
     pub(crate) notes: Vec<String>,
     pub(crate) callback_thread: Finding<CallbackThread>,
     pub(crate) abort_ending: Finding<AbortEnding>,
-    pub(crate) is_running_sense: Finding<IsRunningSense>,
+    pub(crate) is_running_sense: Finding<RunningSense>,
     pub(crate) waiting_text: Finding<WaitingText>,
     pub(crate) finish_text: Finding<FinishText>,
-    pub(crate) bos: Finding<Bos>,
+    pub(crate) bos: Finding<AddsBos>,
     pub(crate) end_of_turn: Finding<EndOfTurn>,
     pub(crate) context_overflow: Finding<ContextOverflow>,
     pub(crate) second_model: Finding<SecondModel>,
-    pub(crate) prompt_cache: Finding<PromptCache>,
+    pub(crate) prompt_cache: Finding<PromptCacheReuse>,
     pub(crate) cache_timing: Option<CacheTiming>,
 }
 
@@ -157,7 +158,7 @@ impl ProbeReport {
     }
 
     /// The sense of `rkllm_is_running`.
-    pub fn is_running_sense(&self) -> &Finding<IsRunningSense> {
+    pub fn is_running_sense(&self) -> &Finding<RunningSense> {
         &self.is_running_sense
     }
 
@@ -172,7 +173,7 @@ impl ProbeReport {
     }
 
     /// Whether text mode adds BOS.
-    pub fn bos(&self) -> &Finding<Bos> {
+    pub fn bos(&self) -> &Finding<AddsBos> {
         &self.bos
     }
 
@@ -192,7 +193,7 @@ impl ProbeReport {
     }
 
     /// Whether the prompt cache helps.
-    pub fn prompt_cache(&self) -> &Finding<PromptCache> {
+    pub fn prompt_cache(&self) -> &Finding<PromptCacheReuse> {
         &self.prompt_cache
     }
 
@@ -205,7 +206,7 @@ impl ProbeReport {
     /// runtime always adds BOS itself; `Include` (the default) otherwise, unclear included.
     pub fn recommended_bos(&self) -> chat::Bos {
         match self.bos.answer() {
-            Some(Bos::AddedByRuntime) => chat::Bos::Omit,
+            Some(AddsBos::Always) => chat::Bos::Omit,
             _ => chat::Bos::Include,
         }
     }
@@ -215,7 +216,7 @@ impl ProbeReport {
     pub fn runtime_reports_running_is_correct(&self) -> Option<bool> {
         self.is_running_sense
             .answer()
-            .map(|s| *s == IsRunningSense::ZeroWhileRunning)
+            .map(|s| *s == RunningSense::ZeroWhileRunning)
     }
 
     /// What the answer to `q` means for the crate's settings, in one sentence.
@@ -243,11 +244,11 @@ impl ProbeReport {
             },
             Question::WaitingText => match self.waiting_text.answer() {
                 Some(WaitingText::PartialBytesThenWhole) => "ModelBuilder::waiting_text(\
-                    WaitingText::Ignore) (the NORMAL after a WAITING repeats the whole \
-                    character)"
+                    WaitingText::PartialBytesThenWhole) (the NORMAL after a WAITING repeats the \
+                    whole character)"
                     .into(),
-                _ => "nothing to set: WaitingText::Join (the default) joins token bytes and \
-                    emits only whole UTF-8 characters"
+                _ => "nothing to set: the default (WaitingText::PartialBytes) joins token bytes \
+                    and emits only whole UTF-8 characters"
                     .into(),
             },
             Question::FinishText => match self.finish_text.answer() {
@@ -257,13 +258,13 @@ impl ProbeReport {
                 _ => "nothing to set: the crate ignores FINISH text".into(),
             },
             Question::Bos => match self.bos.answer() {
-                Some(Bos::AddedByRuntime) => "text mode: Gemma2Template::with_bos(Bos::Omit) \
+                Some(AddsBos::Always) => "text mode: Gemma2Template::with_bos(Bos::Omit) \
                     (the runtime adds BOS; Bos::Include would send two); token mode unaffected"
                     .into(),
-                Some(Bos::AddedUnlessPresent) => "either chat::Bos setting works; keep \
+                Some(AddsBos::UnlessPresent) => "either chat::Bos setting works; keep \
                     Bos::Include (the default)"
                     .into(),
-                Some(Bos::NotAdded) => "keep chat::Bos::Include (the default): the prompt \
+                Some(AddsBos::Never) => "keep chat::Bos::Include (the default): the prompt \
                     must carry <bos>"
                     .into(),
                 None => "keep chat::Bos::Include (the default) until this is known".into(),
@@ -281,10 +282,10 @@ impl ProbeReport {
                     yourself (chat::Conversation's budget): the runtime silently cuts or \
                     shifts an over-long prompt"
                     .into(),
-                Some(ContextOverflow::ErrorCallback { .. }) => "keep prompts within \
+                Some(ContextOverflow::ErrorCallback) => "keep prompts within \
                     max_context_len (chat::Conversation); an over-long one ends with Error::Run"
                     .into(),
-                Some(ContextOverflow::Refused { .. }) => "keep prompts within max_context_len \
+                Some(ContextOverflow::Refused) => "keep prompts within max_context_len \
                     (chat::Conversation); an over-long one fails with Error::Call (rkllm_run)"
                     .into(),
                 None => "keep prompts within max_context_len (chat::Conversation)".into(),
@@ -296,14 +297,16 @@ impl ProbeReport {
                 _ => "one model per process: load another model in another process".into(),
             },
             Question::PromptCache => match (self.prompt_cache.answer(), self.cache_timing) {
-                (Some(PromptCache::Helped), Some(t)) => format!(
+                (Some(PromptCacheReuse::Reused), Some(t)) => format!(
                     "Session::load_prompt_cache pays off for a fixed prompt prefix (first \
                      token in {:.0}% of the time)",
                     t.ratio() * 100.0
                 ),
-                (Some(PromptCache::NoEffect), _) => "Session::load_prompt_cache gains nothing \
+                (Some(PromptCacheReuse::NotReused), _) => {
+                    "Session::load_prompt_cache gains nothing \
                     on this runtime"
-                    .into(),
+                        .into()
+                }
                 _ => "no advice: the prompt-cache effect is not known".into(),
             },
         }

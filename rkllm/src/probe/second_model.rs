@@ -1,15 +1,16 @@
 //! A second instance of the same model while the first is alive: does it load, does it
 //! generate, and does the first still work after it is destroyed?
 
-use super::answers::{Finding, SecondModel};
-use super::harness::{InitSpec, RawModel, RunRecord};
+use super::answers::Finding;
+use super::harness::{Instance, RunRecord};
 use super::{gemma_prompt, ProbeConfig};
-use crate::diagnosis::{human_bytes, Diagnosis, Preflight};
+use crate::diagnosis::{human_bytes, Preflight};
+use crate::settings::SecondModel;
 
 const USER: &str = "Say hello.";
 
 /// A run stopped at its first token: enough to see that an instance generates.
-fn first_token(model: &RawModel, config: &ProbeConfig) -> RunRecord {
+fn first_token(model: &mut Instance, config: &ProbeConfig) -> RunRecord {
     let prompt = gemma_prompt(USER);
     let mut plan = config.plan(&prompt);
     plan.abort_at_token = Some(1);
@@ -23,7 +24,7 @@ fn needed_ram(model_size: u64) -> u64 {
     model_size + model_size / 4
 }
 
-pub(crate) fn probe(first: &RawModel, config: &ProbeConfig) -> Finding<SecondModel> {
+pub(crate) fn probe(first: &mut Instance, config: &ProbeConfig) -> Finding<SecondModel> {
     let preflight = Preflight::new().check(&config.model);
     if let (Some(size), Some(available)) = (preflight.model_size(), preflight.mem_available()) {
         if available < needed_ram(size) {
@@ -36,15 +37,12 @@ pub(crate) fn probe(first: &RawModel, config: &ProbeConfig) -> Finding<SecondMod
             ));
         }
     }
-    let spec = InitSpec {
-        perf_log: false,
-        ..config.main_spec()
-    };
-    let second = RawModel::init(first.runtime(), &config.model, spec).map(|model| {
-        let r = first_token(&model, config);
-        drop(model);
-        r
-    });
+    let second =
+        Instance::init(first.runtime(), &config.model, config.main_spec()).map(|mut model| {
+            let r = first_token(&mut model, config);
+            drop(model);
+            r
+        });
     let again = first_token(first, config);
     let first_ok = if again.tokens().next().is_some() {
         "the first model still generates afterwards"
@@ -53,15 +51,16 @@ pub(crate) fn probe(first: &RawModel, config: &ProbeConfig) -> Finding<SecondMod
     };
     match second {
         Err(failed) => {
-            let diagnosis = Diagnosis::parse(&failed.log);
+            if let Some(reason) = &failed.reason {
+                return Finding::failed(format!("the second instance did not load: {reason}"));
+            }
+            let diagnosis = &failed.diagnosis;
             let said = diagnosis
                 .first_error_line()
                 .map(|l| format!(", the runtime said: {l}"))
                 .unwrap_or_default();
             Finding::known(
-                SecondModel::Refused {
-                    return_code: failed.code,
-                },
+                SecondModel::Refused,
                 format!(
                     "rkllm_init returned {} (cause: {}){said}; {first_ok}",
                     failed.code,

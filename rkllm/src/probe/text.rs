@@ -5,14 +5,15 @@ use std::time::Duration;
 
 use rkllm_sys::{RKLLM_RUN_FINISH, RKLLM_RUN_NORMAL, RKLLM_RUN_WAITING};
 
-use super::answers::{Finding, FinishText, WaitingText};
-use super::harness::{RawModel, RunRecord, Text};
+use super::answers::Finding;
+use super::harness::{Instance, RunRecord, Text};
 use super::{gemma_prompt, ProbeConfig};
+use crate::settings::{FinishText, WaitingText};
 
 /// Characters Gemma's vocabulary lacks (byte fallback), so the model writes them in pieces.
 const USER: &str = "Repeat exactly this line and nothing else: 𓀀 𓁐 𒀀 ꙮ 𝔊 🦀";
 
-pub(crate) fn run(model: &RawModel, config: &ProbeConfig) -> RunRecord {
+pub(crate) fn run(model: &mut Instance, config: &ProbeConfig) -> RunRecord {
     model.run(&config.plan(&gemma_prompt(USER)))
 }
 
@@ -129,8 +130,9 @@ mod tests {
     use rkllm_sys::{LLMCallState, RKLLM_RUN_FINISH, RKLLM_RUN_NORMAL, RKLLM_RUN_WAITING};
 
     use super::{finish, waiting};
-    use crate::probe::answers::{FinishText, Verdict, WaitingText};
+    use crate::probe::answers::Verdict;
     use crate::probe::harness::{Callback, RunRecord, Text};
+    use crate::settings::{FinishText, WaitingText};
 
     fn event(state: LLMCallState, text: Text) -> Callback {
         Callback {

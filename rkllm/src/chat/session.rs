@@ -1,37 +1,20 @@
-//! Chat on a session: a [`Conversation`] turn streamed from the model, and the opt-in
-//! rolling prompt cache that keeps multi-turn chat fast on 1.1.1.
+//! Chat on a session: a [`Conversation`] turn streamed from the model
+//! ([`Session::chat`]), and [`ChatSession`], a session with the opt-in rolling prompt cache
+//! that keeps multi-turn chat fast on 1.1.1.
 //!
-//! ## Why a rolling prompt cache
-//!
-//! The 1.1.1 runtime keeps nothing between runs, so every chat turn prefills the whole
-//! conversation again and the time to first token grows with the history. Its one lever is
-//! the prompt cache: a run can save its prompt's prefill to a file, and a loaded cache makes
-//! a later run skip the longest prefix it shares with the cached prompt. Each chat turn's
-//! prompt begins with the previous turn's prompt (history only grows at the end), so:
-//!
-//! 1. turn N runs with `save_prompt_cache` = a fresh file: the prefill of prompt N;
-//! 2. before turn N+1, that file is loaded (the previous one released and deleted);
-//! 3. whenever the new prompt does not begin with the cached one (history trimmed, system
-//!    prompt or template changed, messages popped or edited, another conversation), the
-//!    cache is released and deleted and the turn prefills in full, saving a new one.
-//!
-//! Correctness never depends on the cache: the prompt sent is always the whole
-//! conversation, so a runtime that reuses nothing gives the same output, only slower.
-//! Files live in a directory the caller chooses, are named per process and model, and are
-//! deleted when replaced, when the mode is disabled and when the session is dropped.
-//!
-//! Trimming and the cache pull in opposite directions: each trim changes the prefix and
-//! costs one full prefill. [`TrimPolicy::Chunked`](crate::chat::TrimPolicy::Chunked)
-//! drops a larger share of the history at once, so trims (and full prefills) happen
-//! rarely; with the cache on, prefer it to the default one-exchange-at-a-time trimming.
+//! The cache's state lives in the [`ChatSession`]: a server keeps one `ChatSession` for its
+//! model (the runtime runs one inference at a time anyway), not one per request, or every
+//! request starts with a cold cache.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::chat::Conversation;
+use std::ops::{Deref, DerefMut};
+
+use super::Conversation;
 use crate::error::{Error, Result};
 use crate::input::{GenerateOptions, Input, GEMMA_END_OF_TURN, GEMMA_EOS};
-use crate::session::{start_stream, Session};
+use crate::session::Session;
 use crate::stream::{Completion, FinishReason, Timings, Token, TokenStream};
 
 /// A rendered prompt, as text or as token ids, compared by prefix.
@@ -86,7 +69,7 @@ struct CacheEntry {
     prompt: PromptKey,
 }
 
-/// The rolling cache's state, owned by the session.
+/// The rolling cache's state, owned by the chat session.
 #[derive(Debug)]
 pub(crate) struct RollingCache {
     dir: PathBuf,
@@ -118,48 +101,6 @@ fn remove_quietly(path: &Path) {
 }
 
 impl Session {
-    /// Turns on the rolling prompt cache for [`chat`](Session::chat), with cache files in
-    /// `dir` (created if missing). See the [module docs](crate::chat_session) for how it works
-    /// and the trade-off with trimming.
-    pub fn enable_chat_prompt_cache(&mut self, dir: impl Into<PathBuf>) -> Result<()> {
-        let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        if self.rolling.is_some() {
-            self.disable_chat_prompt_cache()?;
-        }
-        self.rolling = Some(RollingCache {
-            dir,
-            current: None,
-            loaded: None,
-            stats: ChatCacheStats::default(),
-        });
-        Ok(())
-    }
-
-    /// Turns the rolling prompt cache off: releases it from the runtime and deletes its files.
-    pub fn disable_chat_prompt_cache(&mut self) -> Result<()> {
-        let Some(mut rolling) = self.rolling.take() else {
-            return Ok(());
-        };
-        let released = if rolling.loaded.take().is_some() {
-            self.release_cache_raw()
-        } else {
-            Ok(())
-        };
-        if let Some(entry) = rolling.current.take() {
-            remove_quietly(&entry.file);
-        }
-        released
-    }
-
-    /// What the rolling prompt cache did so far (`None` when it is off).
-    pub fn chat_cache_stats(&self) -> Option<ChatCacheStats> {
-        self.rolling.as_ref().map(|r| r.stats)
-    }
-
     /// Adds `user` to `conversation`, runs the model on the whole conversation (kept within
     /// its budget), and streams the reply. The reply is added to the conversation when the
     /// stream ends or is dropped.
@@ -197,12 +138,192 @@ impl Session {
     ) -> Result<ChatStream<'s>> {
         // Timings include preparing the prompt and the cache: both delay the first token.
         let started = std::time::Instant::now();
-        self.inner.finish_active();
+        conversation.push_user(user)?;
+        let prepared = prompt_of(conversation).and_then(|p| p.to_input());
+        let started_stream = prepared
+            .and_then(|input| self.start_stream(input, &chat_options(options), false, started));
+        match started_stream {
+            Ok(stream) => Ok(ChatStream {
+                stream,
+                conversation,
+                rolling: None,
+                pending: None,
+                reply: String::new(),
+                finished: false,
+                failed: false,
+            }),
+            Err(e) => {
+                conversation.pop();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The options of a chat turn: the caller's, plus Gemma's end-of-turn and end-of-sequence.
+fn chat_options(options: &GenerateOptions) -> GenerateOptions {
+    options
+        .clone()
+        .stop_token(GEMMA_END_OF_TURN)
+        .stop_token(GEMMA_EOS)
+}
+
+impl Deref for ChatSession {
+    type Target = Session;
+    fn deref(&self) -> &Session {
+        self.session.as_ref().expect("present until into_session")
+    }
+}
+
+impl DerefMut for ChatSession {
+    fn deref_mut(&mut self) -> &mut Session {
+        self.session.as_mut().expect("present until into_session")
+    }
+}
+
+impl Drop for ChatSession {
+    fn drop(&mut self) {
+        if self.session.is_none() {
+            return;
+        }
+        if let Err(e) = self.disable_prompt_cache() {
+            log::warn!(target: "rkllm", "cleaning up the chat prompt cache: {e}");
+        }
+    }
+}
+
+/// A [`Session`] with the rolling prompt cache for multi-turn chat. It dereferences to the
+/// session, so every run of the session is at hand; [`chat`](ChatSession::chat) runs a turn
+/// through the cache once it is enabled.
+///
+/// The cache's state lives here: a server keeps one `ChatSession` for its model (the
+/// runtime runs one inference at a time anyway), not one per request, or every request
+/// starts with a cold cache.
+///
+/// ## Why a rolling prompt cache
+///
+/// The 1.1.1 runtime keeps nothing between runs, so every chat turn prefills the whole
+/// conversation again and the time to first token grows with the history. Its one lever is
+/// the prompt cache: a run can save its prompt's prefill to a file, and a loaded cache makes
+/// a later run skip the longest prefix it shares with the cached prompt. Each chat turn's
+/// prompt begins with the previous turn's prompt (history only grows at the end), so:
+///
+/// 1. turn N runs with `save_prompt_cache` = a fresh file: the prefill of prompt N;
+/// 2. before turn N+1, that file is loaded (the previous one released and deleted);
+/// 3. whenever the new prompt does not begin with the cached one (history trimmed, system
+///    prompt or template changed, messages popped or edited, another conversation), the
+///    cache is released and deleted and the turn prefills in full, saving a new one.
+///
+/// Correctness never depends on the cache: the prompt sent is always the whole
+/// conversation, so a runtime that reuses nothing gives the same output, only slower.
+/// Files live in a directory the caller chooses, are named per process and model, and are
+/// deleted when replaced, when the mode is disabled and when the session is dropped.
+///
+/// Trimming and the cache pull in opposite directions: each trim changes the prefix and
+/// costs one full prefill. [`TrimPolicy::Chunked`](crate::chat::TrimPolicy::Chunked)
+/// drops a larger share of the history at once, so trims (and full prefills) happen
+/// rarely; with the cache on, prefer it to the default one-exchange-at-a-time trimming.
+///
+/// ```
+/// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
+/// use rkllm::chat::{ChatSession, Conversation, SystemStyle};
+/// use rkllm::{mock::MockModel, GenerateOptions, Model, Runtime};
+/// let file = MockModel::new().answer("Hi!").write_temp()?;
+/// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
+/// let mut chat = ChatSession::new(model.session()?);
+/// let dir = std::env::temp_dir().join(format!("rkllm-doc-cache-{}", std::process::id()));
+/// chat.enable_prompt_cache(&dir)?;
+/// let mut conversation = Conversation::new(SystemStyle::Merge);
+/// for user in ["Hello", "How are you?"] {
+///     chat.chat(&mut conversation, user, &GenerateOptions::new())?.complete()?;
+/// }
+/// assert_eq!(chat.cache_stats().map(|s| s.reused), Some(1));
+/// drop(chat); // releases the cache and deletes its files
+/// std::fs::remove_dir(&dir).ok();
+/// # Ok(()) }
+/// # #[cfg(not(feature = "mock"))] fn main() {}
+/// ```
+#[derive(Debug)]
+pub struct ChatSession {
+    /// Always present; taken only by `into_session`, which consumes the value.
+    session: Option<Session>,
+    rolling: Option<RollingCache>,
+}
+
+impl ChatSession {
+    /// Chat on `session`, with the prompt cache off until
+    /// [`enable_prompt_cache`](ChatSession::enable_prompt_cache).
+    pub fn new(session: Session) -> ChatSession {
+        ChatSession {
+            session: Some(session),
+            rolling: None,
+        }
+    }
+
+    /// Turns on the rolling prompt cache, with cache files in `dir` (created if missing).
+    /// See [`ChatSession`] for how it works and the trade-off with trimming.
+    pub fn enable_prompt_cache(&mut self, dir: impl Into<PathBuf>) -> Result<()> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        if self.rolling.is_some() {
+            self.disable_prompt_cache()?;
+        }
+        self.rolling = Some(RollingCache {
+            dir,
+            current: None,
+            loaded: None,
+            stats: ChatCacheStats::default(),
+        });
+        Ok(())
+    }
+
+    /// Turns the rolling prompt cache off: releases it from the runtime and deletes its files.
+    pub fn disable_prompt_cache(&mut self) -> Result<()> {
+        let Some(mut rolling) = self.rolling.take() else {
+            return Ok(());
+        };
+        let released = if rolling.loaded.take().is_some() {
+            self.release_cache_raw()
+        } else {
+            Ok(())
+        };
+        if let Some(entry) = rolling.current.take() {
+            remove_quietly(&entry.file);
+        }
+        released
+    }
+
+    /// What the rolling prompt cache did so far (`None` when it is off).
+    pub fn cache_stats(&self) -> Option<ChatCacheStats> {
+        self.rolling.as_ref().map(|r| r.stats)
+    }
+
+    /// Gives the session back, with the cache turned off (released, files deleted).
+    pub fn into_session(mut self) -> Session {
+        if let Err(e) = self.disable_prompt_cache() {
+            log::warn!(target: "rkllm", "cleaning up the chat prompt cache: {e}");
+        }
+        self.session.take().expect("present until into_session")
+    }
+
+    /// Like [`Session::chat`], through the rolling prompt cache when it is enabled.
+    pub fn chat<'s>(
+        &'s mut self,
+        conversation: &'s mut Conversation,
+        user: impl Into<String>,
+        options: &GenerateOptions,
+    ) -> Result<ChatStream<'s>> {
+        // Timings include preparing the prompt and the cache: both delay the first token.
+        let started = std::time::Instant::now();
         conversation.push_user(user)?;
         match self.prepare_chat(conversation, options) {
             Ok((input, options, pending)) => {
-                let Session { inner, rolling, .. } = self;
-                match start_stream(inner, input, &options, false, started) {
+                let ChatSession { session, rolling } = self;
+                let session = session.as_mut().expect("present until into_session");
+                match session.start_stream(input, &options, false, started) {
                     Ok(stream) => Ok(ChatStream {
                         stream,
                         conversation,
@@ -210,6 +331,7 @@ impl Session {
                         pending,
                         reply: String::new(),
                         finished: false,
+                        failed: false,
                     }),
                     Err(e) => {
                         if let Some(entry) = pending {
@@ -236,10 +358,7 @@ impl Session {
     ) -> Result<(Input, GenerateOptions, Option<CacheEntry>)> {
         let prompt = prompt_of(conversation)?;
         let input = prompt.to_input()?;
-        let mut options = options
-            .clone()
-            .stop_token(GEMMA_END_OF_TURN)
-            .stop_token(GEMMA_EOS);
+        let mut options = chat_options(options);
         let Some(rolling) = self.rolling.as_mut() else {
             return Ok((input, options, None));
         };
@@ -272,8 +391,9 @@ impl Session {
                 }
             }
         }
+        let model_id = self.inner.id();
         let rolling = self.rolling.as_mut().expect("checked above");
-        let file = rolling.new_file(self.inner.id());
+        let file = rolling.new_file(model_id);
         options = options.save_prompt_cache(&file);
         Ok((input, options, Some(CacheEntry { file, prompt })))
     }
@@ -298,6 +418,8 @@ pub struct ChatStream<'s> {
     pending: Option<CacheEntry>,
     reply: String,
     finished: bool,
+    /// Set when the turn failed on this side (an error item met by `complete`).
+    failed: bool,
 }
 
 impl std::fmt::Debug for ChatStream<'_> {
@@ -324,11 +446,19 @@ impl ChatStream<'_> {
         self.stream.timings()
     }
 
-    /// Runs to the end and collects the reply.
+    /// Runs to the end and collects the reply. On an error item the turn counts as failed:
+    /// the run is stopped, the user message is taken back out of the conversation (as for
+    /// a failed run), and the error is returned.
     pub fn complete(mut self) -> Result<Completion> {
         let (mut text, mut ids) = (String::new(), Vec::new());
-        for token in self.by_ref() {
-            let token = token?;
+        while let Some(token) = self.next() {
+            let token = match token {
+                Ok(token) => token,
+                Err(e) => {
+                    self.failed = true;
+                    return Err(e);
+                }
+            };
             text.push_str(&token.text);
             ids.push(token.id);
         }
@@ -349,10 +479,11 @@ impl ChatStream<'_> {
             return;
         }
         self.finished = true;
-        let failed = matches!(
-            self.stream.finish_reason(),
-            Some(FinishReason::Error) | None
-        );
+        let failed = self.failed
+            || matches!(
+                self.stream.finish_reason(),
+                Some(FinishReason::Error) | None
+            );
         if failed {
             self.conversation.pop();
         } else if let Err(e) = self

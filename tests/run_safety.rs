@@ -1,0 +1,359 @@
+//! The run machinery inside a host process: aborts that never hang and hit only their own
+//! run, late callbacks, stops bounded in time, token ids checked, and results that say what
+//! happened.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use rkllm::chat::{Conversation, SystemStyle};
+use rkllm::mock::{Answer, MockModel};
+use rkllm::{Error, FinishReason, GenerateOptions, Input, Model, Runtime};
+
+/// Runs `f` on another thread and fails the test if it has not finished within `limit`.
+fn within<T: Send + 'static>(limit: Duration, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(f()).unwrap());
+    rx.recv_timeout(limit)
+        .expect("hang: the call did not return in time")
+}
+
+fn slow(text: &str) -> MockModel {
+    MockModel::new()
+        .answer(text)
+        .decode_seconds_per_token(0.005)
+}
+
+#[test]
+fn a_model_abort_from_the_consumers_own_thread_never_hangs() {
+    // A blocking rkllm_abort, a full channel, and the abort called on the thread that should
+    // be reading: the callback must be released before rkllm_abort is called. (The mock's
+    // blocking abort gives up after 20 s, so a hang shows as a timeout here.)
+    let answer = "word ".repeat(3000);
+    let mock = MockModel::new()
+        .answer(answer.trim_end())
+        .with_runtime(|r| r.abort_blocks_until_stopped = true);
+    let aborted = within(Duration::from_secs(10), move || {
+        let model = common::load(&mock);
+        let abort = model.abort_handle();
+        let mut session = model.session().unwrap();
+        let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+        stream.next().unwrap().unwrap();
+        // Let the runtime fill the 256-slot channel and block on it.
+        std::thread::sleep(Duration::from_millis(300));
+        let aborted = abort.abort();
+        let rest = stream.by_ref().count();
+        (aborted, rest, stream.finish_reason().cloned())
+    });
+    assert_eq!(aborted, (true, 0, Some(FinishReason::Aborted)));
+}
+
+#[test]
+fn a_streams_abort_handle_stops_its_own_run_and_never_the_next() {
+    let model = common::load(&slow("one two three four five six seven eight"));
+    let mut session = model.session().unwrap();
+    let first = session.generate("q", &GenerateOptions::new()).unwrap();
+    let stale = first.abort_handle();
+    let done = first.complete().unwrap();
+    assert_eq!(done.finish_reason, FinishReason::Finished);
+
+    let mut second = session.generate("q", &GenerateOptions::new()).unwrap();
+    second.next().unwrap().unwrap();
+    assert!(!stale.abort(), "a handle of a finished run does nothing");
+    let own = second.abort_handle();
+    let rest: Vec<_> = second.by_ref().collect::<Result<_, _>>().unwrap();
+    assert!(!rest.is_empty());
+    assert_eq!(second.finish_reason(), Some(&FinishReason::Finished));
+    drop(second);
+
+    let mut third = session.generate("q", &GenerateOptions::new()).unwrap();
+    third.next().unwrap().unwrap();
+    assert!(
+        !own.abort(),
+        "nor does the second run's handle touch the third"
+    );
+    let mine = third.abort_handle();
+    assert!(std::thread::spawn(move || mine.abort()).join().unwrap());
+    assert_eq!(third.by_ref().count(), 0);
+    assert_eq!(third.finish_reason(), Some(&FinishReason::Aborted));
+}
+
+#[test]
+fn a_callback_after_rkllm_run_returned_is_ignored() {
+    // The mock sends one more NORMAL callback ("late") with the finished run's userdata 20 ms
+    // after rkllm_run returned, while the next run is in flight.
+    let mock = slow("alpha beta gamma delta epsilon zeta eta theta")
+        .with_runtime(|r| r.late_callback_after_return = true);
+    let model = common::load(&mock);
+    let mut session = model.session().unwrap();
+    for _ in 0..3 {
+        let done = session.complete("q", &GenerateOptions::gemma()).unwrap();
+        assert_eq!(done.text, "alpha beta gamma delta epsilon zeta eta theta");
+        assert!(!done.token_ids.contains(&100), "{:?}", done.token_ids);
+    }
+    // The last run's late callback arrives after it returned, with nothing left to feed.
+    std::thread::sleep(Duration::from_millis(60));
+}
+
+#[test]
+fn a_run_that_never_returns_is_left_behind_after_the_stop_timeout() {
+    let mock = slow("one two three").with_runtime(|r| r.run_never_returns = true);
+    let file = mock.write_temp().unwrap();
+    let path = file.to_path_buf();
+    let (first_err, later, live) = within(Duration::from_secs(20), move || {
+        let model = Model::builder(&path)
+            .runtime(Runtime::mock())
+            .stop_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let mut session = model.session().unwrap();
+        let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+        stream.next().unwrap().unwrap();
+        // Dropping the stream waits at most the stop timeout, then gives the run up.
+        drop(stream);
+        let first_err = session.complete("q", &GenerateOptions::new()).unwrap_err();
+        let later = model.load_lora(&path, "x", 1.0).unwrap_err();
+        drop(session);
+        drop(model);
+        // Never destroyed: the runtime may still use the handle.
+        (first_err, later, rkllm::mock::live_handles_of_model(&path))
+    });
+    assert!(
+        matches!(first_err, Error::ModelUnusable { .. }),
+        "{first_err:?}"
+    );
+    assert!(
+        first_err.to_string().contains("did not return"),
+        "{first_err}"
+    );
+    assert!(matches!(later, Error::ModelUnusable { .. }), "{later:?}");
+    assert_eq!(live, 1);
+    drop(file);
+}
+
+#[test]
+fn token_ids_are_checked_against_a_known_vocabulary() {
+    let file = MockModel::new().answer("ok").write_temp().unwrap();
+    let model = Model::builder(&*file)
+        .runtime(Runtime::mock())
+        .vocab_size(rkllm::chat::GEMMA2_VOCAB_SIZE)
+        .build()
+        .unwrap();
+    let mut session = model.session().unwrap();
+    for ids in [vec![2, i32::MAX], vec![256_000], vec![-1]] {
+        let err = session
+            .complete(Input::tokens(ids.clone()), &GenerateOptions::new())
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidInput(_)), "{ids:?}: {err:?}");
+    }
+    let err = session
+        .complete(Input::tokens(vec![2, 256_000]), &GenerateOptions::new())
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("256000 at position 1"),
+        "names the id and where: {err}"
+    );
+    assert_eq!(
+        rkllm::mock::runs_of_model(&*file).len(),
+        0,
+        "nothing reached the runtime"
+    );
+    // Unset, only negative ids are refused; a zero vocabulary is no vocabulary.
+    let err = Model::builder(&*file)
+        .runtime(Runtime::mock())
+        .vocab_size(0)
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidParameter {
+                name: "vocab_size",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn time_to_first_token_is_when_the_runtime_delivered_it_not_when_it_was_read() {
+    let model = common::load(&slow("one two three"));
+    let mut session = model.session().unwrap();
+    let before = Instant::now();
+    let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+    // A consumer that reads late.
+    std::thread::sleep(Duration::from_millis(300));
+    let first = stream.next().unwrap().unwrap();
+    let ttft = stream.timings().time_to_first_token.unwrap();
+    // The run started after `before`, so `before + ttft` is at most the delivery instant;
+    // a time stamped at reading would lie 300 ms past it.
+    assert!(
+        before + ttft <= first.delivered_at,
+        "ttft {ttft:?} is later than the delivery"
+    );
+    let done = stream.complete().unwrap();
+    assert!(done.timings.total >= ttft);
+}
+
+#[test]
+fn results_say_what_happened() {
+    let model = common::load(&MockModel::new().answer("abc"));
+    let mut session = model.session().unwrap();
+    let err = session
+        .complete("q", &GenerateOptions::new().max_tokens(0))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::InvalidParameter {
+                name: "max_tokens",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let err = session.complete("", &GenerateOptions::new()).unwrap_err();
+    assert!(matches!(err, Error::InvalidInput(_)), "{err:?}");
+    let one = session
+        .complete("q", &GenerateOptions::new().max_tokens(1))
+        .unwrap();
+    assert_eq!(one.token_ids.len(), 1);
+    assert_eq!(one.finish_reason, FinishReason::MaxTokens);
+}
+
+#[test]
+fn invalid_utf8_is_reported_where_it_stood() {
+    // Generated: `x`, a lone 0xE4 (a character that never completes), then `ab`.
+    let model = common::load(&MockModel::new().answer_with(Answer::Bytes {
+        bytes: b"x\xe4ab".to_vec(),
+    }));
+    let mut session = model.session().unwrap();
+    let items: Vec<String> = session
+        .generate("q", &GenerateOptions::new())
+        .unwrap()
+        .map(|item| match item {
+            Ok(token) => token.text,
+            Err(Error::InvalidUtf8 { bytes }) => format!("<invalid {bytes:02x?}>"),
+            Err(e) => panic!("{e}"),
+        })
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert_eq!(items, ["x", "<invalid [e4]>", "ab"]);
+    // The same order with stop strings held back.
+    let items: Vec<String> = session
+        .generate("q", &GenerateOptions::new().stop_string("zz"))
+        .unwrap()
+        .map(|item| match item {
+            Ok(token) => token.text,
+            Err(Error::InvalidUtf8 { bytes }) => format!("<invalid {bytes:02x?}>"),
+            Err(e) => panic!("{e}"),
+        })
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert_eq!(items, ["x", "<invalid [e4]>", "ab"]);
+}
+
+#[test]
+fn the_longest_stop_string_wins_through_a_real_run() {
+    let model = common::load(&MockModel::new().answer("xABCy"));
+    let mut session = model.session().unwrap();
+    let done = session
+        .complete(
+            "q",
+            &GenerateOptions::new().stop_string("AB").stop_string("ABC"),
+        )
+        .unwrap();
+    assert_eq!(done.text, "x");
+    assert_eq!(done.finish_reason, FinishReason::StopString("ABC".into()));
+}
+
+#[test]
+fn a_chat_turn_that_ends_in_an_error_item_is_taken_back_out() {
+    let model = common::load(&MockModel::new().answer_with(Answer::Bytes {
+        bytes: b"ok \xe4 then".to_vec(),
+    }));
+    let mut session = model.session().unwrap();
+    let mut chat = Conversation::new(SystemStyle::Merge);
+    let err = session
+        .chat(&mut chat, "hello", &GenerateOptions::new())
+        .unwrap()
+        .complete()
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidUtf8 { .. }), "{err:?}");
+    assert!(
+        chat.messages().is_empty(),
+        "the failed turn is not kept: {:?}",
+        chat.messages()
+    );
+}
+
+#[test]
+fn dropping_the_model_mid_run_destroys_the_handle_once_the_run_is_stopped() {
+    let file = slow("one two three four five six seven eight nine ten")
+        .write_temp()
+        .unwrap();
+    let path = file.to_path_buf();
+    let model = Model::builder(&path)
+        .runtime(Runtime::mock())
+        .build()
+        .unwrap();
+    let session = model.session().unwrap();
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        let mut session = session;
+        let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+        stream.next().unwrap().unwrap();
+        started_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        // Dropping mid-run: aborts, waits for the runtime, then the session goes.
+        drop(stream);
+        drop(session);
+    });
+    started_rx.recv().unwrap();
+    // The model goes while its run is in flight on the other thread: the handle stays.
+    drop(model);
+    assert_eq!(rkllm::mock::live_handles_of_model(&path), 1);
+    go_tx.send(()).unwrap();
+    worker.join().unwrap();
+    assert_eq!(
+        rkllm::mock::live_handles_of_model(&path),
+        0,
+        "destroyed once"
+    );
+    let runs = rkllm::mock::runs_of_model(&path);
+    assert_eq!(runs.len(), 1);
+    assert!(
+        runs[0].aborted,
+        "the run was stopped, not finished: {:?}",
+        runs[0]
+    );
+}
+
+#[test]
+fn a_hidden_state_run_that_delivers_none_says_so() {
+    // The run is aborted during its prefill, so the runtime never delivers hidden states.
+    let model = common::load(
+        &MockModel::new()
+            .embed_dim(8)
+            .prefill_seconds_per_token(0.02),
+    );
+    let abort = model.abort_handle();
+    let mut session = model.session().unwrap();
+    let aborter = std::thread::spawn(move || {
+        // Ask until the run is in flight.
+        while !abort.abort() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    let err = session
+        .hidden_states("a prompt of a dozen words or so, long enough to take a while")
+        .unwrap_err();
+    aborter.join().unwrap();
+    assert!(matches!(err, Error::NoHiddenStates), "{err:?}");
+    assert!(
+        err.to_string().contains("without delivering hidden states"),
+        "{err}"
+    );
+}
