@@ -143,7 +143,7 @@ fn check_shape(messages: &[Message]) {
 fn check_conversation(case: &Case) {
     let mut chat = Conversation::new(style(case.style));
     if let Some((max, reserved)) = case.budget {
-        chat = chat.with_budget(ContextBudget::new(usize::from(max), usize::from(reserved)));
+        chat = chat.with_budget(ContextBudget::new(u32::from(max), u32::from(reserved)));
     }
     if let Some(drop_fraction) = case.chunked {
         chat = chat.with_trim_policy(TrimPolicy::Chunked { drop_fraction });
