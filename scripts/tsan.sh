@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# ThreadSanitizer over the threaded safe-API tests: streaming, abort and soak, on the mock
-# runtime. The standard library is rebuilt with the sanitizer (-Zbuild-std), so races inside
+# ThreadSanitizer over the threaded safe-API tests: streaming, abort, soak and run safety
+# (late callbacks, bounded stops), on the mock runtime. The standard library is rebuilt with the sanitizer (-Zbuild-std), so races inside
 # std's channels and threads are seen too. Fails on any ThreadSanitizer warning or test failure.
 #
 #   scripts/tsan.sh [extra cargo test arguments, e.g. -- --skip NAME]
@@ -25,7 +25,7 @@ log="$CARGO_TARGET_DIR/tsan.log"
 set +e
 cargo +nightly test -Zbuild-std --target "$target" \
   -p rkllm-workspace --no-default-features --features mock \
-  --test streaming --test abort --test soak "$@" 2>&1 | tee "$log"
+  --test streaming --test abort --test soak --test run_safety "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 
