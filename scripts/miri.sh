@@ -26,7 +26,8 @@ export MIRIFLAGS="-Zmiri-disable-isolation ${MIRIFLAGS:-}"
 # Miri supports none of these calls yet.
 CANNOT_RUN_LIB=(
   # getrlimit (the preflight of the model the test loads)
-  run::tests::a_panic_in_the_callback_never_reaches_c_and_is_reraised_on_the_consumer
+  ffi::callback::tests::a_panic_in_the_callback_never_reaches_c_and_is_reraised_on_the_consumer
+  ffi::handle::tests::a_thread_spawn_failure_is_reported_as_such_and_leaves_the_model_usable
   # fflush
   diagnosis::capture::tests::captures_and_tees_both_streams
   diagnosis::capture::tests::concurrent_captures_serialise
@@ -93,7 +94,6 @@ CANNOT_RUN_SAFE_API=(
   a_leaked_stream_is_finished_by_the_next_run
   abort_from_another_thread_mid_stream
   dropping_everything_with_a_leaked_stream_joins_then_destroys
-  dropping_the_model_mid_run_from_another_thread
   dropping_the_stream_mid_run_aborts_and_waits
   every_abort_ending_of_the_runtime_gives_aborted
   is_running_is_reported_the_right_way_round
@@ -104,7 +104,7 @@ CANNOT_RUN_SAFE_API=(
   a_context_above_the_model_limit_is_refused_by_the_runtime
   builder_values_are_validated_before_the_runtime_is_touched
   embeddings_and_multimodal_inputs_run_and_their_shapes_are_checked
-  handle_calls_during_a_run_report_busy_instead_of_racing_it
+  handle_calls_during_a_run_report_run_in_progress_instead_of_racing_it
   hidden_states_are_copied_with_their_shape
   init_failures_are_typed_with_a_diagnosis
   lora_adapters_are_selected_by_typed_value
