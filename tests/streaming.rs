@@ -37,7 +37,7 @@ fn gemma_options_stop_at_end_of_turn_and_hide_it() {
     assert_eq!(done.text, "Short answer.");
     assert_eq!(
         done.finish_reason,
-        FinishReason::StopToken(rkllm::GEMMA_END_OF_TURN)
+        FinishReason::EndOfTurn
     );
     assert!(!done.token_ids.contains(&rkllm::GEMMA_END_OF_TURN));
     assert_eq!(done.timings.generated_tokens, done.token_ids.len());
@@ -109,7 +109,7 @@ fn stop_string_prefix_that_does_not_match_is_released() {
     assert_eq!(done.text, "a b User c");
     assert_eq!(
         done.finish_reason,
-        FinishReason::StopToken(rkllm::GEMMA_END_OF_TURN)
+        FinishReason::EndOfTurn
     );
 }
 

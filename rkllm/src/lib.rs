@@ -22,6 +22,10 @@ mod settings;
 mod stop;
 mod stream;
 mod utf8;
+pub mod wait;
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+pub mod async_stream;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(all(doctest, feature = "mock", feature = "tokenizer"))]
@@ -36,6 +40,11 @@ pub use input::{GenerateOptions, Input, GEMMA_END_OF_TURN, GEMMA_EOS};
 pub use lora::LoraAdapter;
 pub use model::Model;
 pub use runtime::Runtime;
-pub use session::{PromptCache, Session};
+pub use session::{PromptCache, Session, SessionWait};
 pub use settings::{RunningSense, WaitingText, DEFAULT_STOP_TIMEOUT};
-pub use stream::{Completion, FinishReason, RunEnd, Timings, Token, TokenStream};
+pub use stream::{
+    Completion, FinishReason, OwnedTokenStream, Refused, RunEnd, Timings, Token, TokenStream,
+};
+#[cfg(feature = "async")]
+pub use async_stream::{AsyncChatStream, AsyncTokenStream};
+pub use wait::{FairGuard, FairLock, FairMutex, WaitError, DEFAULT_MAX_WAITERS};

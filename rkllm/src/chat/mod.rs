@@ -32,7 +32,7 @@ mod tokenizer;
 pub use conversation::{ContextBudget, Conversation, Fit, TrimPolicy};
 pub use error::ChatError;
 pub use message::{Message, Role};
-pub use session::{ChatCacheStats, ChatSession, ChatStream};
+pub use session::{ChatCacheStats, ChatSession, ChatStream, OwnedChatStream};
 pub use strip::{is_python_space, python_strip};
 pub use template::{Bos, ChatTemplate, Gemma2Template, SpecialToken, SystemStyle, STOP_TOKEN_IDS};
 #[cfg(feature = "tokenizer")]
