@@ -25,9 +25,9 @@ fn the_session_goes_to_waiters_in_arrival_order() {
     let order = Arc::new(Mutex::new(Vec::new()));
     let mut waiters = Vec::new();
     for i in 0..4 {
-        let (model, order) = (Arc::clone(&model), Arc::clone(&order));
+        let (m, order) = (Arc::clone(&model), Arc::clone(&order));
         waiters.push(thread::spawn(move || {
-            let mut session = model.session_wait(Duration::from_secs(30)).unwrap();
+            let mut session = m.session_wait(Duration::from_secs(30)).unwrap();
             order.lock().unwrap().push(i);
             session.complete("q", &GenerateOptions::new()).unwrap();
         }));
@@ -56,7 +56,10 @@ fn a_waiter_gives_up_after_its_timeout_and_leaves_the_queue() {
     // It converts to Error::Busy for `?` users.
     assert!(matches!(rkllm::Error::from(err), rkllm::Error::Busy));
     drop(held);
-    assert!(model.session().is_ok(), "the timed-out waiter holds nothing");
+    assert!(
+        model.session().is_ok(),
+        "the timed-out waiter holds nothing"
+    );
 }
 
 #[test]
@@ -66,9 +69,9 @@ fn beyond_the_queue_bound_a_caller_is_refused_at_once() {
     let held = model.session().unwrap();
     let mut waiters = Vec::new();
     for i in 0..2 {
-        let model = Arc::clone(&model);
+        let m = Arc::clone(&model);
         waiters.push(thread::spawn(move || {
-            model.session_wait(Duration::from_secs(30)).map(drop)
+            m.session_wait(Duration::from_secs(30)).map(drop)
         }));
         until(|| model.session_waiting() == i + 1);
     }
@@ -89,9 +92,9 @@ fn a_fair_mutex_hands_its_value_over_in_order_with_the_same_rules() {
     let held = shared.lock(Duration::ZERO).unwrap();
     let mut waiters = Vec::new();
     for i in 0..5 {
-        let shared = shared.clone();
+        let s = shared.clone();
         waiters.push(thread::spawn(move || {
-            shared.lock(Duration::from_secs(30)).unwrap().push(i);
+            s.lock(Duration::from_secs(30)).unwrap().push(i);
         }));
         until(|| shared.waiting() == i + 1);
     }

@@ -1,9 +1,9 @@
 //! Owned streams (a run and a chat turn that own their session), finish reasons a server
 //! maps as-is, prompt token counts, empty tokens, and embeddings.
 
-mod common;
 #[cfg(feature = "tokenizer")]
 mod chat_common;
+mod common;
 
 use std::time::Duration;
 
@@ -35,7 +35,10 @@ fn a_generation_is_returned_from_a_function_and_moved_to_a_thread() {
     assert_eq!(text, "Owned and moved");
     assert_eq!(reason, Some(FinishReason::Finished));
     // The session came back and runs again.
-    let (again, session) = session.into_generate("Again", &GenerateOptions::new()).unwrap().complete();
+    let (again, session) = session
+        .into_generate("Again", &GenerateOptions::new())
+        .unwrap()
+        .complete();
     assert_eq!(again.unwrap().text, "Owned and moved");
     drop(session);
     assert!(model.session().is_ok());
@@ -86,8 +89,8 @@ fn a_refused_run_gives_the_session_back() {
         .unwrap()
         .into_generate("", &GenerateOptions::new())
         .unwrap_err();
-    assert!(matches!(refused.error, rkllm::Error::InvalidInput(_)));
-    let mut session = refused.returned;
+    assert!(matches!(refused.error(), rkllm::Error::InvalidInput(_)));
+    let mut session = refused.into_returned();
     assert!(session.complete("Hi", &GenerateOptions::new()).is_ok());
     // `?` turns it into the error.
     fn with_question_mark(session: Session) -> rkllm::Result<OwnedTokenStream> {
@@ -120,7 +123,11 @@ fn a_chat_turn_owns_its_session_and_conversation_and_records_the_reply() {
     .unwrap();
     assert_eq!(text, "Hello!");
     assert_eq!(reason, Some(FinishReason::EndOfTurn));
-    let roles: Vec<_> = conversation.messages().iter().map(|m| m.content.as_str()).collect();
+    let roles: Vec<_> = conversation
+        .messages()
+        .iter()
+        .map(|m| m.content.as_str())
+        .collect();
     assert_eq!(roles, ["Be brief.", "Hi", "Hello!"]);
     // The second turn runs through the rolling cache the first one left in the session.
     let (done, (chat, conversation)) = chat
@@ -129,7 +136,10 @@ fn a_chat_turn_owns_its_session_and_conversation_and_records_the_reply() {
         .complete();
     assert_eq!(done.unwrap().text, "Fine, thanks.");
     assert_eq!(conversation.messages().len(), 5);
-    assert_eq!(chat.cache_stats().map(|s| (s.reused, s.rebuilt)), Some((1, 1)));
+    assert_eq!(
+        chat.cache_stats().map(|s| (s.reused, s.rebuilt)),
+        Some((1, 1))
+    );
     drop(chat);
     std::fs::remove_dir(&dir).ok();
 }
@@ -143,7 +153,8 @@ fn a_dropped_chat_turn_keeps_what_was_generated_and_a_refused_one_changes_nothin
     );
     let chat = ChatSession::new(model.session().unwrap());
     let conversation = Conversation::new(SystemStyle::Merge);
-    let mut stream = OwnedChatStream::new(chat, conversation, "Go", &GenerateOptions::new()).unwrap();
+    let mut stream =
+        OwnedChatStream::new(chat, conversation, "Go", &GenerateOptions::new()).unwrap();
     let first = stream.next().unwrap().unwrap();
     let (chat, conversation) = stream.into_parts();
     let kept = &conversation.messages()[1].content;
@@ -153,8 +164,11 @@ fn a_dropped_chat_turn_keeps_what_was_generated_and_a_refused_one_changes_nothin
     let refused = chat
         .into_chat(conversation, "Again", &GenerateOptions::new().max_tokens(0))
         .unwrap_err();
-    assert!(matches!(refused.error, rkllm::Error::InvalidParameter { .. }));
-    let (_chat, conversation) = refused.returned;
+    assert!(matches!(
+        refused.error(),
+        rkllm::Error::InvalidParameter { .. }
+    ));
+    let (_chat, conversation) = refused.into_returned();
     assert_eq!(conversation.messages().len(), before);
 }
 
@@ -178,7 +192,10 @@ fn finish_reasons_map_to_openai_names() {
     assert_eq!(FinishReason::Aborted.openai(), "abort");
     assert_eq!(FinishReason::Error.openai(), "error");
     // A stop id of the caller's own stays a StopToken.
-    let first_id = session.complete("q", &GenerateOptions::new()).unwrap().token_ids[1];
+    let first_id = session
+        .complete("q", &GenerateOptions::new())
+        .unwrap()
+        .token_ids[1];
     let own = session
         .complete("q", &GenerateOptions::new().stop_token(first_id))
         .unwrap()
@@ -199,7 +216,12 @@ fn tokens_with_empty_text_are_not_yielded_but_their_ids_are_kept() {
     let text: String = tokens.iter().map(|t| t.text.as_str()).collect();
     assert_eq!(text, answer);
     let ids = stream.token_ids().to_vec();
-    assert!(ids.len() > tokens.len(), "{} ids, {} tokens", ids.len(), tokens.len());
+    assert!(
+        ids.len() > tokens.len(),
+        "{} ids, {} tokens",
+        ids.len(),
+        tokens.len()
+    );
     assert_eq!(stream.timings().generated_tokens, ids.len());
     drop(stream);
     let done = session.complete("q", &GenerateOptions::new()).unwrap();
@@ -215,10 +237,11 @@ fn prompt_token_counts_are_exact_for_tokens_and_marked_when_estimated() {
         .unwrap();
     assert_eq!(text.timings.prompt_tokens, Some(3));
     assert!(text.timings.prompt_tokens_estimated);
+    let ids = rkllm::mock::BuiltinTokenizer.encode("Four tokens here");
     let tokens = session
-        .complete(Input::tokens(vec![2, 100, 101, 102]), &GenerateOptions::new())
+        .complete(Input::tokens(ids.clone()), &GenerateOptions::new())
         .unwrap();
-    assert_eq!(tokens.timings.prompt_tokens, Some(4));
+    assert_eq!(tokens.timings.prompt_tokens, Some(ids.len()));
     assert!(!tokens.timings.prompt_tokens_estimated);
 }
 

@@ -3,6 +3,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+pub mod async_stream;
 mod builder;
 pub mod chat;
 pub mod diagnosis;
@@ -23,15 +26,14 @@ mod stop;
 mod stream;
 mod utf8;
 pub mod wait;
-#[cfg(feature = "async")]
-#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
-pub mod async_stream;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(all(doctest, feature = "mock", feature = "tokenizer"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+#[cfg(feature = "async")]
+pub use async_stream::{AsyncChatStream, AsyncTokenStream};
 pub use builder::{Mirostat, ModelBuilder};
 pub use error::{Error, Result};
 pub use ffi::AbortHandle;
@@ -45,6 +47,4 @@ pub use settings::{RunningSense, WaitingText, DEFAULT_STOP_TIMEOUT};
 pub use stream::{
     Completion, FinishReason, OwnedTokenStream, Refused, RunEnd, Timings, Token, TokenStream,
 };
-#[cfg(feature = "async")]
-pub use async_stream::{AsyncChatStream, AsyncTokenStream};
 pub use wait::{FairGuard, FairLock, FairMutex, WaitError, DEFAULT_MAX_WAITERS};

@@ -1,10 +1,10 @@
 //! The session that runs a model: one run at a time, enforced by the borrow checker.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -447,8 +447,7 @@ fn pool_mean_l2(states: &HiddenStates) -> Result<Vec<f32>> {
     let norm = sum.iter().map(|x| x * x).sum::<f64>().sqrt();
     if !norm.is_finite() || norm == 0.0 {
         return Err(Error::InvalidInput(
-            "the hidden states pool to a zero or non-finite vector; it cannot be normalised"
-                .into(),
+            "the hidden states pool to a zero or non-finite vector; it cannot be normalised".into(),
         ));
     }
     Ok(sum.into_iter().map(|x| (x / norm) as f32).collect())

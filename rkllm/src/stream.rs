@@ -254,7 +254,7 @@ impl TokenStream<'_> {
 
     /// Runs to the end and returns the hidden states the run delivered.
     pub(crate) fn into_hidden(mut self) -> Result<HiddenStates> {
-        self.core.into_hidden()
+        self.core.take_hidden()
     }
 }
 
@@ -268,31 +268,50 @@ impl Iterator for TokenStream<'_> {
 
 /// A run that could not start, with what it was given back, so nothing is lost (a
 /// [`ChatSession`](crate::chat::ChatSession)'s prompt cache, a conversation). Converts into
-/// its [`Error`] with `?`.
+/// its [`Error`] with `?`. Boxed, so a `Result` carrying it stays small.
 #[derive(Debug)]
-#[non_exhaustive]
 pub struct Refused<T> {
+    inner: Box<(Error, T)>,
+}
+
+impl<T> Refused<T> {
+    pub(crate) fn new(error: Error, returned: T) -> Refused<T> {
+        Refused {
+            inner: Box::new((error, returned)),
+        }
+    }
+
     /// Why the run did not start.
-    pub error: Error,
+    pub fn error(&self) -> &Error {
+        &self.inner.0
+    }
+
     /// What the run was given, unchanged.
-    pub returned: T,
+    pub fn into_returned(self) -> T {
+        self.inner.1
+    }
+
+    /// Both.
+    pub fn into_parts(self) -> (Error, T) {
+        *self.inner
+    }
 }
 
 impl<T> std::fmt::Display for Refused<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.error.fmt(f)
+        self.error().fmt(f)
     }
 }
 
 impl<T: std::fmt::Debug> std::error::Error for Refused<T> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.error)
+        Some(self.error())
     }
 }
 
 impl<T> From<Refused<T>> for Error {
     fn from(refused: Refused<T>) -> Error {
-        refused.error
+        refused.into_parts().0
     }
 }
 
@@ -349,12 +368,12 @@ impl<S: BorrowMut<Session>> OwnedTokenStream<S> {
         input: impl Into<Input>,
         options: &GenerateOptions,
     ) -> std::result::Result<Self, Refused<S>> {
-        match session.borrow_mut().start_core(input.into(), options, false) {
+        match session
+            .borrow_mut()
+            .start_core(input.into(), options, false)
+        {
             Ok(core) => Ok(OwnedTokenStream { core, session }),
-            Err(error) => Err(Refused {
-                error,
-                returned: session,
-            }),
+            Err(error) => Err(Refused::new(error, session)),
         }
     }
 
@@ -575,7 +594,7 @@ impl RunCore {
     }
 
     /// Runs to the end and returns the hidden states the run delivered.
-    pub(crate) fn into_hidden(&mut self) -> Result<HiddenStates> {
+    pub(crate) fn take_hidden(&mut self) -> Result<HiddenStates> {
         while let Some(item) = self.next_blocking() {
             item?;
         }

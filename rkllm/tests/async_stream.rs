@@ -30,7 +30,11 @@ async fn collect(stream: &mut AsyncTokenStream) -> (String, usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_generation_moves_into_a_tokio_task_and_matches_the_iterator() {
-    let model = load(&MockModel::new().answer(ANSWER).decode_seconds_per_token(0.002));
+    let model = load(
+        &MockModel::new()
+            .answer(ANSWER)
+            .decode_seconds_per_token(0.002),
+    );
     let session = model.session().unwrap();
     let mut stream = session
         .into_generate("q", &GenerateOptions::new())
@@ -57,7 +61,11 @@ async fn a_generation_moves_into_a_tokio_task_and_matches_the_iterator() {
 
 #[test]
 fn a_generation_streams_on_the_futures_executor() {
-    let model = load(&MockModel::new().answer(ANSWER).decode_seconds_per_token(0.002));
+    let model = load(
+        &MockModel::new()
+            .answer(ANSWER)
+            .decode_seconds_per_token(0.002),
+    );
     let mut stream = model
         .session()
         .unwrap()
@@ -77,7 +85,11 @@ async fn a_chat_turn_streams_in_a_task_and_records_the_reply() {
     let model = load(&MockModel::new().turns(["First.", "Second."]));
     let chat = ChatSession::new(model.session().unwrap());
     let mut stream = chat
-        .into_chat(Conversation::new(SystemStyle::Merge), "Hi", &GenerateOptions::new())
+        .into_chat(
+            Conversation::new(SystemStyle::Merge),
+            "Hi",
+            &GenerateOptions::new(),
+        )
         .unwrap()
         .into_async();
     let handle = tokio::spawn(async move {

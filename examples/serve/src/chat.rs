@@ -69,7 +69,11 @@ fn unix_now() -> u64 {
 
 fn completion_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("chatcmpl-{}-{}", unix_now(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "chatcmpl-{}-{}",
+        unix_now(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Waits for the chat session in turn.
@@ -219,12 +223,20 @@ async fn start_completion(state: Arc<AppState>, body: Bytes) -> Result<Response,
     let limit = state.config.max_new_tokens;
     let asked = request.max_completion_tokens.or(request.max_tokens);
     if asked == Some(0) {
-        return Err(ApiError::bad_request("max_tokens must be at least 1", Some("max_tokens")));
+        return Err(ApiError::bad_request(
+            "max_tokens must be at least 1",
+            Some("max_tokens"),
+        ));
     }
     let reply_tokens = asked.unwrap_or(limit).min(limit);
     let (conversation, user) = conversation_of(&state, &mut request, reply_tokens)?;
     let mut options = GenerateOptions::new().max_tokens(reply_tokens as usize);
-    for stop in request.stop.take().map(|s| s.into_vec()).unwrap_or_default() {
+    for stop in request
+        .stop
+        .take()
+        .map(|s| s.into_vec())
+        .unwrap_or_default()
+    {
         if !stop.is_empty() {
             options = options.stop_string(stop);
         }
@@ -236,7 +248,7 @@ async fn start_completion(state: Arc<AppState>, body: Bytes) -> Result<Response,
     })
     .await
     .map_err(|e| ApiError::server(format!("starting the run: {e}")))?;
-    let turn = started.map_err(|refused| error_of(&refused.error))?;
+    let turn = started.map_err(|refused| error_of(refused.error()))?;
     let turn = Running(Some(turn.into_async()));
     let meta = Meta {
         id: completion_id(),
@@ -334,9 +346,7 @@ impl Stream for Chunks {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        let delta = |delta: Value, finish: Option<&str>| {
-            json!([{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }])
-        };
+        let delta = |delta: Value, finish: Option<&str>| json!([{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }]);
         let event = match this.stage {
             Stage::Role => {
                 this.stage = Stage::Tokens;
@@ -359,7 +369,11 @@ impl Stream for Chunks {
                 }
                 Poll::Ready(None) => {
                     this.stage = Stage::Usage;
-                    let finish = this.turn.turn().finish_reason().map_or("stop", |f| f.openai());
+                    let finish = this
+                        .turn
+                        .turn()
+                        .finish_reason()
+                        .map_or("stop", |f| f.openai());
                     this.meta
                         .chunk(delta(json!({}), Some(finish)), None, this.include_usage)
                 }

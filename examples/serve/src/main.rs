@@ -66,7 +66,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
     while let Some(flag) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         fn number<T: std::str::FromStr>(name: &str, v: String) -> Result<T, String> {
-            v.parse().map_err(|_| format!("{name}: `{v}` is not a valid number"))
+            v.parse()
+                .map_err(|_| format!("{name}: `{v}` is not a valid number"))
         }
         match flag.as_str() {
             "-h" | "--help" => return Ok(None),

@@ -85,7 +85,9 @@ impl Content {
                         ("text", Some(t)) => text.push_str(&t),
                         (kind, _) => {
                             return Err(ApiError::bad_request(
-                                format!("content parts of type `{kind}` are not supported; only `text`"),
+                                format!(
+                                    "content parts of type `{kind}` are not supported; only `text`"
+                                ),
                                 Some("messages"),
                             ))
                         }
@@ -212,7 +214,11 @@ pub fn base64_f32(values: &[f32]) -> String {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {

@@ -76,7 +76,9 @@ async fn streaming_sends_chunks_usage_and_done() {
         .iter()
         .map(|d| serde_json::from_str(d).unwrap())
         .collect();
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     let text: String = chunks
         .iter()
@@ -102,11 +104,15 @@ async fn streaming_sends_chunks_usage_and_done() {
 #[tokio::test]
 async fn a_non_streamed_completion_honours_max_tokens_and_stop() {
     let base = server(replying(REPLY)).await;
-    let full: Value = post(&base, "/v1/chat/completions", json!({ "messages": user("Hi") }))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let full: Value = post(
+        &base,
+        "/v1/chat/completions",
+        json!({ "messages": user("Hi") }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(full["object"], "chat.completion");
     assert_eq!(full["choices"][0]["message"]["role"], "assistant");
     assert_eq!(full["choices"][0]["message"]["content"], REPLY);
@@ -125,7 +131,10 @@ async fn a_non_streamed_completion_honours_max_tokens_and_stop() {
     assert_eq!(short["choices"][0]["finish_reason"], "length");
     assert_eq!(short["usage"]["completion_tokens"], 3);
     let text = short["choices"][0]["message"]["content"].as_str().unwrap();
-    assert!(REPLY.starts_with(text) && text.len() < REPLY.len(), "{text:?}");
+    assert!(
+        REPLY.starts_with(text) && text.len() < REPLY.len(),
+        "{text:?}"
+    );
 
     let stopped: Value = post(
         &base,
@@ -136,7 +145,10 @@ async fn a_non_streamed_completion_honours_max_tokens_and_stop() {
     .json()
     .await
     .unwrap();
-    assert_eq!(stopped["choices"][0]["message"]["content"], "Hello from the mock, friend");
+    assert_eq!(
+        stopped["choices"][0]["message"]["content"],
+        "Hello from the mock, friend"
+    );
     assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
 }
 
@@ -147,7 +159,11 @@ async fn two_concurrent_requests_are_both_served() {
         ..Config::default()
     })
     .await;
-    let a = post(&base, "/v1/chat/completions", json!({ "messages": user("first one") }));
+    let a = post(
+        &base,
+        "/v1/chat/completions",
+        json!({ "messages": user("first one") }),
+    );
     let b = post(
         &base,
         "/v1/chat/completions",
@@ -165,7 +181,9 @@ async fn two_concurrent_requests_are_both_served() {
         .filter(|d| *d != "[DONE]")
         .filter_map(|d| {
             let v: Value = serde_json::from_str(d).unwrap();
-            v["choices"][0]["delta"]["content"].as_str().map(str::to_owned)
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
         })
         .collect();
     assert_eq!(text, "second one");
@@ -232,7 +250,10 @@ async fn keep_alive_comments_flow_while_the_prefill_runs() {
         .lines()
         .filter(|l| l.starts_with(':'))
         .count();
-    assert!(comments >= 1, "no keep-alive before the first token:\n{body}");
+    assert!(
+        comments >= 1,
+        "no keep-alive before the first token:\n{body}"
+    );
 }
 
 #[tokio::test]
@@ -276,10 +297,18 @@ async fn beyond_the_queue_a_request_gets_429_with_retry_after() {
         if health["waiting"] == 1 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the second request never queued");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the second request never queued"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let refused = post(&base, "/v1/chat/completions", json!({ "messages": user("three") })).await;
+    let refused = post(
+        &base,
+        "/v1/chat/completions",
+        json!({ "messages": user("three") }),
+    )
+    .await;
     assert_eq!(refused.status(), 429);
     assert!(refused.headers().contains_key("retry-after"));
     let body: Value = refused.json().await.unwrap();
@@ -307,22 +336,45 @@ async fn bad_requests_get_400_with_an_openai_error_body() {
     let cases = [
         (bad_json, None),
         (
-            post(&base, "/v1/chat/completions", json!({ "messages": [{ "role": "system", "content": "x" }] })).await,
+            post(
+                &base,
+                "/v1/chat/completions",
+                json!({ "messages": [{ "role": "system", "content": "x" }] }),
+            )
+            .await,
             None,
         ),
         (
-            post(&base, "/v1/chat/completions", json!({ "messages": [{ "role": "wizard", "content": "x" }] })).await,
+            post(
+                &base,
+                "/v1/chat/completions",
+                json!({ "messages": [{ "role": "wizard", "content": "x" }] }),
+            )
+            .await,
             None,
         ),
         (
-            post(&base, "/v1/chat/completions", json!({ "messages": user(&"long ".repeat(200)) })).await,
+            post(
+                &base,
+                "/v1/chat/completions",
+                json!({ "messages": user(&"long ".repeat(200)) }),
+            )
+            .await,
             Some("context_length_exceeded"),
         ),
         (
-            post(&base, "/v1/chat/completions", json!({ "messages": user("hi"), "max_tokens": 0 })).await,
+            post(
+                &base,
+                "/v1/chat/completions",
+                json!({ "messages": user("hi"), "max_tokens": 0 }),
+            )
+            .await,
             None,
         ),
-        (post(&base, "/v1/embeddings", json!({ "input": [] })).await, None),
+        (
+            post(&base, "/v1/embeddings", json!({ "input": [] })).await,
+            None,
+        ),
     ];
     for (i, (response, code)) in cases.into_iter().enumerate() {
         assert_eq!(response.status(), 400, "case {i}");
@@ -335,7 +387,12 @@ async fn bad_requests_get_400_with_an_openai_error_body() {
         }
     }
     // The server is fine afterwards.
-    let ok = post(&base, "/v1/chat/completions", json!({ "messages": user("hi") })).await;
+    let ok = post(
+        &base,
+        "/v1/chat/completions",
+        json!({ "messages": user("hi") }),
+    )
+    .await;
     assert_eq!(ok.status(), 200);
 }
 

@@ -460,7 +460,10 @@ impl ChatTurn {
     }
 
     #[cfg(feature = "async")]
-    fn poll_item(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Option<Result<Token>>> {
+    fn poll_item(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Token>>> {
         let item = self.core.poll_item(cx);
         if let std::task::Poll::Ready(item) = &item {
             self.record(item);
@@ -493,8 +496,8 @@ impl ChatTurn {
             return;
         }
         self.finished = true;
-        let failed = self.failed
-            || matches!(self.core.finish_reason(), Some(FinishReason::Error) | None);
+        let failed =
+            self.failed || matches!(self.core.finish_reason(), Some(FinishReason::Error) | None);
         if failed {
             conversation.pop();
         } else if let Err(e) = conversation.push_assistant(std::mem::take(&mut self.reply)) {
@@ -582,7 +585,8 @@ impl Iterator for ChatStream<'_> {
     fn next(&mut self) -> Option<Self::Item> {
         let item = self.turn.next_blocking();
         if item.is_none() {
-            self.turn.finish(self.conversation, self.rolling.as_deref_mut());
+            self.turn
+                .finish(self.conversation, self.rolling.as_deref_mut());
         }
         item
     }
@@ -592,7 +596,8 @@ impl Drop for ChatStream<'_> {
     fn drop(&mut self) {
         if !self.turn.finished {
             self.turn.stop();
-            self.turn.finish(self.conversation, self.rolling.as_deref_mut());
+            self.turn
+                .finish(self.conversation, self.rolling.as_deref_mut());
         }
     }
 }
@@ -666,10 +671,7 @@ impl<S: BorrowMut<ChatSession>> OwnedChatStream<S> {
                 session: Some(session),
                 conversation: Some(conversation),
             }),
-            Err(error) => Err(Refused {
-                error,
-                returned: (session, conversation),
-            }),
+            Err(error) => Err(Refused::new(error, (session, conversation))),
         }
     }
 
