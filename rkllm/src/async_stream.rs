@@ -29,10 +29,58 @@
 //!     while let Some(token) = stream.next().await {
 //!         text.push_str(&token?.text);
 //!     }
-//!     rkllm::Result::Ok(text)
+//!     Ok::<_, rkllm::Error>(text)
 //! })?;
 //! assert_eq!(text, "Hello async");
 //! # Ok(()) }
+//! # #[cfg(not(feature = "mock"))] fn main() {}
+//! ```
+//!
+//! ## The server pattern
+//!
+//! One [`ChatSession`] in a [`FairMutex`](crate::FairMutex) for the whole server (its
+//! rolling prompt cache carries over from request to request); per request, wait in turn,
+//! start an [`OwnedChatStream`] that holds the session's guard, and poll it as a `Stream`.
+//! The repository's `examples/serve` is the full OpenAI-compatible server.
+//!
+//! ```
+//! # #[cfg(feature = "mock")] mod doc {
+//! use std::time::Duration;
+//! use futures::StreamExt;
+//! use rkllm::chat::{ChatSession, Conversation, OwnedChatStream, SystemStyle};
+//! use rkllm::{mock::MockModel, FairMutex, GenerateOptions, Model, Runtime};
+//!
+//! /// One request: wait in turn for the server's one chat session, then stream the reply.
+//! async fn reply(chat: FairMutex<ChatSession>, user: String) -> rkllm::Result<String> {
+//!     // Busy (a full queue or a timeout) is where a server answers 429 or 503.
+//!     let session = chat.lock_async(Duration::from_secs(120)).await?;
+//!     let conversation = Conversation::new(SystemStyle::Merge);
+//!     let options = GenerateOptions::new().max_tokens(256);
+//!     // Starting a turn prepares the prompt and its cache: blocking work.
+//!     let mut stream = tokio::task::spawn_blocking(move || {
+//!         OwnedChatStream::new(session, conversation, user, &options)
+//!     })
+//!     .await
+//!     .expect("the task ran")?
+//!     .into_async();
+//!     let mut text = String::new();
+//!     while let Some(token) = stream.next().await {
+//!         text.push_str(&token?.text); // a server sends an SSE chunk here
+//!     }
+//!     Ok(text) // dropping the stream hands the session to the next request
+//! }
+//!
+//! #[tokio::main]
+//! pub async fn main() -> rkllm::Result<()> {
+//!     let file = MockModel::new().echo().write_temp()?;
+//!     let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
+//!     let chat = FairMutex::new(ChatSession::new(model.into_session()?), 16);
+//!     let (a, b) = tokio::join!(reply(chat.clone(), "Hi".into()), reply(chat, "Yo".into()));
+//!     assert_eq!((a?, b?), ("Hi".to_string(), "Yo".to_string()));
+//!     Ok(())
+//! }
+//! # }
+//! # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> { doc::main() }
 //! # #[cfg(not(feature = "mock"))] fn main() {}
 //! ```
 

@@ -28,7 +28,7 @@ mod utf8;
 pub mod wait;
 
 /// The README's examples, compiled and run as doctests.
-#[cfg(all(doctest, feature = "mock", feature = "tokenizer"))]
+#[cfg(all(doctest, feature = "mock", feature = "tokenizer", feature = "async"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
