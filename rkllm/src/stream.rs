@@ -913,3 +913,70 @@ impl Drop for RunCore {
         }
     }
 }
+
+#[cfg(all(test, feature = "mock"))]
+mod tests {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use crate::mock::MockModel;
+    use crate::{GenerateOptions, Model, Runtime};
+
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    fn slow_model() -> Model {
+        let file = MockModel::new()
+            .answer("a b c d e f g h i j k l m n o p")
+            .decode_seconds_per_token(0.02)
+            .write_temp()
+            .unwrap();
+        Model::builder(file)
+            .runtime(Runtime::mock())
+            .build()
+            .unwrap()
+    }
+
+    /// A panic in the runtime callback is re-raised where the stream is consumed, by the
+    /// blocking iterator and by the async poll alike, and the run is stopped after it.
+    #[test]
+    fn a_callback_panic_is_re_raised_by_the_iterator_and_by_poll() {
+        let model = slow_model();
+        let mut session = model.session().unwrap();
+        for async_poll in [false, true] {
+            let mut core = session
+                .start_core("q".into(), &GenerateOptions::new(), false)
+                .unwrap();
+            core.run
+                .shared
+                .inject_panic(Box::new("injected callback panic"));
+            let waker = Waker::from(Arc::new(Noop));
+            let caught = catch_unwind(AssertUnwindSafe(|| loop {
+                let item = if async_poll {
+                    match core.poll_item(&mut Context::from_waker(&waker)) {
+                        Poll::Ready(item) => item,
+                        Poll::Pending => continue,
+                    }
+                } else {
+                    core.next_blocking()
+                };
+                if item.is_none() {
+                    break;
+                }
+            }));
+            let payload = caught.expect_err("the panic is re-raised");
+            assert_eq!(
+                payload.downcast_ref::<&str>(),
+                Some(&"injected callback panic"),
+                "async: {async_poll}"
+            );
+            // Dropping the stream stops the run; the session runs again.
+            drop(core);
+        }
+        let done = session.complete("q", &GenerateOptions::new()).unwrap();
+        assert_eq!(done.text, "a b c d e f g h i j k l m n o p");
+    }
+}

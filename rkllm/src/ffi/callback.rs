@@ -235,6 +235,14 @@ impl RunShared {
         guard.is_some()
     }
 
+    /// What the trampoline does when the callback panics, for tests of the consumers.
+    #[cfg(test)]
+    pub(crate) fn inject_panic(&self, payload: Box<dyn Any + Send>) {
+        self.terminal.store(true, Ordering::Release);
+        *lock(&self.panic) = Some(payload);
+        self.send(Event::Panicked);
+    }
+
     pub(crate) fn take_panic(&self) -> Option<Box<dyn Any + Send>> {
         lock(&self.panic).take()
     }
