@@ -5,30 +5,6 @@
 //! The cache's state lives in the [`ChatSession`]: a server keeps one `ChatSession` for its
 //! model (the runtime runs one inference at a time anyway), not one per request, or every
 //! request starts with a cold cache.
-//!
-//! ## Why a rolling prompt cache
-//!
-//! The 1.1.1 runtime keeps nothing between runs, so every chat turn prefills the whole
-//! conversation again and the time to first token grows with the history. Its one lever is
-//! the prompt cache: a run can save its prompt's prefill to a file, and a loaded cache makes
-//! a later run skip the longest prefix it shares with the cached prompt. Each chat turn's
-//! prompt begins with the previous turn's prompt (history only grows at the end), so:
-//!
-//! 1. turn N runs with `save_prompt_cache` = a fresh file: the prefill of prompt N;
-//! 2. before turn N+1, that file is loaded (the previous one released and deleted);
-//! 3. whenever the new prompt does not begin with the cached one (history trimmed, system
-//!    prompt or template changed, messages popped or edited, another conversation), the
-//!    cache is released and deleted and the turn prefills in full, saving a new one.
-//!
-//! Correctness never depends on the cache: the prompt sent is always the whole
-//! conversation, so a runtime that reuses nothing gives the same output, only slower.
-//! Files live in a directory the caller chooses, are named per process and model, and are
-//! deleted when replaced, when the mode is disabled and when the session is dropped.
-//!
-//! Trimming and the cache pull in opposite directions: each trim changes the prefix and
-//! costs one full prefill. [`TrimPolicy::Chunked`](crate::chat::TrimPolicy::Chunked)
-//! drops a larger share of the history at once, so trims (and full prefills) happen
-//! rarely; with the cache on, prefer it to the default one-exchange-at-a-time trimming.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -218,8 +194,12 @@ impl Drop for ChatSession {
     }
 }
 
-/// A [`Session`] with the rolling prompt cache for multi-turn chat (see the
-/// [module docs](self)). It dereferences to the session, so every run of the session is at
+/// A [`Session`] with the rolling prompt cache for multi-turn chat (see below).
+///
+/// The cache's state lives here: a server keeps one `ChatSession` for its model for its
+/// whole life (in a [`FairMutex`](crate::FairMutex), which its requests take in turn), not
+/// one per request, or every request starts with a cold cache. It
+/// dereferences to the session, so every run of the session is at
 /// hand; [`chat`](ChatSession::chat) runs a turn through the cache once it is enabled.
 ///
 /// ```
@@ -241,6 +221,30 @@ impl Drop for ChatSession {
 /// # Ok(()) }
 /// # #[cfg(not(feature = "mock"))] fn main() {}
 /// ```
+///
+/// # Why a rolling prompt cache
+///
+/// The 1.1.1 runtime keeps nothing between runs, so every chat turn prefills the whole
+/// conversation again and the time to first token grows with the history. Its one lever is
+/// the prompt cache: a run can save its prompt's prefill to a file, and a loaded cache makes
+/// a later run skip the longest prefix it shares with the cached prompt. Each chat turn's
+/// prompt begins with the previous turn's prompt (history only grows at the end), so:
+///
+/// 1. turn N runs with `save_prompt_cache` = a fresh file: the prefill of prompt N;
+/// 2. before turn N+1, that file is loaded (the previous one released and deleted);
+/// 3. whenever the new prompt does not begin with the cached one (history trimmed, system
+///    prompt or template changed, messages popped or edited, another conversation), the
+///    cache is released and deleted and the turn prefills in full, saving a new one.
+///
+/// Correctness never depends on the cache: the prompt sent is always the whole
+/// conversation, so a runtime that reuses nothing gives the same output, only slower.
+/// Files live in a directory the caller chooses, are named per process and model, and are
+/// deleted when replaced, when the mode is disabled and when the session is dropped.
+///
+/// Trimming and the cache pull in opposite directions: each trim changes the prefix and
+/// costs one full prefill. [`TrimPolicy::Chunked`](crate::chat::TrimPolicy::Chunked)
+/// drops a larger share of the history at once, so trims (and full prefills) happen
+/// rarely; with the cache on, prefer it to the default one-exchange-at-a-time trimming.
 #[derive(Debug)]
 pub struct ChatSession {
     /// Always present; taken only by `into_session`, which consumes the value.
@@ -259,7 +263,7 @@ impl ChatSession {
     }
 
     /// Turns on the rolling prompt cache, with cache files in `dir` (created if missing).
-    /// See the [module docs](self) for how it works and the trade-off with trimming.
+    /// See [`ChatSession`] for how it works and the trade-off with trimming.
     pub fn enable_prompt_cache(&mut self, dir: impl Into<PathBuf>) -> Result<()> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
