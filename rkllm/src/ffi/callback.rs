@@ -236,7 +236,7 @@ impl RunShared {
     }
 
     /// What the trampoline does when the callback panics, for tests of the consumers.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "mock"))]
     pub(crate) fn inject_panic(&self, payload: Box<dyn Any + Send>) {
         self.terminal.store(true, Ordering::Release);
         *lock(&self.panic) = Some(payload);
