@@ -809,7 +809,7 @@ mod tests {
             .decode_seconds_per_token(0.02)
             .write_temp_file()
             .unwrap();
-        Model::builder(file)
+        Model::builder(&*file)
             .runtime(Runtime::mock())
             .build()
             .unwrap()
@@ -819,6 +819,7 @@ mod tests {
     /// blocking iterator and by the async poll alike, and the run is stopped after it.
     #[test]
     fn a_callback_panic_is_re_raised_by_the_iterator_and_by_poll() {
+        let _runs = crate::ffi::callback::lock(&crate::ffi::callback::tests::MODEL_RUNS);
         let model = slow_model();
         let mut session = model.session().unwrap();
         for async_poll in [false, true] {

@@ -11,7 +11,7 @@ use rkllm::{AsyncTokenStream, FinishReason, GenerateOptions, Model, Runtime, Wai
 
 fn load(mock: &MockModel) -> Model {
     let path = mock.write_temp_file().expect("write mock model");
-    Model::builder(path)
+    Model::builder(&*path)
         .runtime(Runtime::mock())
         .build()
         .expect("mock model loads")

@@ -470,6 +470,10 @@ pub(crate) mod tests {
     /// Makes the callback panic on every token (only this crate's unit tests set it).
     pub(crate) static PANIC_IN_CALLBACK: AtomicBool = AtomicBool::new(false);
 
+    /// Held by every unit test that runs a model, so the global panic switch above never
+    /// reaches another test's run.
+    pub(crate) static MODEL_RUNS: Mutex<()> = Mutex::new(());
+
     #[test]
     fn a_callback_for_an_unknown_or_finished_run_is_ignored() {
         let (shared, rx) = RunShared::register(None);
@@ -517,6 +521,7 @@ pub(crate) mod tests {
             .build()
             .unwrap();
         let mut session = model.session().unwrap();
+        let _runs = lock(&MODEL_RUNS);
         PANIC_IN_CALLBACK.store(true, Ordering::SeqCst);
         let caught = catch_unwind(AssertUnwindSafe(|| {
             session.complete("q", &GenerateOptions::new())

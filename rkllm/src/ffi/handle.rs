@@ -469,6 +469,7 @@ pub(crate) mod tests {
             .build()
             .unwrap();
         let mut session = model.session().unwrap();
+        let _runs = crate::ffi::callback::lock(&crate::ffi::callback::tests::MODEL_RUNS);
         FAIL_SPAWN.store(true, Ordering::SeqCst);
         let err = session.complete("q", &GenerateOptions::new()).unwrap_err();
         FAIL_SPAWN.store(false, Ordering::SeqCst);
