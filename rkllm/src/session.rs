@@ -206,7 +206,9 @@ impl Session {
 
     /// Embeds a text (or token ids) as one vector, for retrieval (RAG): the last hidden
     /// layer of a hidden-layer run, mean-pooled over the input's tokens and L2-normalised,
-    /// so the dot product of two embeddings is their cosine similarity. The vector's length
+    /// so the dot product of two embeddings is their cosine similarity (see [`crate::embed`]
+    /// for the pooling, and to pool differently from [`hidden_states`](Session::hidden_states)).
+    /// The vector's length
     /// is the model's hidden size. A decoder's last hidden layer is a usable but not a
     /// trained sentence embedding: compare texts embedded by the same model only.
     ///
@@ -227,7 +229,7 @@ impl Session {
     /// ```
     pub fn embed(&mut self, input: impl Into<Input>) -> Result<Vec<f32>> {
         let states = self.hidden_states(input)?;
-        pool_mean_l2(&states)
+        crate::embed::embedding(&states, crate::embed::Pooling::Mean)
     }
 
     /// Embeds several texts (see [`embed`](Session::embed)), one run each, in order.
@@ -440,27 +442,6 @@ impl Session {
             },
         ))
     }
-}
-
-/// Mean of the rows, L2-normalised.
-fn pool_mean_l2(states: &HiddenStates) -> Result<Vec<f32>> {
-    let (rows, cols) = (states.num_tokens(), states.embd_size());
-    if rows == 0 || cols == 0 {
-        return Err(Error::NoHiddenStates);
-    }
-    let mut sum = vec![0f64; cols];
-    for row in states.data().chunks_exact(cols) {
-        for (acc, x) in sum.iter_mut().zip(row) {
-            *acc += f64::from(*x);
-        }
-    }
-    let norm = sum.iter().map(|x| x * x).sum::<f64>().sqrt();
-    if !norm.is_finite() || norm == 0.0 {
-        return Err(Error::InvalidInput(
-            "the hidden states pool to a zero or non-finite vector; it cannot be normalised".into(),
-        ));
-    }
-    Ok(sum.into_iter().map(|x| (x / norm) as f32).collect())
 }
 
 /// The prompt's token count, and whether it is an estimate (one token per four UTF-8 bytes

@@ -14,7 +14,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_core::Stream;
-use rkllm::chat::{ChatSession, ContextBudget, Conversation, OwnedChatStream};
+use rkllm::chat::{
+    ChatError, ChatSession, ContextBudget, Conversation, Message, OwnedChatStream, Role,
+};
 use rkllm::AsyncChatStream;
 use rkllm::{FairGuard, GenerateOptions, Input, Timings, WaitError};
 use serde_json::{json, Value};
@@ -109,74 +111,31 @@ fn conversation_of(
     request: &mut ChatRequest,
     reply_tokens: u32,
 ) -> Result<(Conversation, String), ApiError> {
-    let mut system: Vec<String> = Vec::new();
-    let mut turns: Vec<(bool, String)> = Vec::new(); // (is_user, text)
+    let bad = |e: ChatError| ApiError::bad_request(e.to_string(), Some("messages"));
+    let mut messages = Vec::with_capacity(request.messages.len());
     for message in request.messages.drain(..) {
         let text = match message.content {
             Some(content) => content.into_text()?,
             None => String::new(),
         };
-        let is_user = match message.role.as_str() {
-            "system" | "developer" => {
-                system.push(text);
-                continue;
-            }
-            "user" => true,
-            "assistant" => false,
-            other => {
-                return Err(ApiError::bad_request(
-                    format!(
-                        "unknown role `{other}`; expected system, developer, user or assistant"
-                    ),
-                    Some("messages"),
-                ))
-            }
-        };
-        match turns.last_mut() {
-            Some((user, last)) if *user == is_user => {
-                last.push_str("\n\n");
-                last.push_str(&text);
-            }
-            _ => turns.push((is_user, text)),
+        messages.push(Message::parse(&message.role, text).map_err(bad)?);
+    }
+    // The server's own system prompt stands in when the request brings none.
+    if let Some(system) = &state.config.system {
+        if !messages.iter().any(|m| m.role == Role::System) {
+            messages.insert(0, Message::system(system.clone()));
         }
     }
-    let user = match turns.pop() {
-        Some((true, text)) => text,
-        Some((false, _)) if turns.iter().any(|(u, _)| *u) => {
-            return Err(ApiError::bad_request(
-                "the last message must be the user's",
-                Some("messages"),
-            ))
-        }
-        _ => {
-            return Err(ApiError::bad_request(
-                "the request has no user message",
-                Some("messages"),
-            ))
-        }
-    };
-    let mut conversation = Conversation::new(state.config.style)
+    // The library's policy: system and developer messages merge into one system prompt,
+    // consecutive messages of one role into one turn.
+    let mut conversation = Conversation::from_messages(state.config.style, messages)
+        .map_err(bad)?
         .with_budget(ContextBudget::new(state.config.max_context, reply_tokens));
     #[cfg(feature = "tokenizer")]
     if let Some(tokenizer) = &state.tokenizer {
         conversation = conversation.with_tokenizer(Arc::clone(tokenizer));
     }
-    let system = if system.is_empty() {
-        state.config.system.clone()
-    } else {
-        Some(system.join("\n\n"))
-    };
-    if let Some(system) = system {
-        conversation.set_system(system);
-    }
-    let bad = |e: rkllm::chat::ChatError| ApiError::bad_request(e.to_string(), Some("messages"));
-    for (is_user, text) in turns {
-        if is_user {
-            conversation.push_user(text).map_err(bad)?;
-        } else {
-            conversation.push_assistant(text).map_err(bad)?;
-        }
-    }
+    let user = conversation.take_last_user().map_err(bad)?;
     // The whole conversation must fit: a server does not drop history behind the client's
     // back. Checked with the user message in, then taken out again for the turn.
     conversation.push_user(user.clone()).map_err(bad)?;

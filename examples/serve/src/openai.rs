@@ -184,18 +184,16 @@ impl IntoResponse for ApiError {
 /// What the library's errors mean to a client: its own mistake (400), a busy server (503),
 /// or a failure on this side (500).
 pub fn error_of(e: &rkllm::Error) -> ApiError {
-    use rkllm::Error;
-    match e {
-        Error::Chat(rkllm::chat::ChatError::MessageTooLong { .. }) => {
-            ApiError::bad_request(e.to_string(), Some("messages"))
-                .with_code("context_length_exceeded")
+    use rkllm::ErrorKind;
+    match e.kind() {
+        ErrorKind::TooLong => ApiError::bad_request(e.to_string(), Some("messages"))
+            .with_code("context_length_exceeded"),
+        // (A missing file or adapter is this server's own configuration: a server error.)
+        ErrorKind::InvalidInput => {
+            let param = matches!(e, rkllm::Error::Chat(_)).then_some("messages");
+            ApiError::bad_request(e.to_string(), param)
         }
-        Error::Chat(_) => ApiError::bad_request(e.to_string(), Some("messages")),
-        Error::InvalidInput(_)
-        | Error::InvalidParameter { .. }
-        | Error::Nul { .. }
-        | Error::UnknownLora { .. } => ApiError::bad_request(e.to_string(), None),
-        Error::Busy | Error::RunInProgress => ApiError {
+        ErrorKind::Busy | ErrorKind::Unavailable => ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: e.to_string(),
             kind: "server_error",
