@@ -21,6 +21,7 @@
 //! ```
 
 mod budget;
+mod cache;
 mod conversation;
 mod detect;
 mod error;
@@ -41,7 +42,11 @@ pub use error::ChatError;
 pub(crate) use lean_tokenizer::LoadError;
 pub use message::Message;
 pub use role::Role;
-pub use session::{ChatCacheStats, ChatSession, ChatStream};
+pub use cache::{
+    CacheEstimates, ChatCacheStats, PromptCacheConfig, DEFAULT_BUDGET_BYTES,
+    DEFAULT_DISK_BYTES_PER_SECOND, DEFAULT_PREFILL_SECONDS_PER_TOKEN,
+};
+pub use session::{ChatSession, ChatStream};
 pub use strip::{is_python_space, python_strip};
 pub use template::{Bos, ChatTemplate, Gemma2Template, SpecialToken, SystemStyle, STOP_TOKEN_IDS};
 #[cfg(feature = "tokenizer")]
