@@ -24,7 +24,10 @@
 //!
 //! ## What it decides (cost-aware mode, the default)
 //!
-//! * A stored prefix is loaded only when reading its file takes less time than prefilling it.
+//! * A turn starts the cheapest way: with the cache already loaded (its prefix reused, the rest
+//!   prefilled), with the longest stored prefix loaded (its read plus the rest's prefill), or
+//!   from nothing (the whole prefill). Keeping a loaded cache a turn or two behind often beats
+//!   reading a newer, larger file.
 //! * A turn's prompt is saved only when one reuse of it (by the conversation's next turn)
 //!   saves more prefill than its write and its read cost together. Until the session has saved
 //!   once, it has no cache size to judge with: the first turn saves (the measuring save).
@@ -38,7 +41,7 @@ use std::time::{Duration, Instant};
 
 use super::prefix_store::{
     CacheContext, ModelFileIdentity, PendingSave, Prefix, PrefixStore, PromptRef, ReuseCost,
-    StoreOptions,
+    StoreOptions, StoredPrefix,
 };
 use super::Conversation;
 use crate::error::{Error, Result};
@@ -78,6 +81,7 @@ pub struct PromptCacheConfig {
     cost_aware: bool,
     disk_bytes_per_second: f64,
     prefill_seconds_per_token: f64,
+    cache_bytes_per_token: Option<f64>,
 }
 
 impl PromptCacheConfig {
@@ -93,6 +97,7 @@ impl PromptCacheConfig {
             cost_aware: true,
             disk_bytes_per_second: DEFAULT_DISK_BYTES_PER_SECOND,
             prefill_seconds_per_token: DEFAULT_PREFILL_SECONDS_PER_TOKEN,
+            cache_bytes_per_token: None,
         }
     }
 
@@ -152,6 +157,13 @@ impl PromptCacheConfig {
         self
     }
 
+    /// The cache size per prompt token to assume until the session has saved a cache (the
+    /// probe's figure for the model, say). Without it, the first turn saves to measure it.
+    pub fn cache_bytes_per_token(mut self, bytes: f64) -> Self {
+        self.cache_bytes_per_token = Some(bytes);
+        self
+    }
+
     /// The prefill speed to assume until the session has measured one. Default
     /// [`DEFAULT_PREFILL_SECONDS_PER_TOKEN`].
     pub fn prefill_seconds_per_token(mut self, seconds: f64) -> Self {
@@ -205,7 +217,7 @@ pub struct ChatCacheStats {
 pub struct CacheEstimates {
     /// Seconds of prefill per prompt unit (token, or byte of text).
     pub prefill_seconds_per_unit: f64,
-    /// Cache bytes per prompt unit (`None` before the first save).
+    /// Cache bytes per prompt unit (`None` before the first save, unless configured).
     pub cache_bytes_per_unit: Option<f64>,
     /// Disk read speed, bytes per second.
     pub read_bytes_per_second: f64,
@@ -258,6 +270,17 @@ fn prompt_ref(prefix: &Prefix) -> PromptRef<'_> {
         Prefix::Tokens(t) => PromptRef::Tokens(t),
         Prefix::Text(s) => PromptRef::Text(s),
     }
+}
+
+/// How a turn starts.
+#[derive(Debug)]
+enum Plan {
+    /// With the loaded cache, which covers this many units.
+    Keep(usize),
+    /// With this stored prefix loaded.
+    Load(StoredPrefix),
+    /// With nothing reused.
+    Fresh,
 }
 
 /// What one turn arranged, for [`PromptCacheState::finish`].
@@ -339,15 +362,17 @@ impl PromptCacheState {
     /// The figures for prompts counted in `unit`.
     fn estimates(&self, unit: Unit) -> CacheEstimates {
         let u = unit as usize;
-        let prior_prefill = match unit {
-            Unit::Token => self.config.prefill_seconds_per_token,
-            Unit::TextByte => self.config.prefill_seconds_per_token / TEXT_BYTES_PER_TOKEN,
+        let per_unit = match unit {
+            Unit::Token => 1.0,
+            Unit::TextByte => 1.0 / TEXT_BYTES_PER_TOKEN,
         };
+        let prior_prefill = self.config.prefill_seconds_per_token * per_unit;
+        let prior_size = self.config.cache_bytes_per_token.map(|b| b * per_unit);
         let (read, write) = (self.read.get(), self.write.get());
         let prior_disk = self.config.disk_bytes_per_second;
         CacheEstimates {
             prefill_seconds_per_unit: self.prefill[u].get().unwrap_or(prior_prefill),
-            cache_bytes_per_unit: self.cache_size[u].get(),
+            cache_bytes_per_unit: self.cache_size[u].get().or(prior_size),
             read_bytes_per_second: read.or(write).unwrap_or(prior_disk),
             write_bytes_per_second: write.or(read).unwrap_or(prior_disk),
             prefill_measured: self.prefill[u].get().is_some(),
@@ -399,46 +424,48 @@ impl PromptCacheState {
         let unit = unit_of(&prompt);
         let cost = self.cost(unit);
         let hit = self.store.lookup(prompt_ref(&prompt));
-        let use_hit = hit.filter(|h| {
-            let pays = !self.config.cost_aware || cost.should_reuse_file(h.prefix_len, h.bytes);
-            if !pays {
-                self.stats.load_skipped += 1;
-            }
-            pays
-        });
-        if self
+        let prompt_units = prompt.len();
+        // The loaded cache stays usable while the prompt begins with its prefix.
+        let kept = self
             .loaded
             .as_ref()
-            .is_some_and(|(path, _)| use_hit.as_ref().is_none_or(|h| &h.path != path))
-        {
+            .filter(|(_, p)| p.is_prefix_of(prompt_ref(&prompt)))
+            .map(|(path, p)| (path.clone(), p.len()));
+        let plan = self.plan(&cost, prompt_units, hit.as_ref(), kept.as_ref());
+        if hit.is_some() && !matches!(plan, Plan::Load(_)) {
+            let same = hit.as_ref().map(|h| &h.path) == kept.as_ref().map(|(p, _)| p);
+            if !same {
+                self.stats.load_skipped += 1;
+            }
+        }
+        if self.loaded.is_some() && !matches!(plan, Plan::Keep(_)) {
             self.loaded = None;
             session.release_cache_raw()?;
         }
         let mut load = Duration::ZERO;
-        let mut reused_units = 0;
-        let mut superseded = None;
-        match &use_hit {
-            Some(hit) => {
-                if self.loaded.is_none() {
-                    let started = Instant::now();
-                    session.load_cache_raw(&hit.path)?;
-                    load = started.elapsed();
-                    self.read.add(hit.bytes as f64, load.as_secs_f64());
-                    self.stats.loaded_bytes += hit.bytes;
-                    let prefix = prefix_of(&prompt, hit.prefix_len);
-                    self.loaded = Some((hit.path.clone(), prefix));
-                }
-                let prefix = &self.loaded.as_ref().expect("loaded above").1;
-                if self.turn_entries.contains(prefix) {
-                    superseded = Some(prefix.clone());
-                }
-                reused_units = hit.prefix_len;
-                self.stats.reused += 1;
-                self.stats.reused_units += hit.prefix_len as u64;
+        let reused_units = match plan {
+            Plan::Keep(len) => len,
+            Plan::Load(hit) => {
+                let started = Instant::now();
+                session.load_cache_raw(&hit.path)?;
+                load = started.elapsed();
+                self.read.add(hit.bytes as f64, load.as_secs_f64());
+                self.stats.loaded_bytes += hit.bytes;
+                self.loaded = Some((hit.path.clone(), prefix_of(&prompt, hit.prefix_len)));
+                hit.prefix_len
             }
-            None => self.stats.rebuilt += 1,
+            Plan::Fresh => 0,
+        };
+        if reused_units > 0 {
+            self.stats.reused += 1;
+            self.stats.reused_units += reused_units as u64;
+        } else {
+            self.stats.rebuilt += 1;
         }
-        let prompt_units = prompt.len();
+        // The new save extends this session's own entry for the conversation: it goes.
+        let superseded = hit
+            .map(|h| prefix_of(&prompt, h.prefix_len))
+            .filter(|p| self.turn_entries.contains(p));
         let save = if self.should_save(unit, prompt_units) {
             Some(self.store.prepare_save(prompt))
         } else {
@@ -456,12 +483,46 @@ impl PromptCacheState {
         })
     }
 
+    /// The cheapest way into a prompt of `units`: keep the loaded cache, load the best stored
+    /// one, or prefill in full (without the cost model: load the best match).
+    fn plan(
+        &self,
+        cost: &ReuseCost,
+        units: usize,
+        hit: Option<&StoredPrefix>,
+        kept: Option<&(PathBuf, usize)>,
+    ) -> Plan {
+        let hit_is_loaded = |h: &StoredPrefix| kept.is_some_and(|(path, _)| path == &h.path);
+        if !self.config.cost_aware {
+            return match hit {
+                Some(h) if hit_is_loaded(h) => Plan::Keep(h.prefix_len),
+                Some(h) => Plan::Load(h.clone()),
+                None => Plan::Fresh,
+            };
+        }
+        let mut best = (cost.prefill_seconds(units), Plan::Fresh);
+        if let Some((_, len)) = kept {
+            let keep = cost.prefill_seconds(units - len);
+            if keep <= best.0 {
+                best = (keep, Plan::Keep(*len));
+            }
+        }
+        if let Some(h) = hit.filter(|h| !hit_is_loaded(h)) {
+            let load =
+                cost.read_seconds(h.bytes as f64) + cost.prefill_seconds(units - h.prefix_len);
+            if load < best.0 {
+                best = (load, Plan::Load(h.clone()));
+            }
+        }
+        best.1
+    }
+
     fn should_save(&self, unit: Unit, prompt_units: usize) -> bool {
         if !self.config.cost_aware {
             return true;
         }
         let cost = self.cost(unit);
-        if self.cache_size[unit as usize].get().is_none() {
+        if self.estimates(unit).cache_bytes_per_unit.is_none() {
             // No size to judge with yet: this save measures it (and the disk).
             return prompt_units > 0;
         }

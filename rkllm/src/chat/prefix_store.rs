@@ -21,7 +21,7 @@
 //!   recently used entries (their files are deleted), and a file larger than the budget is
 //!   deleted instead of stored.
 //! * **Persistence.** The entries are kept in an index file in the directory, written
-//!   atomically (a temporary file renamed over the old one) with a checksum. An index that is
+//!   atomically (a temporary file renamed over the old one, not synced) with a checksum. An index that is
 //!   damaged or not this store's is refused: the store starts empty and deletes the cache
 //!   files it named (every `rkllm-prefix-*.cache` of the directory), so nothing from it is
 //!   ever loaded. Cache files the index does not name (left by a crash between saving and
@@ -584,14 +584,16 @@ impl PrefixStore {
         Ok(())
     }
 
-    /// Writes the index atomically: a temporary file, flushed, renamed over the old one.
+    /// Writes the index atomically: a temporary file renamed over the old one. It is not
+    /// synced to the disk: a sync per turn would wait for every other write on the
+    /// filesystem, and an index a crash leaves damaged is refused by its checksum (the store
+    /// then starts empty), so nothing stale is ever loaded.
     fn save_index(&self) -> Result<()> {
         let text = render_index(self.clock, self.next_id, &self.entries);
         let tmp = self.dir.join(INDEX_TMP);
         let write = || -> std::io::Result<()> {
             let mut file = File::create(&tmp)?;
             file.write_all(text.as_bytes())?;
-            file.sync_all()?;
             std::fs::rename(&tmp, self.dir.join(INDEX))
         };
         write().map_err(io_err(&tmp))
