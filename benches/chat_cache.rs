@@ -20,8 +20,8 @@
 //!
 //! 1. one conversation of 20 turns, disks of 100 MB/s and 20 MB/s: TTFT of turn 20 ÷ turn 1,
 //!    and, per turn, the cost-aware store against no cache;
-//! 2. four conversations interleaved, 10 turns each, 100 MB/s: turn 10 ÷ turn 1 per
-//!    conversation;
+//! 2. four conversations interleaved, 10 turns each, 100 MB/s (and the store on a 1 GB/s
+//!    NVMe drive): turn 10 ÷ turn 1 per conversation;
 //! 3. the first turn of a new conversation behind a stored 300-token system prompt, 100 MB/s:
 //!    tokens prefilled and time to first token, with and without the stored prefix.
 
@@ -90,8 +90,9 @@ fn model_file(dir: &Path, name: &str, disk: f64) -> PathBuf {
 }
 
 /// A fresh chat session on `path` with `mode`'s cache in `cache_dir` (files deleted when the
-/// session ends, so every run starts cold); `disk` is the board's disk speed, given to the
-/// store as its prior (scaled like the mock).
+/// session ends, so every run starts cold). The store is configured as the probe's report
+/// says: the disk speed (`disk`, scaled like the mock) and the cache bytes per token; the
+/// prefill speed is the mock's. It measures all three as it runs.
 fn session(path: &Path, mode: Mode, cache_dir: &Path, disk: f64) -> ChatSession {
     let model = Model::builder(path)
         .runtime(Runtime::mock())
@@ -106,7 +107,8 @@ fn session(path: &Path, mode: Mode, cache_dir: &Path, disk: f64) -> ChatSession 
             PromptCacheConfig::new(cache_dir)
                 .keep_files(false)
                 .disk_bytes_per_second(disk * speedup())
-                .prefill_seconds_per_token(PREFILL_SECONDS_PER_TOKEN),
+                .prefill_seconds_per_token(PREFILL_SECONDS_PER_TOKEN)
+                .cache_bytes_per_token(KvGeometry::GEMMA2_2B.bytes_per_token() as f64),
         ),
     };
     if let Some(config) = config {
@@ -236,8 +238,8 @@ const INTERLEAVED_TURNS: usize = 10;
 /// Turn 10 ÷ turn 1 TTFT per conversation (medians over the runs), and the median TTFT of
 /// turn 1 and turn 10 over all conversations and runs.
 fn interleaved(dir: &Path, mode: Mode, disk: f64, runs: usize) -> (Vec<f64>, Duration, Duration) {
-    let path = model_file(dir, &format!("interleaved-{mode:?}"), disk);
-    let cache_dir = dir.join(format!("cache-interleaved-{mode:?}"));
+    let path = model_file(dir, &format!("interleaved-{mode:?}-{disk}"), disk);
+    let cache_dir = dir.join(format!("cache-interleaved-{mode:?}-{disk}"));
     let mut ratios = vec![Vec::new(); CONVERSATIONS];
     let (mut firsts, mut lasts) = (Vec::new(), Vec::new());
     for run in 0..runs {
@@ -245,7 +247,9 @@ fn interleaved(dir: &Path, mode: Mode, disk: f64, runs: usize) -> (Vec<f64>, Dur
         let mut chats: Vec<Conversation> = (0..CONVERSATIONS)
             .map(|c| {
                 let mut chat = Conversation::new(SystemStyle::Merge);
-                chat.set_system(format!("Chat {run}-{c}. You are terse. Keep answers plain."));
+                chat.set_system(format!(
+                    "Chat {run}-{c}. You are terse. Keep answers plain."
+                ));
                 chat
             })
             .collect();
@@ -273,8 +277,19 @@ fn interleaved(dir: &Path, mode: Mode, disk: f64, runs: usize) -> (Vec<f64>, Dur
 /// A system prompt of about 300 built-in-tokenizer tokens.
 fn long_system_prompt() -> String {
     let words = [
-        "Answer", "questions", "about", "the", "board", "and", "its", "NPU", "plainly,",
-        "citing", "figures", "where", "known.",
+        "Answer",
+        "questions",
+        "about",
+        "the",
+        "board",
+        "and",
+        "its",
+        "NPU",
+        "plainly,",
+        "citing",
+        "figures",
+        "where",
+        "known.",
     ];
     let mut text = String::from("You are the support assistant of an RK3588 board. ");
     for i in 0..180 {
@@ -304,7 +319,8 @@ fn system_prefix(dir: &Path, stored: bool, disk: f64, runs: usize) -> (usize, us
                     PromptCacheConfig::new(&cache_dir)
                         .allow_tmpfs(true)
                         .disk_bytes_per_second(disk * speedup())
-                        .prefill_seconds_per_token(PREFILL_SECONDS_PER_TOKEN),
+                        .prefill_seconds_per_token(PREFILL_SECONDS_PER_TOKEN)
+                        .cache_bytes_per_token(KvGeometry::GEMMA2_2B.bytes_per_token() as f64),
                 )
                 .unwrap();
             earlier.store_system_prefix(&system).unwrap();
@@ -353,15 +369,21 @@ fn main() {
     }
 
     println!(
-        "\n2. {CONVERSATIONS} conversations interleaved, {INTERLEAVED_TURNS} turns each, 100 MB/s \
-         disk: TTFT turn {INTERLEAVED_TURNS} / turn 1 per conversation"
+        "\n2. {CONVERSATIONS} conversations interleaved, {INTERLEAVED_TURNS} turns each: TTFT turn \
+         {INTERLEAVED_TURNS} / turn 1 per conversation"
     );
-    for mode in [Mode::Off, Mode::Rolling, Mode::Store] {
-        let (ratios, first, last) = interleaved(dir.path(), mode, 100e6, runs);
+    for (mode, disk) in [
+        (Mode::Off, 100e6),
+        (Mode::Rolling, 100e6),
+        (Mode::Store, 100e6),
+        (Mode::Store, 1000e6),
+    ] {
+        let (ratios, first, last) = interleaved(dir.path(), mode, disk, runs);
         let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}x")).collect();
         println!(
-            "  {:<26} {}  (TTFT turn 1 {:.2} ms, turn {INTERLEAVED_TURNS} {:.2} ms)",
+            "  {:<26} {:>5.0} MB/s  {}  (TTFT turn 1 {:.2} ms, turn {INTERLEAVED_TURNS} {:.2} ms)",
             mode.label(),
+            disk / 1e6,
             shown.join("  "),
             ms(first),
             ms(last),
