@@ -292,7 +292,7 @@ fn long_system_prompt() -> String {
         "known.",
     ];
     let mut text = String::from("You are the support assistant of an RK3588 board. ");
-    for i in 0..180 {
+    for i in 0..88 {
         text.push_str(words[i % words.len()]);
         text.push(' ');
     }
