@@ -134,7 +134,7 @@ fn streams_a_gemma_reply() {
     assert!(
         matches!(
             reason,
-            Some(FinishReason::StopToken(_)) | Some(FinishReason::Finished)
+            Some(FinishReason::EndOfTurn) | Some(FinishReason::Finished)
         ),
         "a short answer ends at <end_of_turn> or by itself, not {reason:?}"
     );

@@ -55,10 +55,7 @@ fn a_multi_turn_chat_streams_and_keeps_history() {
             streamed.push_str(&token.unwrap().text);
         }
         assert_eq!(streamed, expected);
-        assert_eq!(
-            stream.finish_reason(),
-            Some(&FinishReason::StopToken(rkllm::GEMMA_END_OF_TURN))
-        );
+        assert_eq!(stream.finish_reason(), Some(&FinishReason::EndOfTurn));
     }
     let roles: Vec<Role> = chat.messages().iter().map(|m| m.role).collect();
     use Role::*;

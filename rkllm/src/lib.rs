@@ -10,6 +10,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
+#[cfg(feature = "async")]
+#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+pub mod async_stream;
 mod builder;
 pub mod chat;
 pub mod diagnosis;
@@ -24,6 +27,7 @@ mod lora;
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod mock;
 mod model;
+mod owned;
 #[cfg(feature = "probe")]
 #[cfg_attr(docsrs, doc(cfg(feature = "probe")))]
 pub mod probe;
@@ -33,7 +37,10 @@ mod settings;
 mod stop;
 mod stream;
 mod utf8;
+pub mod wait;
 
+#[cfg(feature = "async")]
+pub use async_stream::{AsyncChatStream, AsyncTokenStream};
 pub use builder::{Mirostat, ModelBuilder};
 pub use embed::Pooling;
 pub use error::{Error, ErrorKind, Result};
@@ -42,10 +49,12 @@ pub use hidden::HiddenStates;
 pub use input::{GenerateOptions, Input, GEMMA_END_OF_TURN, GEMMA_EOS};
 pub use lora::LoraAdapter;
 pub use model::Model;
+pub use owned::OwnedTokenStream;
 pub use runtime::Runtime;
-pub use session::{PromptCache, Session};
+pub use session::{PromptCache, Session, SessionWait};
 pub use settings::{
     AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
     SecondModel, WaitingText, DEFAULT_STOP_TIMEOUT,
 };
-pub use stream::{Completion, FinishReason, RunEnd, Timings, Token, TokenStream};
+pub use stream::{Completion, FinishReason, Refused, RunEnd, Timings, Token, TokenStream};
+pub use wait::{FairGuard, FairLock, FairMutex, WaitError, DEFAULT_MAX_WAITERS};

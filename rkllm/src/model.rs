@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::diagnosis::{Diagnosis, RuntimeInfo};
@@ -13,6 +13,7 @@ use crate::ffi::AbortHandle;
 use crate::lora::LoraAdapter;
 use crate::runtime::Runtime;
 use crate::settings::{RunningSense, RuntimeSettings};
+use crate::wait::{Gate, DEFAULT_MAX_WAITERS};
 
 static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -20,8 +21,8 @@ static NEXT_MODEL_ID: AtomicU64 = AtomicU64::new(1);
 pub(crate) struct ModelInner {
     pub(crate) handle: Arc<Handle>,
     id: u64,
-    /// Whether a `Session` exists.
-    pub(crate) session_taken: AtomicBool,
+    /// Held while a `Session` exists; callers wait for it in turn.
+    pub(crate) session_gate: Arc<Gate>,
     loras: Mutex<HashSet<Arc<str>>>,
     path: PathBuf,
     diagnosis: Diagnosis,
@@ -89,7 +90,7 @@ impl Model {
             inner: Arc::new(ModelInner {
                 handle: Arc::new(handle),
                 id: NEXT_MODEL_ID.fetch_add(1, Ordering::Relaxed),
-                session_taken: AtomicBool::new(false),
+                session_gate: Arc::new(Gate::new(DEFAULT_MAX_WAITERS)),
                 loras: Mutex::new(HashSet::new()),
                 path,
                 diagnosis,

@@ -1,21 +1,24 @@
 //! The session that runs a model: one run at a time, enforced by the borrow checker.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use crate::error::{c_string, path_c_string, Error, Result};
 use crate::ffi::callback::RunObserver;
 use crate::ffi::job::RunJob;
 use crate::ffi::AbortHandle;
 use crate::hidden::HiddenStates;
-use crate::input::{GenerateOptions, Input};
+use crate::input::{GenerateOptions, Input, GEMMA_END_OF_TURN, GEMMA_EOS};
 use crate::model::{Model, ModelInner};
-use crate::stream::{Completion, StreamOptions, TokenStream};
+use crate::stream::{Completion, RunCore, StreamOptions, TokenStream};
+use crate::wait::{GateWait, WaitError};
 
 /// Runs a [`Model`]. Get it with [`Model::session`].
 ///
@@ -65,17 +68,97 @@ pub struct Session {
 
 impl Model {
     /// The session that runs this model. There is one at a time per model: this returns
-    /// [`Error::Busy`] while another session exists (a server can answer "busy" then).
+    /// [`Error::Busy`] while another session exists or others are waiting for it (to wait
+    /// in turn instead, use [`session_wait`](Model::session_wait) or
+    /// [`session_async`](Model::session_async)).
+    ///
+    /// A server keeps one session for its whole life rather than one per request: the
+    /// rolling prompt cache that keeps multi-turn chat fast lives in a
+    /// [`ChatSession`](crate::chat::ChatSession) wrapped around it, and is lost with it.
     pub fn session(&self) -> Result<Session> {
-        if self.inner.session_taken.swap(true, Ordering::AcqRel) {
+        if !self.inner.session_gate.try_acquire() {
             return Err(Error::Busy);
         }
         Ok(Session::new(Arc::clone(&self.inner)))
     }
 
+    /// Waits for the session, first come, first served, at most `timeout`.
+    ///
+    /// Fails with [`WaitError::QueueFull`] at once when
+    /// [`max_session_waiters`](Model::set_max_session_waiters) callers are already waiting,
+    /// and with [`WaitError::TimedOut`] when the session did not come free in time. The
+    /// session is handed to the next waiter when it is dropped.
+    ///
+    /// ```
+    /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
+    /// use std::time::Duration;
+    /// use rkllm::{mock::MockModel, Model, Runtime, WaitError};
+    /// let file = MockModel::new().write_temp_file()?;
+    /// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
+    /// let session = model.session_wait(Duration::from_secs(1))?;
+    /// let timed_out = model.session_wait(Duration::from_millis(10));
+    /// assert!(matches!(timed_out, Err(WaitError::TimedOut { .. })));
+    /// drop(session);
+    /// assert!(model.session_wait(Duration::ZERO).is_ok());
+    /// # Ok(()) }
+    /// # #[cfg(not(feature = "mock"))] fn main() {}
+    /// ```
+    pub fn session_wait(&self, timeout: Duration) -> std::result::Result<Session, WaitError> {
+        self.inner.session_gate.acquire(timeout)?;
+        Ok(Session::new(Arc::clone(&self.inner)))
+    }
+
+    /// The async form of [`session_wait`](Model::session_wait): resolves to the session
+    /// when it is this caller's turn, or to a [`WaitError`]. Executor-agnostic (the timeout
+    /// needs no runtime); dropping the future leaves the queue.
+    pub fn session_async(&self, timeout: Duration) -> SessionWait {
+        SessionWait {
+            inner: Arc::clone(&self.inner),
+            wait: self.inner.session_gate.wait(timeout),
+        }
+    }
+
+    /// How many callers may wait for the session at once (default
+    /// [`DEFAULT_MAX_WAITERS`](crate::wait::DEFAULT_MAX_WAITERS)); beyond it
+    /// [`session_wait`](Model::session_wait) fails with [`WaitError::QueueFull`].
+    pub fn set_max_session_waiters(&self, max: usize) {
+        self.inner.session_gate.set_max_waiters(max);
+    }
+
+    /// How many callers are waiting for the session now.
+    pub fn session_waiting(&self) -> usize {
+        self.inner.session_gate.waiting()
+    }
+
     /// Consumes the model into its session.
     pub fn into_session(self) -> Result<Session> {
         self.session()
+    }
+}
+
+/// The future of [`Model::session_async`].
+#[must_use = "a future does nothing unless polled"]
+pub struct SessionWait {
+    inner: Arc<ModelInner>,
+    wait: GateWait,
+}
+
+impl std::fmt::Debug for SessionWait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionWait").finish_non_exhaustive()
+    }
+}
+
+impl Future for SessionWait {
+    type Output = std::result::Result<Session, WaitError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        match Pin::new(&mut this.wait).poll(cx) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(Session::new(Arc::clone(&this.inner)))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -119,6 +202,41 @@ impl Session {
     pub fn hidden_states(&mut self, input: impl Into<Input>) -> Result<HiddenStates> {
         self.start(input.into(), &GenerateOptions::default(), true)?
             .into_hidden()
+    }
+
+    /// Embeds a text (or token ids) as one vector, for retrieval (RAG): the last hidden
+    /// layer of a hidden-layer run, mean-pooled over the input's tokens and L2-normalised,
+    /// so the dot product of two embeddings is their cosine similarity. The vector's length
+    /// is the model's hidden size. A decoder's last hidden layer is a usable but not a
+    /// trained sentence embedding: compare texts embedded by the same model only.
+    ///
+    /// ```
+    /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
+    /// use rkllm::{mock::MockModel, Model, Runtime};
+    /// let file = MockModel::new().embed_dim(8).write_temp_file()?;
+    /// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
+    /// let mut session = model.session()?;
+    /// let v = session.embed("Hello world")?;
+    /// assert_eq!(v.len(), 8);
+    /// let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    /// assert!((norm - 1.0).abs() < 1e-4);
+    /// let batch = session.embed_batch(["Hello world", "Goodbye"])?;
+    /// assert_eq!(batch[0], v);
+    /// # Ok(()) }
+    /// # #[cfg(not(feature = "mock"))] fn main() {}
+    /// ```
+    pub fn embed(&mut self, input: impl Into<Input>) -> Result<Vec<f32>> {
+        let states = self.hidden_states(input)?;
+        pool_mean_l2(&states)
+    }
+
+    /// Embeds several texts (see [`embed`](Session::embed)), one run each, in order.
+    pub fn embed_batch<I>(&mut self, inputs: I) -> Result<Vec<Vec<f32>>>
+    where
+        I: IntoIterator,
+        I::Item: Into<Input>,
+    {
+        inputs.into_iter().map(|input| self.embed(input)).collect()
     }
 
     /// The model's embedding size: the row length of embedding and image-embedding inputs.
@@ -171,8 +289,18 @@ impl Session {
         options: &GenerateOptions,
         hidden: bool,
     ) -> Result<TokenStream<'_>> {
+        Ok(TokenStream::new(self.start_core(input, options, hidden)?))
+    }
+
+    /// Starts a run whose state borrows nothing (the owned streams hold it).
+    pub(crate) fn start_core(
+        &mut self,
+        input: Input,
+        options: &GenerateOptions,
+        hidden: bool,
+    ) -> Result<RunCore> {
         self.check_embedding_rows(&input)?;
-        self.start_stream(input, options, hidden, Instant::now())
+        self.start_run(input, options, hidden, Instant::now(), Vec::new())
     }
 
     /// Loads a prompt cache saved by an earlier run
@@ -216,16 +344,18 @@ impl Session {
 }
 
 impl Session {
-    /// Starts a run whose stream borrows this session; timings count from `started`. The
-    /// caller has checked embedding rows.
-    pub(crate) fn start_stream(
+    /// Starts a run; timings count from `started`, and `end_tokens` end the run as
+    /// [`FinishReason::EndOfTurn`](crate::FinishReason::EndOfTurn). The caller has checked
+    /// embedding rows.
+    pub(crate) fn start_run(
         &mut self,
         input: Input,
         options: &GenerateOptions,
         hidden: bool,
         started: Instant,
-    ) -> Result<TokenStream<'_>> {
-        self.start_run(input, options, hidden, started, None)
+        end_tokens: Vec<i32>,
+    ) -> Result<RunCore> {
+        self.start_run_observed(input, options, hidden, started, end_tokens, None)
     }
 
     /// Starts a run whose every callback, and the `rkllm_run` call around them, `observer`
@@ -238,17 +368,26 @@ impl Session {
         observer: Arc<dyn RunObserver>,
     ) -> Result<TokenStream<'_>> {
         self.check_embedding_rows(&input)?;
-        self.start_run(input, options, false, Instant::now(), Some(observer))
+        let core = self.start_run_observed(
+            input,
+            options,
+            false,
+            Instant::now(),
+            Vec::new(),
+            Some(observer),
+        )?;
+        Ok(TokenStream::new(core))
     }
 
-    fn start_run(
+    fn start_run_observed(
         &mut self,
         input: Input,
         options: &GenerateOptions,
         hidden: bool,
         started: Instant,
+        end_tokens: Vec<i32>,
         observer: Option<Arc<dyn RunObserver>>,
-    ) -> Result<TokenStream<'_>> {
+    ) -> Result<RunCore> {
         let inner = &self.inner;
         if options.max_tokens == Some(0) {
             return Err(Error::InvalidParameter {
@@ -276,21 +415,72 @@ impl Session {
             .as_deref()
             .map(|p| path_c_string("prompt_cache_path", p))
             .transpose()?;
-        let prompt_tokens = input.known_token_count();
+        let (prompt_tokens, prompt_estimated) = prompt_token_count(&input);
+        // Gemma's end ids end the turn cleanly, however they were asked for.
+        let (ends, stop_tokens): (Vec<i32>, Vec<i32>) = options
+            .stop_tokens
+            .iter()
+            .partition(|id| [GEMMA_END_OF_TURN, GEMMA_EOS].contains(id));
+        let mut end_tokens = end_tokens;
+        end_tokens.extend(ends);
         let job = RunJob::new(input, hidden, lora, save_cache)?;
         let run = inner.handle.start_run(job, observer)?;
-        Ok(TokenStream::new(
+        Ok(RunCore::new(
             &inner.handle,
             inner.settings,
             run,
             StreamOptions {
-                stop_tokens: options.stop_tokens.clone(),
+                stop_tokens,
                 stop_strings: options.stop_strings.clone(),
                 max_tokens: options.max_tokens,
                 prompt_tokens,
+                prompt_estimated,
+                end_tokens,
                 started,
             },
         ))
+    }
+}
+
+/// Mean of the rows, L2-normalised.
+fn pool_mean_l2(states: &HiddenStates) -> Result<Vec<f32>> {
+    let (rows, cols) = (states.num_tokens(), states.embd_size());
+    if rows == 0 || cols == 0 {
+        return Err(Error::NoHiddenStates);
+    }
+    let mut sum = vec![0f64; cols];
+    for row in states.data().chunks_exact(cols) {
+        for (acc, x) in sum.iter_mut().zip(row) {
+            *acc += f64::from(*x);
+        }
+    }
+    let norm = sum.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if !norm.is_finite() || norm == 0.0 {
+        return Err(Error::InvalidInput(
+            "the hidden states pool to a zero or non-finite vector; it cannot be normalised".into(),
+        ));
+    }
+    Ok(sum.into_iter().map(|x| (x / norm) as f32).collect())
+}
+
+/// The prompt's token count, and whether it is an estimate (one token per four UTF-8 bytes
+/// of text; see [`Timings::prompt_tokens_estimated`](crate::Timings::prompt_tokens_estimated)).
+fn prompt_token_count(input: &Input) -> (Option<usize>, bool) {
+    const BYTES_PER_TOKEN: usize = 4;
+    match input.known_token_count() {
+        Some(n) => (Some(n), false),
+        None => match input {
+            Input::Prompt(text) => (Some(text.len().div_ceil(BYTES_PER_TOKEN)), true),
+            Input::Multimodal {
+                prompt,
+                n_image_tokens,
+                ..
+            } => (
+                Some(prompt.len().div_ceil(BYTES_PER_TOKEN) + n_image_tokens),
+                true,
+            ),
+            _ => (None, false),
+        },
     }
 }
 
@@ -299,7 +489,8 @@ impl Drop for Session {
         if let Err(e) = self.inner.handle.stop_active() {
             log::error!(target: "rkllm", "stopping the session's run: {e}");
         }
-        self.inner.session_taken.store(false, Ordering::Release);
+        // The next waiter (first come, first served) gets the session.
+        self.inner.session_gate.release();
     }
 }
 /// A loaded prompt cache; releases it (`rkllm_release_prompt_cache`) when dropped.

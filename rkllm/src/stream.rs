@@ -3,9 +3,10 @@
 use std::collections::VecDeque;
 use std::marker::PhantomData;
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::RecvTimeoutError;
+use crossbeam_channel::{RecvTimeoutError, TryRecvError};
 
 use crate::error::{Error, Result};
 use crate::ffi::callback::Event;
@@ -22,25 +23,40 @@ use crate::utf8::Utf8Assembler;
 pub struct Token {
     /// The token id.
     pub id: i32,
-    /// Complete UTF-8 text that this token made available. Empty when the token carried only
-    /// part of a character (completed by a later token), or special-token text the runtime
-    /// hides. With stop strings, text that may begin one is held back, and tokens are
-    /// delivered once their text is decided; concatenating every token's text gives the
-    /// output exactly.
+    /// Complete UTF-8 text that this token made available, never empty: a token whose text
+    /// is empty (part of a character completed by a later token, or special-token text the
+    /// runtime hides) is not yielded at all; its id is still counted in
+    /// [`Timings::generated_tokens`] and listed in [`Completion::token_ids`] and
+    /// [`TokenStream::token_ids`]. With stop strings, text that may begin one is held back,
+    /// and tokens are delivered once their text is decided; concatenating every token's text
+    /// gives the output exactly.
     pub text: String,
     /// When the runtime's callback delivered the token (for latency measurements).
     pub delivered_at: Instant,
 }
 
 /// Why a run stopped.
+///
+/// How a server maps it (see [`FinishReason::openai`]): [`Finished`](Self::Finished),
+/// [`EndOfTurn`](Self::EndOfTurn), [`StopToken`](Self::StopToken) and
+/// [`StopString`](Self::StopString) are a clean `stop`; [`MaxTokens`](Self::MaxTokens) is
+/// `length`; [`Aborted`](Self::Aborted) and [`Error`](Self::Error) stay distinct.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum FinishReason {
     /// The runtime ended the run (end of sequence, its `max_new_tokens`, or the context).
     Finished,
+    /// The model ended its turn: Gemma's `<end_of_turn>` or `<eos>` was generated. A chat
+    /// turn ([`Session::chat`](crate::Session::chat)) stops there by itself; a generation
+    /// does when these ids are among its stop tokens
+    /// ([`GenerateOptions::gemma`](crate::GenerateOptions::gemma)). The end token is not
+    /// part of the output.
+    EndOfTurn,
     /// [`GenerateOptions::max_tokens`](crate::GenerateOptions::max_tokens) was reached.
     MaxTokens,
-    /// A stop token id was generated.
+    /// A stop token id chosen with
+    /// [`GenerateOptions::stop_token`](crate::GenerateOptions::stop_token) was generated
+    /// (Gemma's end ids give [`EndOfTurn`](Self::EndOfTurn) instead).
     StopToken(i32),
     /// A stop string was generated (and cut from the output).
     StopString(String),
@@ -48,6 +64,24 @@ pub enum FinishReason {
     Aborted,
     /// The run failed; the stream yielded the error.
     Error,
+}
+
+impl FinishReason {
+    /// The OpenAI `finish_reason` this maps to: `"stop"` for a clean end (end of turn or
+    /// sequence, a stop token or string), `"length"` for the token budget, and `"abort"` /
+    /// `"error"` for the two ends that are not a finished reply (an OpenAI-compatible server
+    /// usually sends no reply for those).
+    pub fn openai(&self) -> &'static str {
+        match self {
+            FinishReason::Finished
+            | FinishReason::EndOfTurn
+            | FinishReason::StopToken(_)
+            | FinishReason::StopString(_) => "stop",
+            FinishReason::MaxTokens => "length",
+            FinishReason::Aborted => "abort",
+            FinishReason::Error => "error",
+        }
+    }
 }
 
 /// Timings measured on this side (the 1.1.1 runtime reports none), from the instants the
@@ -61,8 +95,16 @@ pub struct Timings {
     pub decode: Duration,
     /// From the start of the run until the runtime returned.
     pub total: Duration,
-    /// Prompt tokens, when known on this side (token and embedding inputs).
+    /// Prompt tokens: exact for token and embedding inputs (and for a chat turn whose
+    /// conversation has a tokenizer), an estimate for text prompts (see
+    /// [`prompt_tokens_estimated`](Self::prompt_tokens_estimated)); `None` when not even an
+    /// estimate is possible.
     pub prompt_tokens: Option<usize>,
+    /// Whether [`prompt_tokens`](Self::prompt_tokens) is an estimate: a text prompt's
+    /// length is not known on this side without a tokenizer, so it is estimated at one token
+    /// per four UTF-8 bytes (about right for English with Gemma's tokenizer; special
+    /// tokens of a chat prompt count as their text).
+    pub prompt_tokens_estimated: bool,
     /// Tokens generated.
     pub generated_tokens: usize,
 }
@@ -124,6 +166,12 @@ struct Held {
 /// [stop timeout](crate::ModelBuilder::stop_timeout)). A panic in the runtime callback is
 /// re-raised here, on the consumer's thread.
 ///
+/// The stream borrows its session; to return a run from a function or move it into a
+/// `'static` thread or task, use [`OwnedTokenStream`] ([`Session::into_generate`]). With the
+/// `async` feature both are also a `futures_core::Stream`. Iterating (a blocking `next`)
+/// inside an async task blocks an executor thread for the whole run: in async code, poll
+/// the `Stream` instead.
+///
 /// ```
 /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
 /// use rkllm::{mock::MockModel, FinishReason, GenerateOptions, Model, Runtime};
@@ -141,6 +189,132 @@ struct Held {
 /// # #[cfg(not(feature = "mock"))] fn main() {}
 /// ```
 pub struct TokenStream<'s> {
+    core: RunCore,
+    /// The stream borrows its session: one run per session at a time.
+    _session: PhantomData<&'s mut ()>,
+}
+
+impl std::fmt::Debug for TokenStream<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenStream")
+            .field("tokens", &self.core.tokens)
+            .field("finish", &self.core.finish)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenStream<'_> {
+    pub(crate) fn new(core: RunCore) -> Self {
+        TokenStream {
+            core,
+            _session: PhantomData,
+        }
+    }
+
+    /// Why the run stopped, once it has (after the iterator returned `None`).
+    pub fn finish_reason(&self) -> Option<&FinishReason> {
+        self.core.finish_reason()
+    }
+
+    /// How the runtime ended the run, once it has.
+    pub fn run_end(&self) -> Option<RunEnd> {
+        self.core.run_end()
+    }
+
+    /// Stops the run: no more tokens are delivered, and the stream ends with
+    /// [`FinishReason::Aborted`].
+    pub fn abort(&mut self) {
+        self.core.abort();
+    }
+
+    /// A handle that stops this run, and only this run, from any thread. Once the run is
+    /// over it does nothing.
+    pub fn abort_handle(&self) -> AbortHandle {
+        self.core.abort_handle()
+    }
+
+    /// Timings so far (final once the stream has ended).
+    pub fn timings(&self) -> Timings {
+        self.core.timings()
+    }
+
+    /// Generated token ids so far, in order, including those of tokens that were not
+    /// yielded because their text was empty (stop and end tokens are not included).
+    pub fn token_ids(&self) -> &[i32] {
+        self.core.token_ids()
+    }
+
+    /// Runs to the end and collects the text, token ids, finish reason and timings.
+    pub fn complete(mut self) -> Result<Completion> {
+        self.core.complete()
+    }
+
+    /// Runs to the end and returns the hidden states the run delivered.
+    pub(crate) fn into_hidden(mut self) -> Result<HiddenStates> {
+        self.core.take_hidden()
+    }
+}
+
+impl Iterator for TokenStream<'_> {
+    type Item = Result<Token>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.core.next_blocking()
+    }
+}
+
+/// A run that could not start, with what it was given back, so nothing is lost (a
+/// [`ChatSession`](crate::chat::ChatSession)'s prompt cache, a conversation). Converts into
+/// its [`Error`] with `?`. Boxed, so a `Result` carrying it stays small.
+#[derive(Debug)]
+pub struct Refused<T> {
+    inner: Box<(Error, T)>,
+}
+
+impl<T> Refused<T> {
+    pub(crate) fn new(error: Error, returned: T) -> Refused<T> {
+        Refused {
+            inner: Box::new((error, returned)),
+        }
+    }
+
+    /// Why the run did not start.
+    pub fn error(&self) -> &Error {
+        &self.inner.0
+    }
+
+    /// What the run was given, unchanged.
+    pub fn into_returned(self) -> T {
+        self.inner.1
+    }
+
+    /// Both.
+    pub fn into_parts(self) -> (Error, T) {
+        *self.inner
+    }
+}
+
+impl<T> std::fmt::Display for Refused<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error().fmt(f)
+    }
+}
+
+impl<T: std::fmt::Debug> std::error::Error for Refused<T> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.error())
+    }
+}
+
+impl<T> From<Refused<T>> for Error {
+    fn from(refused: Refused<T>) -> Error {
+        refused.into_parts().0
+    }
+}
+
+/// The state of one run as its consumer sees it, without a lifetime: the token processing
+/// shared by [`TokenStream`], [`OwnedTokenStream`] and the async `Stream` forms.
+pub(crate) struct RunCore {
     /// Weak, so a leaked stream (`mem::forget`) does not keep the handle from being
     /// destroyed; the session that the stream borrows keeps it alive meanwhile.
     handle: Weak<Handle>,
@@ -165,17 +339,12 @@ pub struct TokenStream<'s> {
     last: Option<Instant>,
     ended: Option<Instant>,
     prompt_tokens: Option<usize>,
-    /// The stream borrows its session: one run per session at a time.
-    _session: PhantomData<&'s mut ()>,
-}
-
-impl std::fmt::Debug for TokenStream<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenStream")
-            .field("tokens", &self.tokens)
-            .field("finish", &self.finish)
-            .finish_non_exhaustive()
-    }
+    prompt_estimated: bool,
+    /// Ids that end a chat turn ([`FinishReason::EndOfTurn`]).
+    end_tokens: Vec<i32>,
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    /// When the async consumer last asked the runtime again to stop.
+    last_abort: Option<Instant>,
 }
 
 /// What a stream is asked to do besides delivering tokens.
@@ -184,6 +353,8 @@ pub(crate) struct StreamOptions {
     pub stop_strings: Vec<String>,
     pub max_tokens: Option<usize>,
     pub prompt_tokens: Option<usize>,
+    pub prompt_estimated: bool,
+    pub end_tokens: Vec<i32>,
     pub started: Instant,
 }
 
@@ -191,14 +362,14 @@ pub(crate) struct StreamOptions {
 /// worker's last event is not sent once delivery was stopped and the channel was full).
 const POLL: Duration = Duration::from_millis(100);
 
-impl<'s> TokenStream<'s> {
+impl RunCore {
     pub(crate) fn new(
         handle: &Arc<Handle>,
         settings: RuntimeSettings,
         run: RunTicket,
         options: StreamOptions,
-    ) -> TokenStream<'s> {
-        TokenStream {
+    ) -> RunCore {
+        RunCore {
             handle: Arc::downgrade(handle),
             settings,
             run,
@@ -221,31 +392,32 @@ impl<'s> TokenStream<'s> {
             last: None,
             ended: None,
             prompt_tokens: options.prompt_tokens,
-            _session: PhantomData,
+            prompt_estimated: options.prompt_estimated,
+            end_tokens: options.end_tokens,
+            last_abort: None,
         }
     }
 
-    /// Why the run stopped, once it has (after the iterator returned `None`).
-    pub fn finish_reason(&self) -> Option<&FinishReason> {
+    /// Generated token ids so far, in order (stop and end tokens not included).
+    pub(crate) fn token_ids(&self) -> &[i32] {
+        &self.token_ids
+    }
+
+    pub(crate) fn finish_reason(&self) -> Option<&FinishReason> {
         self.finish.as_ref()
     }
 
-    /// How the runtime ended the run, once it has.
-    pub fn run_end(&self) -> Option<RunEnd> {
+    pub(crate) fn run_end(&self) -> Option<RunEnd> {
         self.finish.as_ref().map(|_| self.end)
     }
 
-    /// Stops the run: no more tokens are delivered, and the stream ends with
-    /// [`FinishReason::Aborted`].
-    pub fn abort(&mut self) {
+    pub(crate) fn abort(&mut self) {
         if self.finish.is_none() {
             self.request_stop(FinishReason::Aborted);
         }
     }
 
-    /// A handle that stops this run, and only this run, from any thread. Once the run is
-    /// over it does nothing.
-    pub fn abort_handle(&self) -> AbortHandle {
+    pub(crate) fn abort_handle(&self) -> AbortHandle {
         let handle = self
             .handle
             .upgrade()
@@ -260,8 +432,7 @@ impl<'s> TokenStream<'s> {
         }
     }
 
-    /// Timings so far (final once the stream has ended).
-    pub fn timings(&self) -> Timings {
+    pub(crate) fn timings(&self) -> Timings {
         let end = self.ended.unwrap_or_else(Instant::now);
         Timings {
             time_to_first_token: self
@@ -273,27 +444,33 @@ impl<'s> TokenStream<'s> {
             },
             total: end.saturating_duration_since(self.started),
             prompt_tokens: self.prompt_tokens,
+            prompt_tokens_estimated: self.prompt_estimated && self.prompt_tokens.is_some(),
             generated_tokens: self.tokens,
         }
     }
 
     /// Runs to the end and collects the text, token ids, finish reason and timings.
-    pub fn complete(mut self) -> Result<Completion> {
+    pub(crate) fn complete(&mut self) -> Result<Completion> {
         let mut text = String::new();
-        for token in self.by_ref() {
+        while let Some(token) = self.next_blocking() {
             text.push_str(&token?.text);
         }
-        Ok(Completion {
+        Ok(self.completion(text))
+    }
+
+    /// The collected form of a finished run whose text was `text`.
+    pub(crate) fn completion(&mut self, text: String) -> Completion {
+        Completion {
             text,
             token_ids: std::mem::take(&mut self.token_ids),
             finish_reason: self.finish.clone().unwrap_or(FinishReason::Finished),
             timings: self.timings(),
-        })
+        }
     }
 
     /// Runs to the end and returns the hidden states the run delivered.
-    pub(crate) fn into_hidden(mut self) -> Result<HiddenStates> {
-        for item in self.by_ref() {
+    pub(crate) fn take_hidden(&mut self) -> Result<HiddenStates> {
+        while let Some(item) = self.next_blocking() {
             item?;
         }
         self.hidden.take().ok_or(Error::NoHiddenStates)
@@ -329,6 +506,10 @@ impl<'s> TokenStream<'s> {
         }
         self.first.get_or_insert(at);
         self.last = Some(at);
+        if self.end_tokens.contains(&id) {
+            self.request_stop(FinishReason::EndOfTurn);
+            return;
+        }
         if self.stop_tokens.contains(&id) {
             self.request_stop(FinishReason::StopToken(id));
             return;
@@ -490,39 +671,106 @@ impl<'s> TokenStream<'s> {
     }
 }
 
-impl Iterator for TokenStream<'_> {
-    type Item = Result<Token>;
+impl RunCore {
+    /// The next item to hand out: `Some(Some(item))`, `Some(None)` once the run is over, or
+    /// `None` when an event is needed first. Tokens with empty text are skipped here.
+    fn ready(&mut self) -> Option<Option<Result<Token>>> {
+        while let Some(item) = self.queue.pop_front() {
+            match item {
+                Ok(token) if token.text.is_empty() => continue,
+                item => return Some(Some(item)),
+            }
+        }
+        self.finish.is_some().then_some(None)
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
-        loop {
-            if let Some(item) = self.queue.pop_front() {
-                return Some(item);
-            }
-            if self.finish.is_some() {
-                return None;
-            }
-            match self.next_event() {
-                Event::Token {
-                    id,
-                    bytes,
-                    waiting,
-                    at,
-                } => self.on_token(id, bytes, waiting, at),
-                Event::Hidden(h) => self.hidden = Some(h),
-                Event::Finish => self.end.finish_callback = true,
-                Event::Error => self.end.error_callback = true,
-                Event::Returned { code, at } => self.on_returned(code, at),
-                Event::Panicked => {
-                    if let Some(payload) = self.run.shared.take_panic() {
-                        std::panic::resume_unwind(payload);
-                    }
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Token {
+                id,
+                bytes,
+                waiting,
+                at,
+            } => self.on_token(id, bytes, waiting, at),
+            Event::Hidden(h) => self.hidden = Some(h),
+            Event::Finish => self.end.finish_callback = true,
+            Event::Error => self.end.error_callback = true,
+            Event::Returned { code, at } => self.on_returned(code, at),
+            Event::Panicked => {
+                if let Some(payload) = self.run.shared.take_panic() {
+                    std::panic::resume_unwind(payload);
                 }
             }
         }
     }
+
+    /// The next item, blocking this thread until it is there (the iterator's `next`).
+    pub(crate) fn next_blocking(&mut self) -> Option<Result<Token>> {
+        loop {
+            if let Some(item) = self.ready() {
+                return item;
+            }
+            let event = self.next_event();
+            self.on_event(event);
+        }
+    }
+
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    /// An event if one is there, without blocking.
+    fn try_event(&mut self) -> Option<Event> {
+        match self.run.rx.try_recv() {
+            Ok(event) => Some(event),
+            Err(TryRecvError::Empty) => {
+                let code = self.run.shared.return_code()?;
+                // The worker's last event may not have been sent (delivery stopped while the
+                // channel was full); the run is over once the channel is drained.
+                self.run.rx.is_empty().then(|| Event::Returned {
+                    code,
+                    at: Instant::now(),
+                })
+            }
+            Err(TryRecvError::Disconnected) => Some(Event::Returned {
+                code: self.run.shared.return_code().unwrap_or(-1),
+                at: Instant::now(),
+            }),
+        }
+    }
+
+    /// The next item for an async consumer: never blocks; registers the task's waker with
+    /// the run when nothing is there (and looks again afterwards, so a token that arrived
+    /// in between is not missed).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Token>>> {
+        loop {
+            if let Some(item) = self.ready() {
+                return Poll::Ready(item);
+            }
+            if let Some(event) = self.try_event() {
+                self.on_event(event);
+                continue;
+            }
+            self.run.shared.set_waker(cx.waker());
+            if let Some(event) = self.try_event() {
+                self.on_event(event);
+                continue;
+            }
+            if self.stopping.is_some() {
+                // The runtime may not have seen the abort yet (it does not interrupt a
+                // prefill): ask again every POLL, as the blocking consumer does.
+                let now = Instant::now();
+                if self.last_abort.is_some_and(|t| now >= t + POLL) {
+                    self.abort_run();
+                    self.last_abort = Some(now);
+                }
+                self.last_abort.get_or_insert(now);
+                crate::wait::wake_at(now + POLL, cx.waker().clone());
+            }
+            return Poll::Pending;
+        }
+    }
 }
 
-impl Drop for TokenStream<'_> {
+impl Drop for RunCore {
     fn drop(&mut self) {
         if self.finish.is_some() {
             return;
@@ -538,5 +786,72 @@ impl Drop for TokenStream<'_> {
         if self.run.shared.take_panic().is_some() {
             log::error!(target: "rkllm", "the runtime callback panicked during a dropped run");
         }
+    }
+}
+
+#[cfg(all(test, feature = "mock"))]
+mod tests {
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use crate::mock::MockModel;
+    use crate::{GenerateOptions, Model, Runtime};
+
+    struct Noop;
+    impl Wake for Noop {
+        fn wake(self: Arc<Self>) {}
+    }
+
+    fn slow_model() -> Model {
+        let file = MockModel::new()
+            .answer("a b c d e f g h i j k l m n o p")
+            .decode_seconds_per_token(0.02)
+            .write_temp_file()
+            .unwrap();
+        Model::builder(file)
+            .runtime(Runtime::mock())
+            .build()
+            .unwrap()
+    }
+
+    /// A panic in the runtime callback is re-raised where the stream is consumed, by the
+    /// blocking iterator and by the async poll alike, and the run is stopped after it.
+    #[test]
+    fn a_callback_panic_is_re_raised_by_the_iterator_and_by_poll() {
+        let model = slow_model();
+        let mut session = model.session().unwrap();
+        for async_poll in [false, true] {
+            let mut core = session
+                .start_core("q".into(), &GenerateOptions::new(), false)
+                .unwrap();
+            core.run
+                .shared
+                .inject_panic(Box::new("injected callback panic"));
+            let waker = Waker::from(Arc::new(Noop));
+            let caught = catch_unwind(AssertUnwindSafe(|| loop {
+                let item = if async_poll {
+                    match core.poll_item(&mut Context::from_waker(&waker)) {
+                        Poll::Ready(item) => item,
+                        Poll::Pending => continue,
+                    }
+                } else {
+                    core.next_blocking()
+                };
+                if item.is_none() {
+                    break;
+                }
+            }));
+            let payload = caught.expect_err("the panic is re-raised");
+            assert_eq!(
+                payload.downcast_ref::<&str>(),
+                Some(&"injected callback panic"),
+                "async: {async_poll}"
+            );
+            // Dropping the stream stops the run; the session runs again.
+            drop(core);
+        }
+        let done = session.complete("q", &GenerateOptions::new()).unwrap();
+        assert_eq!(done.text, "a b c d e f g h i j k l m n o p");
     }
 }

@@ -70,7 +70,8 @@ const TEXT_BYTES_PER_TOKEN: f64 = 4.0;
 /// unless [`allow_tmpfs`](Self::allow_tmpfs) is set: a cache there spends the memory the
 /// model needs, a few hundred megabytes per long conversation.
 ///
-/// A path converts into `PromptCacheConfig::new(path)`.
+/// A path converts into `PromptCacheConfig::rolling(path)`, the behaviour
+/// `enable_prompt_cache(dir)` always had; the prefix store needs `PromptCacheConfig::new`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PromptCacheConfig {
     pub(crate) dir: PathBuf,
@@ -174,19 +175,19 @@ impl PromptCacheConfig {
 
 impl From<PathBuf> for PromptCacheConfig {
     fn from(dir: PathBuf) -> Self {
-        PromptCacheConfig::new(dir)
+        PromptCacheConfig::rolling(dir)
     }
 }
 
 impl From<String> for PromptCacheConfig {
     fn from(dir: String) -> Self {
-        PromptCacheConfig::new(dir)
+        PromptCacheConfig::rolling(dir)
     }
 }
 
 impl<T: AsRef<Path> + ?Sized> From<&T> for PromptCacheConfig {
     fn from(dir: &T) -> Self {
-        PromptCacheConfig::new(dir.as_ref())
+        PromptCacheConfig::rolling(dir.as_ref())
     }
 }
 
@@ -329,7 +330,15 @@ impl PromptCacheState {
     /// Opens the store for `session`'s model.
     pub(crate) fn open(session: &Session, config: PromptCacheConfig) -> Result<Self> {
         let model = session.model();
-        let identity = ModelFileIdentity::of_file(model.path())?;
+        let identity = ModelFileIdentity::of_file(model.path()).unwrap_or_else(|e| {
+            // The file went after the load: an identity no stored entry has, nor will have.
+            log::warn!(target: "rkllm", "prompt cache: the model file cannot be identified \
+                ({e}); nothing stored before is used, and nothing stored now will be");
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            ModelFileIdentity::new(model.path(), u64::MAX, now)
+        });
         let runtime_version = model
             .runtime_info()
             .map_or_else(|| "unknown".to_owned(), |i| i.runtime_version);
@@ -619,7 +628,7 @@ impl PromptCacheState {
         let options = GenerateOptions::new()
             .max_tokens(1)
             .save_prompt_cache(pending.path());
-        let mut stream = match session.start_stream(input, &options, false, Instant::now()) {
+        let mut stream = match session.generate(input, &options) {
             Ok(stream) => stream,
             Err(e) => {
                 self.store.abandon(pending);

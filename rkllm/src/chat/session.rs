@@ -1,11 +1,12 @@
 //! Chat on a session: a [`Conversation`] turn streamed from the model
 //! ([`Session::chat`]), and [`ChatSession`], a session with the opt-in prompt cache
-//! (`chat::cache`) that keeps multi-turn chat fast on 1.1.1.
+//! that keeps multi-turn chat fast on 1.1.1.
 //!
 //! The cache's state lives in the [`ChatSession`]: a server keeps one `ChatSession` for its
 //! model (the runtime runs one inference at a time anyway), not one per request, or every
 //! request starts with a cold cache.
 
+use std::borrow::BorrowMut;
 use std::ops::{Deref, DerefMut};
 
 use super::cache::{
@@ -14,9 +15,10 @@ use super::cache::{
 use super::prefix_store::Prefix;
 use super::Conversation;
 use crate::error::Result;
+use crate::ffi::AbortHandle;
 use crate::input::{GenerateOptions, Input, GEMMA_END_OF_TURN, GEMMA_EOS};
 use crate::session::Session;
-use crate::stream::{Completion, FinishReason, Timings, Token, TokenStream};
+use crate::stream::{Completion, FinishReason, Refused, RunCore, Timings, Token};
 
 impl Session {
     /// Adds `user` to `conversation`, runs the model on the whole conversation (kept within
@@ -58,17 +60,14 @@ impl Session {
         let started = std::time::Instant::now();
         conversation.push_user(user)?;
         let prepared = prompt_of(conversation).and_then(|p| to_input(&p));
-        let started_stream = prepared
-            .and_then(|input| self.start_stream(input, &chat_options(options), false, started));
-        match started_stream {
-            Ok(stream) => Ok(ChatStream {
-                stream,
+        let core = prepared.and_then(|input| {
+            self.start_run(input, &chat_options(options), false, started, end_tokens())
+        });
+        match core {
+            Ok(core) => Ok(ChatStream {
+                turn: ChatTurn::new(core, None),
                 conversation,
                 cache: None,
-                pending: None,
-                reply: String::new(),
-                finished: false,
-                failed: false,
             }),
             Err(e) => {
                 conversation.pop();
@@ -78,12 +77,15 @@ impl Session {
     }
 }
 
-/// The options of a chat turn: the caller's, plus Gemma's end-of-turn and end-of-sequence.
+/// The options of a chat turn (the caller's own; Gemma's end tokens are [`end_tokens`]).
 fn chat_options(options: &GenerateOptions) -> GenerateOptions {
-    options
-        .clone()
-        .stop_token(GEMMA_END_OF_TURN)
-        .stop_token(GEMMA_EOS)
+    options.clone()
+}
+
+/// The ids that end a chat turn as [`FinishReason::EndOfTurn`]: Gemma's `<end_of_turn>` and
+/// `<eos>`.
+fn end_tokens() -> Vec<i32> {
+    vec![GEMMA_END_OF_TURN, GEMMA_EOS]
 }
 
 impl Deref for ChatSession {
@@ -110,15 +112,36 @@ impl Drop for ChatSession {
     }
 }
 
-/// A [`Session`] with the prompt cache for multi-turn chat. It dereferences to the
-/// session, so every run of the session is at hand; [`chat`](ChatSession::chat) runs a turn
-/// through the cache once it is enabled.
+/// A [`Session`] with the prompt cache for multi-turn chat (see below).
 ///
-/// The cache's state lives here: a server keeps one `ChatSession` for its model (the
-/// runtime runs one inference at a time anyway), not one per request, or every request
-/// starts with a cold cache.
+/// The cache's state lives here: a server keeps one `ChatSession` for its model for its
+/// whole life (in a [`FairMutex`](crate::FairMutex), which its requests take in turn), not
+/// one per request, or every request starts with a cold cache. It
+/// dereferences to the session, so every run of the session is at
+/// hand; [`chat`](ChatSession::chat) runs a turn through the cache once it is enabled.
 ///
-/// ## Why a prompt cache
+/// ```
+/// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
+/// use rkllm::chat::{ChatSession, Conversation, PromptCacheConfig, SystemStyle};
+/// use rkllm::{mock::MockModel, GenerateOptions, Model, Runtime};
+/// let file = MockModel::new().answer("Hi!").write_temp_file()?;
+/// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
+/// let mut chat = ChatSession::new(model.session()?);
+/// let dir = std::env::temp_dir().join(format!("rkllm-doc-cache-{}", std::process::id()));
+/// // The temporary directory may be a tmpfs: allowed here, for a small example.
+/// chat.enable_prompt_cache(PromptCacheConfig::rolling(&dir).allow_tmpfs(true))?;
+/// let mut conversation = Conversation::new(SystemStyle::Merge);
+/// for user in ["Hello", "How are you?"] {
+///     chat.chat(&mut conversation, user, &GenerateOptions::new())?.complete()?;
+/// }
+/// assert_eq!(chat.cache_stats().map(|s| s.reused), Some(1));
+/// drop(chat); // releases the cache and deletes its files
+/// std::fs::remove_dir(&dir).ok();
+/// # Ok(()) }
+/// # #[cfg(not(feature = "mock"))] fn main() {}
+/// ```
+///
+/// # Why a prompt cache
 ///
 /// The 1.1.1 runtime keeps nothing between runs, so every chat turn prefills the whole
 /// conversation again and the time to first token grows with the history. Its one lever is
@@ -149,27 +172,6 @@ impl Drop for ChatSession {
 /// costs one full prefill. [`TrimPolicy::Chunked`](crate::chat::TrimPolicy::Chunked)
 /// drops a larger share of the history at once, so trims (and full prefills) happen
 /// rarely; with the cache on, prefer it to the default one-exchange-at-a-time trimming.
-///
-/// ```
-/// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
-/// use rkllm::chat::{ChatSession, Conversation, PromptCacheConfig, SystemStyle};
-/// use rkllm::{mock::MockModel, GenerateOptions, Model, Runtime};
-/// let file = MockModel::new().answer("Hi!").write_temp_file()?;
-/// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
-/// let mut chat = ChatSession::new(model.session()?);
-/// let dir = std::env::temp_dir().join(format!("rkllm-doc-cache-{}", std::process::id()));
-/// // The temporary directory may be a tmpfs: allowed here, for a small example.
-/// chat.enable_prompt_cache(PromptCacheConfig::rolling(&dir).allow_tmpfs(true))?;
-/// let mut conversation = Conversation::new(SystemStyle::Merge);
-/// for user in ["Hello", "How are you?"] {
-///     chat.chat(&mut conversation, user, &GenerateOptions::new())?.complete()?;
-/// }
-/// assert_eq!(chat.cache_stats().map(|s| s.reused), Some(1));
-/// drop(chat); // releases the cache and deletes its files
-/// std::fs::remove_dir(&dir).ok();
-/// # Ok(()) }
-/// # #[cfg(not(feature = "mock"))] fn main() {}
-/// ```
 #[derive(Debug)]
 pub struct ChatSession {
     /// Always present; taken only by `into_session`, which consumes the value.
@@ -187,14 +189,14 @@ impl ChatSession {
         }
     }
 
-    /// Turns on the prompt cache: a directory (the cost-aware prefix store,
-    /// [`PromptCacheConfig::new`]) or a [`PromptCacheConfig`]. The directory is created if
-    /// missing. See [`ChatSession`] for how it works and the trade-off with trimming.
+    /// Turns on the prompt cache: a [`PromptCacheConfig`] (the cost-aware prefix store is
+    /// [`PromptCacheConfig::new`]), or a directory for the single rolling cache
+    /// ([`PromptCacheConfig::rolling`]). The directory is created if missing. See [`ChatSession`] for how it works and the trade-off with trimming.
     ///
     /// # Errors
     /// [`Error::InvalidParameter`](crate::Error::InvalidParameter) for a directory in RAM
     /// (tmpfs or ramfs) without [`PromptCacheConfig::allow_tmpfs`];
-    /// [`Error::Io`](crate::Error::Io) when the directory or the model file cannot be read.
+    /// [`Error::Io`](crate::Error::Io) when the directory cannot be created or read.
     pub fn enable_prompt_cache(&mut self, config: impl Into<PromptCacheConfig>) -> Result<()> {
         if self.cache.is_some() {
             self.disable_prompt_cache()?;
@@ -262,25 +264,45 @@ impl ChatSession {
         user: impl Into<String>,
         options: &GenerateOptions,
     ) -> Result<ChatStream<'s>> {
+        let turn = self.start_turn(conversation, user.into(), options)?;
+        Ok(ChatStream {
+            turn,
+            conversation,
+            cache: self.cache.as_mut(),
+        })
+    }
+
+    /// Like [`chat`](ChatSession::chat), but the stream owns the chat session and the
+    /// conversation: it can be returned from a function or moved into a `'static` thread or
+    /// task, and gives both back with [`OwnedChatStream::into_parts`]. When the turn cannot
+    /// start, both come back in the [`Refused`] value, the conversation unchanged.
+    pub fn into_chat(
+        self,
+        conversation: Conversation,
+        user: impl Into<String>,
+        options: &GenerateOptions,
+    ) -> std::result::Result<OwnedChatStream<ChatSession>, Refused<(ChatSession, Conversation)>>
+    {
+        OwnedChatStream::new(self, conversation, user, options)
+    }
+
+    /// Adds `user` to the conversation and starts the turn; on failure the conversation is
+    /// as it was.
+    fn start_turn(
+        &mut self,
+        conversation: &mut Conversation,
+        user: String,
+        options: &GenerateOptions,
+    ) -> Result<ChatTurn> {
         // Timings include preparing the prompt and the cache: both delay the first token.
         let started = std::time::Instant::now();
         conversation.push_user(user)?;
         match self.prepare_chat(conversation, options) {
             Ok((input, options, pending)) => {
-                let ChatSession { session, cache } = self;
-                let session = session.as_mut().expect("present until into_session");
-                match session.start_stream(input, &options, false, started) {
-                    Ok(stream) => Ok(ChatStream {
-                        stream,
-                        conversation,
-                        cache: cache.as_mut(),
-                        pending,
-                        reply: String::new(),
-                        finished: false,
-                        failed: false,
-                    }),
+                match self.start_run(input, &options, false, started, end_tokens()) {
+                    Ok(core) => Ok(ChatTurn::new(core, pending)),
                     Err(e) => {
-                        if let (Some(cache), Some(turn)) = (cache.as_mut(), pending) {
+                        if let (Some(cache), Some(turn)) = (self.cache.as_mut(), pending) {
                             cache.abandon(turn);
                         }
                         conversation.pop();
@@ -352,14 +374,10 @@ fn prompt_of(conversation: &mut Conversation) -> Result<Prefix> {
     Ok(Prefix::Text(conversation.render(true)?))
 }
 
-/// The reply of one chat turn, streamed. Created by [`Session::chat`].
-///
-/// Yields the reply's tokens like a [`TokenStream`]; when it ends or is dropped, the reply is
-/// added to the conversation (see [`Session::chat`] for what is kept).
-pub struct ChatStream<'s> {
-    stream: TokenStream<'s>,
-    conversation: &'s mut Conversation,
-    cache: Option<&'s mut PromptCacheState>,
+/// A chat turn's run and what it records, without lifetimes: shared by [`ChatStream`] and
+/// [`OwnedChatStream`].
+struct ChatTurn {
+    core: RunCore,
     pending: Option<PendingTurn>,
     reply: String,
     finished: bool,
@@ -367,10 +385,98 @@ pub struct ChatStream<'s> {
     failed: bool,
 }
 
+impl ChatTurn {
+    fn new(core: RunCore, pending: Option<PendingTurn>) -> ChatTurn {
+        ChatTurn {
+            core,
+            pending,
+            reply: String::new(),
+            finished: false,
+            failed: false,
+        }
+    }
+
+    fn record(&mut self, item: &Option<Result<Token>>) {
+        if let Some(Ok(token)) = item {
+            self.reply.push_str(&token.text);
+        }
+    }
+
+    fn next_blocking(&mut self) -> Option<Result<Token>> {
+        let item = self.core.next_blocking();
+        self.record(&item);
+        item
+    }
+
+    #[cfg(feature = "async")]
+    fn poll_item(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Token>>> {
+        let item = self.core.poll_item(cx);
+        if let std::task::Poll::Ready(item) = &item {
+            self.record(item);
+        }
+        item
+    }
+
+    /// Runs to the end (blocking) and collects the reply; an error item fails the turn.
+    fn complete(&mut self) -> Result<Completion> {
+        while let Some(token) = self.next_blocking() {
+            if let Err(e) = token {
+                self.failed = true;
+                return Err(e);
+            }
+        }
+        Ok(self.core.completion(self.reply.clone()))
+    }
+
+    /// Stops the run if it is not over and lets it end, so what was generated is recorded.
+    fn stop(&mut self) {
+        if self.core.finish_reason().is_none() {
+            self.core.abort();
+            while self.next_blocking().is_some() {}
+        }
+    }
+
+    /// Records the turn in the conversation and the prompt cache, once. The run is over.
+    fn finish(&mut self, conversation: &mut Conversation, cache: Option<&mut PromptCacheState>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let failed =
+            self.failed || matches!(self.core.finish_reason(), Some(FinishReason::Error) | None);
+        if failed {
+            conversation.pop();
+        } else if let Err(e) = conversation.push_assistant(std::mem::take(&mut self.reply)) {
+            log::warn!(target: "rkllm", "recording the chat reply: {e}");
+        }
+        if let (Some(cache), Some(turn)) = (cache, self.pending.take()) {
+            cache.finish(turn, !failed, &self.core.timings());
+        }
+    }
+}
+
+/// The reply of one chat turn, streamed. Created by [`Session::chat`] and
+/// [`ChatSession::chat`].
+///
+/// Yields the reply's tokens like a [`TokenStream`](crate::TokenStream) (tokens with empty
+/// text are not yielded; [`token_ids`](ChatStream::token_ids) has every id); when it ends or
+/// is dropped, the reply is added to the conversation (see [`Session::chat`] for what is
+/// kept). A normal end of the turn (Gemma's `<end_of_turn>` or `<eos>`) is
+/// [`FinishReason::EndOfTurn`]. For a turn that owns its session and conversation, see
+/// [`OwnedChatStream`].
+pub struct ChatStream<'s> {
+    turn: ChatTurn,
+    conversation: &'s mut Conversation,
+    cache: Option<&'s mut PromptCacheState>,
+}
+
 impl std::fmt::Debug for ChatStream<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatStream")
-            .field("stream", &self.stream)
+            .field("finish", &self.turn.core.finish_reason())
             .finish_non_exhaustive()
     }
 }
@@ -378,68 +484,37 @@ impl std::fmt::Debug for ChatStream<'_> {
 impl ChatStream<'_> {
     /// Stops the reply; it ends with [`FinishReason::Aborted`] and is kept as far as it got.
     pub fn abort(&mut self) {
-        self.stream.abort();
+        self.turn.core.abort();
+    }
+
+    /// A handle that stops this reply, and only this one, from any thread.
+    pub fn abort_handle(&self) -> AbortHandle {
+        self.turn.core.abort_handle()
     }
 
     /// Why the reply stopped, once it has.
     pub fn finish_reason(&self) -> Option<&FinishReason> {
-        self.stream.finish_reason()
+        self.turn.core.finish_reason()
     }
 
-    /// Timings so far (final once the stream has ended).
+    /// Timings so far (final once the stream has ended). The prompt's token count is exact
+    /// when the conversation has a tokenizer, an estimate otherwise
+    /// ([`Timings::prompt_tokens_estimated`]).
     pub fn timings(&self) -> Timings {
-        self.stream.timings()
+        self.turn.core.timings()
+    }
+
+    /// The reply's token ids so far, every one (see
+    /// [`TokenStream::token_ids`](crate::TokenStream::token_ids)).
+    pub fn token_ids(&self) -> &[i32] {
+        self.turn.core.token_ids()
     }
 
     /// Runs to the end and collects the reply. On an error item the turn counts as failed:
     /// the run is stopped, the user message is taken back out of the conversation (as for
     /// a failed run), and the error is returned.
     pub fn complete(mut self) -> Result<Completion> {
-        let (mut text, mut ids) = (String::new(), Vec::new());
-        while let Some(token) = self.next() {
-            let token = match token {
-                Ok(token) => token,
-                Err(e) => {
-                    self.failed = true;
-                    return Err(e);
-                }
-            };
-            text.push_str(&token.text);
-            ids.push(token.id);
-        }
-        Ok(Completion {
-            text,
-            token_ids: ids,
-            finish_reason: self
-                .finish_reason()
-                .cloned()
-                .unwrap_or(FinishReason::Finished),
-            timings: self.timings(),
-        })
-    }
-
-    /// Records the turn in the conversation and the prompt cache, once.
-    fn finish(&mut self) {
-        if self.finished {
-            return;
-        }
-        self.finished = true;
-        let failed = self.failed
-            || matches!(
-                self.stream.finish_reason(),
-                Some(FinishReason::Error) | None
-            );
-        if failed {
-            self.conversation.pop();
-        } else if let Err(e) = self
-            .conversation
-            .push_assistant(std::mem::take(&mut self.reply))
-        {
-            log::warn!(target: "rkllm", "recording the chat reply: {e}");
-        }
-        if let (Some(cache), Some(turn)) = (self.cache.as_deref_mut(), self.pending.take()) {
-            cache.finish(turn, !failed, &self.stream.timings());
-        }
+        self.turn.complete()
     }
 }
 
@@ -447,27 +522,186 @@ impl Iterator for ChatStream<'_> {
     type Item = Result<Token>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        match self.stream.next() {
-            Some(Ok(token)) => {
-                self.reply.push_str(&token.text);
-                Some(Ok(token))
-            }
-            Some(Err(e)) => Some(Err(e)),
-            None => {
-                self.finish();
-                None
-            }
+        let item = self.turn.next_blocking();
+        if item.is_none() {
+            self.turn
+                .finish(self.conversation, self.cache.as_deref_mut());
         }
+        item
     }
 }
 
 impl Drop for ChatStream<'_> {
     fn drop(&mut self) {
-        if !self.finished {
-            // Stop the run and let it end, so the turn is recorded with what was generated.
-            self.stream.abort();
-            for _ in self.stream.by_ref() {}
+        if !self.turn.finished {
+            self.turn.stop();
+            self.turn
+                .finish(self.conversation, self.cache.as_deref_mut());
+        }
+    }
+}
+
+/// A chat turn that owns its [`ChatSession`] and its [`Conversation`]: `'static` when `S`
+/// is, so it can be returned from a function, sent to another thread or moved into an async
+/// task. Created by [`ChatSession::into_chat`], or [`OwnedChatStream::new`] for any owner of
+/// a chat session, such as the [`FairGuard`](crate::FairGuard) a server takes from its
+/// [`FairMutex`](crate::FairMutex).
+///
+/// It yields what a [`ChatStream`] yields as an `Iterator` (with the `async` feature,
+/// `into_async` makes it a `futures_core::Stream`, an `AsyncChatStream`), and records the turn in the conversation the same way.
+/// [`into_parts`](OwnedChatStream::into_parts) gives the session and the conversation back
+/// (stopping the run first if it is not over). Dropping the stream aborts the run, waits for
+/// the runtime to return (at most the model's stop timeout), then drops both.
+///
+/// ```
+/// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
+/// use rkllm::chat::{ChatSession, Conversation, OwnedChatStream, SystemStyle};
+/// use rkllm::{mock::MockModel, GenerateOptions, Model, Runtime};
+/// fn turn(chat: ChatSession, conversation: Conversation) -> rkllm::Result<OwnedChatStream> {
+///     Ok(chat.into_chat(conversation, "Hello", &GenerateOptions::new())?)
+/// }
+/// let file = MockModel::new().answer("Hi there!").write_temp_file()?;
+/// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
+/// let stream = turn(ChatSession::new(model.session()?), Conversation::new(SystemStyle::Merge))?;
+/// let (text, (_chat, conversation)) = std::thread::spawn(move || {
+///     let mut stream = stream;
+///     let text: String = stream.by_ref().map(|t| t.unwrap().text).collect();
+///     (text, stream.into_parts())
+/// })
+/// .join()
+/// .unwrap();
+/// assert_eq!(text, "Hi there!");
+/// assert_eq!(conversation.messages().len(), 2); // user, assistant
+/// # Ok(()) }
+/// # #[cfg(not(feature = "mock"))] fn main() {}
+/// ```
+pub struct OwnedChatStream<S: BorrowMut<ChatSession> = ChatSession> {
+    // Declared first: its run is stopped before the session is dropped.
+    turn: ChatTurn,
+    /// Present until `into_parts`.
+    session: Option<S>,
+    conversation: Option<Conversation>,
+}
+
+impl<S: BorrowMut<ChatSession>> std::fmt::Debug for OwnedChatStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedChatStream")
+            .field("finish", &self.turn.core.finish_reason())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: BorrowMut<ChatSession>> OwnedChatStream<S> {
+    /// Adds `user` to `conversation` and starts the turn on `session` (see
+    /// [`ChatSession::chat`]). When it cannot start, the session and the conversation
+    /// (unchanged) come back in the [`Refused`] value.
+    pub fn new(
+        mut session: S,
+        mut conversation: Conversation,
+        user: impl Into<String>,
+        options: &GenerateOptions,
+    ) -> std::result::Result<Self, Refused<(S, Conversation)>> {
+        match session
+            .borrow_mut()
+            .start_turn(&mut conversation, user.into(), options)
+        {
+            Ok(turn) => Ok(OwnedChatStream {
+                turn,
+                session: Some(session),
+                conversation: Some(conversation),
+            }),
+            Err(error) => Err(Refused::new(error, (session, conversation))),
+        }
+    }
+
+    /// Stops the reply; it ends with [`FinishReason::Aborted`] and is kept as far as it got.
+    /// Never waits, so an async consumer can abort, then poll the stream to its end.
+    pub fn abort(&mut self) {
+        self.turn.core.abort();
+    }
+
+    /// A handle that stops this reply, and only this one, from any thread.
+    pub fn abort_handle(&self) -> AbortHandle {
+        self.turn.core.abort_handle()
+    }
+
+    /// Why the reply stopped, once it has.
+    pub fn finish_reason(&self) -> Option<&FinishReason> {
+        self.turn.core.finish_reason()
+    }
+
+    /// Timings so far (see [`ChatStream::timings`]).
+    pub fn timings(&self) -> Timings {
+        self.turn.core.timings()
+    }
+
+    /// The reply's token ids so far, every one.
+    pub fn token_ids(&self) -> &[i32] {
+        self.turn.core.token_ids()
+    }
+
+    /// The reply so far.
+    pub fn reply(&self) -> &str {
+        &self.turn.reply
+    }
+
+    /// Runs to the end (blocking) and collects the reply (see [`ChatStream::complete`]);
+    /// the session and the conversation come back with it.
+    pub fn complete(mut self) -> (Result<Completion>, (S, Conversation)) {
+        let completion = self.turn.complete();
+        (completion, self.into_parts())
+    }
+
+    /// Gives the chat session and the conversation back, with the turn recorded. A run that
+    /// is not over is stopped first, within the model's stop timeout.
+    pub fn into_parts(mut self) -> (S, Conversation) {
+        self.finish();
+        (
+            self.session.take().expect("present until into_parts"),
+            self.conversation.take().expect("present until into_parts"),
+        )
+    }
+
+    fn finish(&mut self) {
+        if self.turn.finished {
+            return;
+        }
+        self.turn.stop();
+        let (Some(session), Some(conversation)) = (&mut self.session, &mut self.conversation)
+        else {
+            return;
+        };
+        self.turn
+            .finish(conversation, session.borrow_mut().cache.as_mut());
+    }
+
+    #[cfg(feature = "async")]
+    pub(crate) fn poll_item(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Token>>> {
+        let item = self.turn.poll_item(cx);
+        if let std::task::Poll::Ready(None) = item {
             self.finish();
         }
+        item
+    }
+}
+
+impl<S: BorrowMut<ChatSession>> Iterator for OwnedChatStream<S> {
+    type Item = Result<Token>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let item = self.turn.next_blocking();
+        if item.is_none() {
+            self.finish();
+        }
+        item
+    }
+}
+
+impl<S: BorrowMut<ChatSession>> Drop for OwnedChatStream<S> {
+    fn drop(&mut self) {
+        self.finish();
     }
 }

@@ -250,6 +250,10 @@ struct Stream {
     saved: Fd,
     /// Write end of the pipe that tells the forwarder the capture is over.
     stop: Option<Fd>,
+    /// A read end of that pipe, kept until the stop byte is written: the forwarder may have
+    /// closed its own (at end-of-file) by then, and a write to a pipe without readers would
+    /// raise SIGPIPE, which kills a host that has not ignored it (a C program, a fuzzer).
+    stop_reader: Option<Fd>,
     /// Signalled (or closed) once the forwarder has put into the sink everything the pipe
     /// held when the capture ended.
     captured: Option<mpsc::Receiver<()>>,
@@ -312,6 +316,7 @@ impl Stream {
         };
         let (data_r, data_w) = pipe()?;
         let (stop_r, stop_w) = pipe()?;
+        let stop_reader = stop_r.dup_raw()?;
         let original = saved.dup_raw()?;
         let (captured_tx, captured_rx) = mpsc::channel();
         let sink = Arc::clone(sink);
@@ -323,6 +328,7 @@ impl Stream {
             target,
             saved,
             stop: Some(stop_w),
+            stop_reader: Some(stop_reader),
             captured: Some(captured_rx),
         };
         if let Err(e) = dup2(data_w.0, target) {
@@ -349,9 +355,11 @@ impl Stream {
     /// closed, so that it wakes even if the stop pipe's write end was inherited by a child.
     fn stop_forwarder(&mut self) {
         if let Some(stop) = self.stop.take() {
-            // If the write fails the forwarder still wakes when `stop` closes below.
+            // If the write fails the forwarder still wakes when `stop` closes below. The
+            // pipe has a reader (`stop_reader`) during the write, so it cannot raise SIGPIPE.
             let _ = write_all(&stop, b"x");
         }
+        self.stop_reader.take();
     }
 
     /// Waits until the forwarder has put the capture's text into the sink. It does not wait

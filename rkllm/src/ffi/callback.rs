@@ -279,6 +279,14 @@ impl RunShared {
         guard.is_some()
     }
 
+    /// What the trampoline does when the callback panics, for tests of the consumers.
+    #[cfg(all(test, feature = "mock"))]
+    pub(crate) fn inject_panic(&self, payload: Box<dyn Any + Send>) {
+        self.terminal.store(true, Ordering::Release);
+        *lock(&self.panic) = Some(payload);
+        self.send(Event::Panicked);
+    }
+
     pub(crate) fn take_panic(&self) -> Option<Box<dyn Any + Send>> {
         lock(&self.panic).take()
     }
@@ -297,7 +305,7 @@ fn registry() -> &'static Mutex<HashMap<u64, Weak<RunShared>>> {
 
 /// The run a callback's `userdata` names, if it still exists.
 fn lookup(userdata: *mut c_void) -> Option<Arc<RunShared>> {
-    let id = userdata as usize as u64;
+    let id = userdata.addr() as u64;
     if id == 0 {
         return None;
     }
@@ -307,7 +315,7 @@ fn lookup(userdata: *mut c_void) -> Option<Arc<RunShared>> {
 
 /// The `userdata` passed to `rkllm_run` for a run: its id, never an address.
 pub(crate) fn userdata_of(id: u64) -> *mut c_void {
-    id as usize as *mut c_void
+    std::ptr::without_provenance_mut(id as usize)
 }
 
 /// The callback registered with `rkllm_init`, shared by every run of every model.
@@ -484,7 +492,13 @@ pub(crate) mod tests {
         // SAFETY: as above.
         unsafe { trampoline(&mut result, userdata_of(id), RKLLM_RUN_NORMAL) };
         // SAFETY: null result and made-up userdata are accepted.
-        unsafe { trampoline(std::ptr::null_mut(), 0xdead_beef as *mut c_void, 0) };
+        unsafe {
+            trampoline(
+                std::ptr::null_mut(),
+                std::ptr::without_provenance_mut(0xdead_beef),
+                0,
+            )
+        };
         assert!(lookup(userdata_of(id)).is_none());
     }
 
