@@ -4,7 +4,9 @@ mod common;
 
 use std::path::Path;
 
-use rkllm::chat::{ChatSession, ContextBudget, Conversation, Role, SystemStyle, TrimPolicy};
+use rkllm::chat::{
+    ChatSession, ContextBudget, Conversation, PromptCacheConfig, Role, SystemStyle, TrimPolicy,
+};
 use rkllm::mock::{MockModel, RunFailure};
 use rkllm::{FinishReason, GenerateOptions, Model, Runtime};
 
@@ -17,10 +19,17 @@ fn load(mock: &MockModel) -> (Model, rkllm::mock::MockModelFile) {
     (model, path)
 }
 
+/// Today's single rolling cache (the temporary directory may be a tmpfs: allowed for tests).
+fn rolling(dir: &Path) -> PromptCacheConfig {
+    PromptCacheConfig::rolling(dir).allow_tmpfs(true)
+}
+
+/// The cache files in `dir` (the store's index aside).
 fn files_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .map(|d| {
             d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.ends_with(".cache"))
                 .collect()
         })
         .unwrap_or_default();
@@ -148,7 +157,7 @@ fn run_chat(
     let (model, path) = load(&MockModel::new().echo());
     let mut session = ChatSession::new(model.session().unwrap());
     if let Some(dir) = cache_dir {
-        session.enable_prompt_cache(dir).unwrap();
+        session.enable_prompt_cache(rolling(dir)).unwrap();
     }
     let mut chat = Conversation::new(SystemStyle::Merge);
     if let Some(b) = budget {
@@ -250,7 +259,7 @@ fn the_cache_is_rebuilt_after_a_system_prompt_change_and_cleaned_up() {
     let dir = common::temp_path("rolling-system");
     let (model, path) = load(&MockModel::new().echo());
     let mut session = ChatSession::new(model.session().unwrap());
-    session.enable_prompt_cache(&dir).unwrap();
+    session.enable_prompt_cache(rolling(&dir)).unwrap();
     let mut chat = Conversation::new(SystemStyle::Merge);
     chat.set_system("Be brief.");
     let opts = GenerateOptions::new();

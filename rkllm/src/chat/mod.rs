@@ -21,6 +21,7 @@
 //! ```
 
 mod budget;
+mod cache;
 mod conversation;
 mod detect;
 mod error;
@@ -35,13 +36,17 @@ mod template;
 #[cfg(feature = "tokenizer")]
 pub(crate) mod tokenizer;
 
+pub use cache::{
+    CacheEstimates, ChatCacheStats, PromptCacheConfig, DEFAULT_BUDGET_BYTES,
+    DEFAULT_DISK_BYTES_PER_SECOND, DEFAULT_PREFILL_SECONDS_PER_TOKEN,
+};
 pub use conversation::{ContextBudget, Conversation, Fit, TrimPolicy};
 pub use error::ChatError;
 #[cfg(all(feature = "tokenizer", feature = "mock"))]
 pub(crate) use lean_tokenizer::LoadError;
 pub use message::Message;
 pub use role::Role;
-pub use session::{ChatCacheStats, ChatSession, ChatStream, OwnedChatStream};
+pub use session::{ChatSession, ChatStream, OwnedChatStream};
 pub use strip::{is_python_space, python_strip};
 pub use template::{Bos, ChatTemplate, Gemma2Template, SpecialToken, SystemStyle, STOP_TOKEN_IDS};
 #[cfg(feature = "tokenizer")]

@@ -21,7 +21,7 @@
 //!   recently used entries (their files are deleted), and a file larger than the budget is
 //!   deleted instead of stored.
 //! * **Persistence.** The entries are kept in an index file in the directory, written
-//!   atomically (a temporary file renamed over the old one) with a checksum. An index that is
+//!   atomically (a temporary file renamed over the old one, not synced) with a checksum. An index that is
 //!   damaged or not this store's is refused: the store starts empty and deletes the cache
 //!   files it named (every `rkllm-prefix-*.cache` of the directory), so nothing from it is
 //!   ever loaded. Cache files the index does not name (left by a crash between saving and
@@ -192,6 +192,7 @@ pub enum PromptRef<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreOptions {
     budget_bytes: u64,
+    max_entries: Option<usize>,
     allow_tmpfs: bool,
 }
 
@@ -200,8 +201,16 @@ impl StoreOptions {
     pub fn new(budget_bytes: u64) -> Self {
         StoreOptions {
             budget_bytes,
+            max_entries: None,
             allow_tmpfs: false,
         }
+    }
+
+    /// At most `max_entries` entries besides the byte budget (at least 1); `1` keeps only the
+    /// latest save, like a single rolling cache.
+    pub fn max_entries(mut self, max_entries: usize) -> Self {
+        self.max_entries = Some(max_entries.max(1));
+        self
     }
 
     /// Accepts a tmpfs or ramfs directory (its files take RAM).
@@ -334,6 +343,33 @@ impl PrefixStore {
     /// The budget in bytes.
     pub fn budget_bytes(&self) -> u64 {
         self.options.budget_bytes
+    }
+
+    /// The context lookups and saves use now.
+    pub fn context(&self) -> &CacheContext {
+        &self.context
+    }
+
+    /// Switches the context lookups and saves use (another template, say); entries of other
+    /// contexts stay stored, never used by lookups of this one.
+    pub fn set_context(&mut self, context: CacheContext) {
+        self.context = context;
+    }
+
+    /// Deletes every entry of every context, its file, and the index file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the index file exists and cannot be deleted.
+    pub fn remove_all(&mut self) -> Result<()> {
+        for entry in std::mem::take(&mut self.entries) {
+            self.delete_file(entry.id);
+        }
+        let index = self.dir.join(INDEX);
+        match std::fs::remove_file(&index) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&index)(e)),
+        }
     }
 
     /// Entries stored (every context).
@@ -502,7 +538,8 @@ impl PrefixStore {
 
     /// Evicts least recently used entries (never `keep`) until the total is within `budget`.
     fn evict_to(&mut self, budget: u64, keep: Option<u64>) {
-        while self.total_bytes() > budget {
+        let max_entries = self.options.max_entries.unwrap_or(usize::MAX);
+        while self.total_bytes() > budget || self.entries.len() > max_entries {
             let Some(i) = self
                 .entries
                 .iter()
@@ -547,14 +584,16 @@ impl PrefixStore {
         Ok(())
     }
 
-    /// Writes the index atomically: a temporary file, flushed, renamed over the old one.
+    /// Writes the index atomically: a temporary file renamed over the old one. It is not
+    /// synced to the disk: a sync per turn would wait for every other write on the
+    /// filesystem, and an index a crash leaves damaged is refused by its checksum (the store
+    /// then starts empty), so nothing stale is ever loaded.
     fn save_index(&self) -> Result<()> {
         let text = render_index(self.clock, self.next_id, &self.entries);
         let tmp = self.dir.join(INDEX_TMP);
         let write = || -> std::io::Result<()> {
             let mut file = File::create(&tmp)?;
             file.write_all(text.as_bytes())?;
-            file.sync_all()?;
             std::fs::rename(&tmp, self.dir.join(INDEX))
         };
         write().map_err(io_err(&tmp))

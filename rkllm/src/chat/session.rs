@@ -1,106 +1,24 @@
 //! Chat on a session: a [`Conversation`] turn streamed from the model
-//! ([`Session::chat`]), and [`ChatSession`], a session with the opt-in rolling prompt cache
+//! ([`Session::chat`]), and [`ChatSession`], a session with the opt-in prompt cache
 //! that keeps multi-turn chat fast on 1.1.1.
 //!
 //! The cache's state lives in the [`ChatSession`]: a server keeps one `ChatSession` for its
 //! model (the runtime runs one inference at a time anyway), not one per request, or every
 //! request starts with a cold cache.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use std::borrow::BorrowMut;
 use std::ops::{Deref, DerefMut};
 
+use super::cache::{
+    to_input, CacheEstimates, ChatCacheStats, PendingTurn, PromptCacheConfig, PromptCacheState,
+};
+use super::prefix_store::Prefix;
 use super::Conversation;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ffi::AbortHandle;
 use crate::input::{GenerateOptions, Input, GEMMA_END_OF_TURN, GEMMA_EOS};
 use crate::session::Session;
 use crate::stream::{Completion, FinishReason, Refused, RunCore, Timings, Token};
-
-/// A rendered prompt, as text or as token ids, compared by prefix.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(not(feature = "tokenizer"), allow(dead_code))]
-enum PromptKey {
-    Text(String),
-    Tokens(Vec<u32>),
-}
-
-impl PromptKey {
-    fn starts_with(&self, prefix: &PromptKey) -> bool {
-        match (self, prefix) {
-            (PromptKey::Text(a), PromptKey::Text(b)) => a.starts_with(b.as_str()),
-            (PromptKey::Tokens(a), PromptKey::Tokens(b)) => a.starts_with(b),
-            _ => false,
-        }
-    }
-
-    fn to_input(&self) -> Result<Input> {
-        Ok(match self {
-            PromptKey::Text(s) => Input::Prompt(s.clone()),
-            PromptKey::Tokens(ids) => Input::Tokens(
-                ids.iter()
-                    .map(|&id| {
-                        i32::try_from(id).map_err(|_| {
-                            Error::InvalidInput(format!(
-                                "token id {id} does not fit the runtime's int32"
-                            ))
-                        })
-                    })
-                    .collect::<Result<_>>()?,
-            ),
-        })
-    }
-}
-
-/// What the rolling prompt cache did so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ChatCacheStats {
-    /// Turns that ran with the previous turn's cache loaded.
-    pub reused: u64,
-    /// Turns that prefilled in full (first turn, or the prefix changed).
-    pub rebuilt: u64,
-}
-
-/// A saved prompt cache and the prompt it holds.
-#[derive(Debug)]
-struct CacheEntry {
-    file: PathBuf,
-    prompt: PromptKey,
-}
-
-/// The rolling cache's state, owned by the chat session.
-#[derive(Debug)]
-pub(crate) struct RollingCache {
-    dir: PathBuf,
-    /// The cache of the last completed turn.
-    current: Option<CacheEntry>,
-    /// The cache file loaded into the runtime (may be `current`'s, or an older one).
-    loaded: Option<PathBuf>,
-    stats: ChatCacheStats,
-}
-
-static NEXT_CACHE_FILE: AtomicU64 = AtomicU64::new(0);
-
-impl RollingCache {
-    fn new_file(&self, model_id: u64) -> PathBuf {
-        let n = NEXT_CACHE_FILE.fetch_add(1, Ordering::Relaxed);
-        self.dir.join(format!(
-            "rkllm-chat-{}-m{model_id}-{n}.cache",
-            std::process::id()
-        ))
-    }
-}
-
-fn remove_quietly(path: &Path) {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => log::warn!(target: "rkllm", "removing prompt cache {}: {e}", path.display()),
-    }
-}
 
 impl Session {
     /// Adds `user` to `conversation`, runs the model on the whole conversation (kept within
@@ -141,7 +59,7 @@ impl Session {
         // Timings include preparing the prompt and the cache: both delay the first token.
         let started = std::time::Instant::now();
         conversation.push_user(user)?;
-        let prepared = prompt_of(conversation).and_then(|p| p.to_input());
+        let prepared = prompt_of(conversation).and_then(|p| to_input(&p));
         let core = prepared.and_then(|input| {
             self.start_run(input, &chat_options(options), false, started, end_tokens())
         });
@@ -149,7 +67,7 @@ impl Session {
             Ok(core) => Ok(ChatStream {
                 turn: ChatTurn::new(core, None),
                 conversation,
-                rolling: None,
+                cache: None,
             }),
             Err(e) => {
                 conversation.pop();
@@ -194,7 +112,7 @@ impl Drop for ChatSession {
     }
 }
 
-/// A [`Session`] with the rolling prompt cache for multi-turn chat (see below).
+/// A [`Session`] with the prompt cache for multi-turn chat (see below).
 ///
 /// The cache's state lives here: a server keeps one `ChatSession` for its model for its
 /// whole life (in a [`FairMutex`](crate::FairMutex), which its requests take in turn), not
@@ -204,13 +122,14 @@ impl Drop for ChatSession {
 ///
 /// ```
 /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
-/// use rkllm::chat::{ChatSession, Conversation, SystemStyle};
+/// use rkllm::chat::{ChatSession, Conversation, PromptCacheConfig, SystemStyle};
 /// use rkllm::{mock::MockModel, GenerateOptions, Model, Runtime};
 /// let file = MockModel::new().answer("Hi!").write_temp_file()?;
 /// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
 /// let mut chat = ChatSession::new(model.session()?);
 /// let dir = std::env::temp_dir().join(format!("rkllm-doc-cache-{}", std::process::id()));
-/// chat.enable_prompt_cache(&dir)?;
+/// // The temporary directory may be a tmpfs: allowed here, for a small example.
+/// chat.enable_prompt_cache(PromptCacheConfig::rolling(&dir).allow_tmpfs(true))?;
 /// let mut conversation = Conversation::new(SystemStyle::Merge);
 /// for user in ["Hello", "How are you?"] {
 ///     chat.chat(&mut conversation, user, &GenerateOptions::new())?.complete()?;
@@ -222,7 +141,7 @@ impl Drop for ChatSession {
 /// # #[cfg(not(feature = "mock"))] fn main() {}
 /// ```
 ///
-/// # Why a rolling prompt cache
+/// # Why a prompt cache
 ///
 /// The 1.1.1 runtime keeps nothing between runs, so every chat turn prefills the whole
 /// conversation again and the time to first token grows with the history. Its one lever is
@@ -231,15 +150,23 @@ impl Drop for ChatSession {
 /// prompt begins with the previous turn's prompt (history only grows at the end), so:
 ///
 /// 1. turn N runs with `save_prompt_cache` = a fresh file: the prefill of prompt N;
-/// 2. before turn N+1, that file is loaded (the previous one released and deleted);
-/// 3. whenever the new prompt does not begin with the cached one (history trimmed, system
-///    prompt or template changed, messages popped or edited, another conversation), the
-///    cache is released and deleted and the turn prefills in full, saving a new one.
+/// 2. before turn N+1, the longest stored prompt that turn N+1 begins with is loaded (the
+///    loaded one released when it differs);
+/// 3. when nothing stored begins the new prompt (history trimmed, system prompt or template
+///    changed, messages popped or edited), the turn prefills in full, saving a new one.
+///
+/// [`PromptCacheConfig::new`] keeps several files, within a disk budget, least recently used
+/// evicted first: interleaved conversations each find their own latest turn, and a prefix
+/// stored with [`store_system_prefix`](ChatSession::store_system_prefix) serves every new
+/// conversation with that system prompt, across restarts (keyed by the model file, the
+/// runtime version and the template; files that changed are refused). It weighs each load
+/// and save against the prefill it saves, at the speeds it measures (see
+/// [`PromptCacheConfig`] and [`cache_estimates`](ChatSession::cache_estimates)), so on a slow
+/// disk it stops using the cache rather than make turns slower. [`PromptCacheConfig::rolling`]
+/// keeps one file, the last turn's, and always uses it.
 ///
 /// Correctness never depends on the cache: the prompt sent is always the whole
 /// conversation, so a runtime that reuses nothing gives the same output, only slower.
-/// Files live in a directory the caller chooses, are named per process and model, and are
-/// deleted when replaced, when the mode is disabled and when the session is dropped.
 ///
 /// Trimming and the cache pull in opposite directions: each trim changes the prefix and
 /// costs one full prefill. [`TrimPolicy::Chunked`](crate::chat::TrimPolicy::Chunked)
@@ -249,7 +176,7 @@ impl Drop for ChatSession {
 pub struct ChatSession {
     /// Always present; taken only by `into_session`, which consumes the value.
     session: Option<Session>,
-    rolling: Option<RollingCache>,
+    cache: Option<PromptCacheState>,
 }
 
 impl ChatSession {
@@ -258,52 +185,71 @@ impl ChatSession {
     pub fn new(session: Session) -> ChatSession {
         ChatSession {
             session: Some(session),
-            rolling: None,
+            cache: None,
         }
     }
 
-    /// Turns on the rolling prompt cache, with cache files in `dir` (created if missing).
-    /// See [`ChatSession`] for how it works and the trade-off with trimming.
-    pub fn enable_prompt_cache(&mut self, dir: impl Into<PathBuf>) -> Result<()> {
-        let dir = dir.into();
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        if self.rolling.is_some() {
+    /// Turns on the prompt cache: a [`PromptCacheConfig`] (the cost-aware prefix store is
+    /// [`PromptCacheConfig::new`]), or a directory for the single rolling cache
+    /// ([`PromptCacheConfig::rolling`]). The directory is created if missing. See [`ChatSession`] for how it works and the trade-off with trimming.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`](crate::Error::InvalidParameter) for a directory in RAM
+    /// (tmpfs or ramfs) without [`PromptCacheConfig::allow_tmpfs`];
+    /// [`Error::Io`](crate::Error::Io) when the directory cannot be created or read.
+    pub fn enable_prompt_cache(&mut self, config: impl Into<PromptCacheConfig>) -> Result<()> {
+        if self.cache.is_some() {
             self.disable_prompt_cache()?;
         }
-        self.rolling = Some(RollingCache {
-            dir,
-            current: None,
-            loaded: None,
-            stats: ChatCacheStats::default(),
-        });
+        let state = PromptCacheState::open(self, config.into())?;
+        self.cache = Some(state);
         Ok(())
     }
 
-    /// Turns the rolling prompt cache off: releases it from the runtime and deletes its files.
+    /// Turns the prompt cache off: releases it from the runtime, and deletes its files unless
+    /// the configuration keeps them.
     pub fn disable_prompt_cache(&mut self) -> Result<()> {
-        let Some(mut rolling) = self.rolling.take() else {
+        let Some(cache) = self.cache.take() else {
             return Ok(());
         };
-        let released = if rolling.loaded.take().is_some() {
-            self.release_cache_raw()
-        } else {
-            Ok(())
-        };
-        if let Some(entry) = rolling.current.take() {
-            remove_quietly(&entry.file);
-        }
-        released
+        cache.close(self)
     }
 
-    /// What the rolling prompt cache did so far (`None` when it is off).
+    /// What the prompt cache did so far (`None` when it is off).
     pub fn cache_stats(&self) -> Option<ChatCacheStats> {
-        self.rolling.as_ref().map(|r| r.stats)
+        self.cache.as_ref().map(PromptCacheState::stats)
     }
 
-    /// Gives the session back, with the cache turned off (released, files deleted).
+    /// The figures the cost-aware cache decides with, as measured so far (`None` when the
+    /// cache is off).
+    pub fn cache_estimates(&self) -> Option<CacheEstimates> {
+        self.cache.as_ref().map(PromptCacheState::current_estimates)
+    }
+
+    /// Stores the prefix every conversation with `conversation`'s system prompt and template
+    /// begins with (one run of it, one token generated), unless it is stored already; returns
+    /// its length (tokens, or bytes of text). Later conversations load it for their first
+    /// turn, in this process and the next ones.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`](crate::Error::InvalidParameter) when the cache is off;
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) when the prefix is empty or the
+    /// runtime saved nothing; the run's error when it fails.
+    pub fn store_system_prefix(&mut self, conversation: &Conversation) -> Result<usize> {
+        let prefix = shared_prefix(conversation)?;
+        let ChatSession { session, cache } = self;
+        let session = session.as_mut().expect("present until into_session");
+        let Some(cache) = cache.as_mut() else {
+            return Err(crate::Error::InvalidParameter {
+                name: "prompt cache",
+                reason: "off: enable it before storing a prefix".into(),
+            });
+        };
+        cache.store_prefix(session, conversation, prefix)
+    }
+
+    /// Gives the session back, with the cache turned off (released; files deleted unless the
+    /// configuration keeps them).
     pub fn into_session(mut self) -> Session {
         if let Err(e) = self.disable_prompt_cache() {
             log::warn!(target: "rkllm", "cleaning up the chat prompt cache: {e}");
@@ -311,7 +257,7 @@ impl ChatSession {
         self.session.take().expect("present until into_session")
     }
 
-    /// Like [`Session::chat`], through the rolling prompt cache when it is enabled.
+    /// Like [`Session::chat`], through the prompt cache when it is enabled.
     pub fn chat<'s>(
         &'s mut self,
         conversation: &'s mut Conversation,
@@ -322,7 +268,7 @@ impl ChatSession {
         Ok(ChatStream {
             turn,
             conversation,
-            rolling: self.rolling.as_mut(),
+            cache: self.cache.as_mut(),
         })
     }
 
@@ -356,8 +302,8 @@ impl ChatSession {
                 match self.start_run(input, &options, false, started, end_tokens()) {
                     Ok(core) => Ok(ChatTurn::new(core, pending)),
                     Err(e) => {
-                        if let Some(entry) = pending {
-                            remove_quietly(&entry.file);
+                        if let (Some(cache), Some(turn)) = (self.cache.as_mut(), pending) {
+                            cache.abandon(turn);
                         }
                         conversation.pop();
                         Err(e)
@@ -371,69 +317,68 @@ impl ChatSession {
         }
     }
 
-    /// Renders the prompt, arranges the rolling cache, and returns the run's input, options
-    /// and the cache entry the run will save.
+    /// Renders the prompt, arranges the prompt cache, and returns the run's input, options
+    /// and what the cache arranged for the run.
     fn prepare_chat(
         &mut self,
         conversation: &mut Conversation,
         options: &GenerateOptions,
-    ) -> Result<(Input, GenerateOptions, Option<CacheEntry>)> {
+    ) -> Result<(Input, GenerateOptions, Option<PendingTurn>)> {
         let prompt = prompt_of(conversation)?;
-        let input = prompt.to_input()?;
+        let input = to_input(&prompt)?;
         let mut options = chat_options(options);
-        let Some(rolling) = self.rolling.as_mut() else {
+        let ChatSession { session, cache } = self;
+        let session = session.as_mut().expect("present until into_session");
+        let Some(cache) = cache.as_mut() else {
             return Ok((input, options, None));
         };
-        let reuse = rolling
-            .current
-            .as_ref()
-            .filter(|e| prompt.starts_with(&e.prompt))
-            .map(|e| e.file.clone());
-        let stale = match &reuse {
-            Some(file) => rolling.loaded.as_ref().is_some_and(|l| l != file),
-            None => rolling.loaded.is_some(),
-        };
-        if stale {
-            rolling.loaded = None;
-            self.release_cache_raw()?;
+        let turn = cache.prepare(session, conversation, prompt)?;
+        if let Some(path) = turn.save_path() {
+            options = options.save_prompt_cache(path);
         }
-        let rolling = self.rolling.as_mut().expect("checked above");
-        match reuse {
-            Some(file) => {
-                rolling.stats.reused += 1;
-                if rolling.loaded.is_none() {
-                    self.load_cache_raw(&file)?;
-                    self.rolling.as_mut().expect("checked above").loaded = Some(file);
-                }
-            }
-            None => {
-                rolling.stats.rebuilt += 1;
-                if let Some(old) = rolling.current.take() {
-                    remove_quietly(&old.file);
-                }
-            }
-        }
-        let model_id = self.inner.id();
-        let rolling = self.rolling.as_mut().expect("checked above");
-        let file = rolling.new_file(model_id);
-        options = options.save_prompt_cache(&file);
-        Ok((input, options, Some(CacheEntry { file, prompt })))
+        Ok((input, options, Some(turn)))
     }
 }
 
-fn prompt_of(conversation: &mut Conversation) -> Result<PromptKey> {
+/// The prompt every conversation with this system prompt and template begins with: the
+/// longest common prefix of two prompts that differ only in their first user message.
+fn shared_prefix(conversation: &Conversation) -> Result<Prefix> {
+    let mut first = conversation.clone();
+    first.clear();
+    let mut second = first.clone();
+    first.push_user("A")?;
+    second.push_user("Z")?;
+    Ok(match (prompt_of(&mut first)?, prompt_of(&mut second)?) {
+        (Prefix::Tokens(a), Prefix::Tokens(b)) => {
+            let n = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+            Prefix::Tokens(a[..n].to_vec())
+        }
+        (Prefix::Text(a), Prefix::Text(b)) => {
+            let n = a
+                .char_indices()
+                .zip(b.chars())
+                .take_while(|((_, x), y)| x == y)
+                .last()
+                .map_or(0, |((i, c), _)| i + c.len_utf8());
+            Prefix::Text(a[..n].to_owned())
+        }
+        (a, _) => a,
+    })
+}
+
+fn prompt_of(conversation: &mut Conversation) -> Result<Prefix> {
     #[cfg(feature = "tokenizer")]
     if conversation.has_tokenizer() {
-        return Ok(PromptKey::Tokens(conversation.encode(true)?));
+        return Ok(Prefix::Tokens(conversation.encode(true)?));
     }
-    Ok(PromptKey::Text(conversation.render(true)?))
+    Ok(Prefix::Text(conversation.render(true)?))
 }
 
 /// A chat turn's run and what it records, without lifetimes: shared by [`ChatStream`] and
 /// [`OwnedChatStream`].
 struct ChatTurn {
     core: RunCore,
-    pending: Option<CacheEntry>,
+    pending: Option<PendingTurn>,
     reply: String,
     finished: bool,
     /// Set when the turn failed on this side (an error item met by `complete`).
@@ -441,7 +386,7 @@ struct ChatTurn {
 }
 
 impl ChatTurn {
-    fn new(core: RunCore, pending: Option<CacheEntry>) -> ChatTurn {
+    fn new(core: RunCore, pending: Option<PendingTurn>) -> ChatTurn {
         ChatTurn {
             core,
             pending,
@@ -494,8 +439,8 @@ impl ChatTurn {
         }
     }
 
-    /// Records the turn in the conversation and the rolling cache, once. The run is over.
-    fn finish(&mut self, conversation: &mut Conversation, rolling: Option<&mut RollingCache>) {
+    /// Records the turn in the conversation and the prompt cache, once. The run is over.
+    fn finish(&mut self, conversation: &mut Conversation, cache: Option<&mut PromptCacheState>) {
         if self.finished {
             return;
         }
@@ -507,18 +452,8 @@ impl ChatTurn {
         } else if let Err(e) = conversation.push_assistant(std::mem::take(&mut self.reply)) {
             log::warn!(target: "rkllm", "recording the chat reply: {e}");
         }
-        let Some(entry) = self.pending.take() else {
-            return;
-        };
-        match rolling {
-            Some(rolling) if !failed && entry.file.exists() => {
-                // The previous cache may still be loaded; it is released before the next
-                // turn loads this one. Unlinking a loaded cache's file is harmless.
-                if let Some(old) = rolling.current.replace(entry) {
-                    remove_quietly(&old.file);
-                }
-            }
-            _ => remove_quietly(&entry.file),
+        if let (Some(cache), Some(turn)) = (cache, self.pending.take()) {
+            cache.finish(turn, !failed, &self.core.timings());
         }
     }
 }
@@ -535,7 +470,7 @@ impl ChatTurn {
 pub struct ChatStream<'s> {
     turn: ChatTurn,
     conversation: &'s mut Conversation,
-    rolling: Option<&'s mut RollingCache>,
+    cache: Option<&'s mut PromptCacheState>,
 }
 
 impl std::fmt::Debug for ChatStream<'_> {
@@ -590,7 +525,7 @@ impl Iterator for ChatStream<'_> {
         let item = self.turn.next_blocking();
         if item.is_none() {
             self.turn
-                .finish(self.conversation, self.rolling.as_deref_mut());
+                .finish(self.conversation, self.cache.as_deref_mut());
         }
         item
     }
@@ -601,7 +536,7 @@ impl Drop for ChatStream<'_> {
         if !self.turn.finished {
             self.turn.stop();
             self.turn
-                .finish(self.conversation, self.rolling.as_deref_mut());
+                .finish(self.conversation, self.cache.as_deref_mut());
         }
     }
 }
@@ -737,7 +672,7 @@ impl<S: BorrowMut<ChatSession>> OwnedChatStream<S> {
             return;
         };
         self.turn
-            .finish(conversation, session.borrow_mut().rolling.as_mut());
+            .finish(conversation, session.borrow_mut().cache.as_mut());
     }
 
     #[cfg(feature = "async")]

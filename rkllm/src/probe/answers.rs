@@ -210,3 +210,91 @@ impl CacheTiming {
         }
     }
 }
+
+/// What a prompt cache costs on this board, measured by the prompt-cache experiment: the
+/// saved file's size per prompt token, and the time its save and its load took.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheCost {
+    /// Prompt tokens the saved cache covers (the prefix's prefill, from the runtime's table).
+    pub prompt_tokens: usize,
+    /// The saved file's size.
+    pub file_bytes: u64,
+    /// From the save run's last callback to `rkllm_run` returning: writing the file.
+    pub save: std::time::Duration,
+    /// The `rkllm_load_prompt_cache` call.
+    pub load: std::time::Duration,
+    /// Prefill time per prompt token, from the uncached run (time to first token over its
+    /// prompt tokens).
+    pub prefill_seconds_per_token: f64,
+}
+
+impl CacheCost {
+    /// Cache bytes per prompt token.
+    pub fn bytes_per_token(&self) -> f64 {
+        self.file_bytes as f64 / self.prompt_tokens.max(1) as f64
+    }
+
+    /// The disk's write speed where the cache went, bytes per second.
+    pub fn write_bytes_per_second(&self) -> f64 {
+        self.file_bytes as f64 / self.save.as_secs_f64().max(1e-9)
+    }
+
+    /// The disk's read speed where the cache went, bytes per second.
+    pub fn read_bytes_per_second(&self) -> f64 {
+        self.file_bytes as f64 / self.load.as_secs_f64().max(1e-9)
+    }
+
+    /// The cost model these figures make.
+    pub fn reuse_cost(&self) -> crate::chat::prefix_store::ReuseCost {
+        crate::chat::prefix_store::ReuseCost {
+            prefill_seconds_per_token: self.prefill_seconds_per_token,
+            cache_bytes_per_token: self.bytes_per_token(),
+            read_bytes_per_second: self.read_bytes_per_second(),
+            write_bytes_per_second: self.write_bytes_per_second(),
+        }
+    }
+
+    /// Whether loading a cache costs less than prefilling what it covers on this disk.
+    pub fn load_pays(&self) -> bool {
+        self.reuse_cost().should_reuse(self.prompt_tokens.max(1))
+    }
+
+    /// Whether saving each chat turn for the next one to load pays (one reuse per save, the
+    /// rolling cache's pattern).
+    pub fn rolling_pays(&self) -> bool {
+        self.reuse_cost()
+            .should_save(self.prompt_tokens.max(1), 1.0)
+    }
+
+    /// What to set: the figures for `PromptCacheConfig`, and a disk budget for a few long
+    /// conversations, or the advice to keep the cache off this disk.
+    pub fn advice(&self) -> String {
+        let per_token = self.bytes_per_token();
+        let conversation = 2_000.0 * per_token;
+        let figures = format!(
+            "PromptCacheConfig::disk_bytes_per_second({:.0}).cache_bytes_per_token({:.0})",
+            self.read_bytes_per_second()
+                .min(self.write_bytes_per_second()),
+            per_token
+        );
+        if !self.load_pays() {
+            format!(
+                "a cache costs more to read ({:.1} ms per token) than to prefill ({:.1} ms):                  keep the prompt cache off this disk, or move it to faster storage ({figures})",
+                per_token / self.read_bytes_per_second() * 1e3,
+                self.prefill_seconds_per_token * 1e3
+            )
+        } else {
+            format!(
+                "{figures}; budget_bytes({:.0}) holds four 2,000-token conversations ({:.0} MB \
+                 each){}",
+                4.0 * conversation,
+                conversation / 1e6,
+                if self.rolling_pays() {
+                    ""
+                } else {
+                    "; saving every turn does not pay here, storing a shared system prefix does"
+                }
+            )
+        }
+    }
+}

@@ -60,7 +60,7 @@ pub use crate::settings::{
     AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
     SecondModel, WaitingText,
 };
-pub use answers::{AbortEnding, CacheTiming, EndOfTurn, Finding, Question, Verdict};
+pub use answers::{AbortEnding, CacheCost, CacheTiming, EndOfTurn, Finding, Question, Verdict};
 pub use report::ProbeReport;
 
 use crate::error::{Error, Result};
@@ -337,9 +337,10 @@ fn main_experiments(
         match attempt("the prompt-cache runs", || {
             prompt_cache::probe(main, config)
         }) {
-            Ok((finding, timing)) => {
+            Ok((finding, timing, cost)) => {
                 report.prompt_cache = finding;
                 report.cache_timing = timing;
+                report.cache_cost = cost;
             }
             Err(r) => report.fail(Q::PromptCache, &r),
         }

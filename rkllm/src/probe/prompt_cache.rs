@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::answers::{CacheTiming, Finding};
+use super::answers::{CacheCost, CacheTiming, Finding};
 use super::harness::{Instance, RunRecord};
 use super::ProbeConfig;
 use crate::settings::PromptCacheReuse;
@@ -58,7 +58,11 @@ fn first_token(model: &mut Instance, config: &ProbeConfig, prompt: &str) -> RunR
 pub(crate) fn probe(
     model: &mut Instance,
     config: &ProbeConfig,
-) -> (Finding<PromptCacheReuse>, Option<CacheTiming>) {
+) -> (
+    Finding<PromptCacheReuse>,
+    Option<CacheTiming>,
+    Option<CacheCost>,
+) {
     let file = TempFile::new(&config.work_dir);
     let prefix = prefix(config.cache_prefix_words);
     let full = format!("{prefix}Which word came first?<end_of_turn>\n<start_of_turn>model\n");
@@ -71,7 +75,7 @@ pub(crate) fn probe(
     // Run to its end: when the runtime writes the file is undocumented.
     let saved = model.run(&save);
     if let Some(reason) = saved.unusable(config.run_timeout) {
-        return (Finding::failed(reason), None);
+        return (Finding::failed(reason), None, None);
     }
     let size = std::fs::metadata(&file.0).map(|m| m.len()).unwrap_or(0);
     if size == 0 {
@@ -82,12 +86,22 @@ pub(crate) fn probe(
                 saved.return_code.unwrap_or_default()
             )),
             None,
+            None,
         );
     }
+    // Writing the file: from the save run's last callback until rkllm_run returned.
+    let save_time = saved
+        .events
+        .last()
+        .zip(saved.returned_at)
+        .map(|(last, returned)| returned.saturating_duration_since(last.at));
+    let load_started = std::time::Instant::now();
     let load_rc = model.load_prompt_cache(&file.0);
+    let load_time = load_started.elapsed();
     if load_rc != 0 {
         return (
             Finding::failed(format!("rkllm_load_prompt_cache returned {load_rc}")),
+            None,
             None,
         );
     }
@@ -95,7 +109,7 @@ pub(crate) fn probe(
     let release_rc = model.release_prompt_cache();
     for r in [&uncached, &cached] {
         if let Some(reason) = r.unusable(config.run_timeout) {
-            return (Finding::failed(reason), None);
+            return (Finding::failed(reason), None, None);
         }
     }
     let (Some(u), Some(c)) = (uncached.time_to_first_token(), cached.time_to_first_token()) else {
@@ -114,6 +128,7 @@ pub(crate) fn probe(
                  {}){said}",
                 r.return_code.unwrap_or_default()
             )),
+            None,
             None,
         );
     };
@@ -145,5 +160,15 @@ pub(crate) fn probe(
     } else {
         Finding::unclear(evidence)
     };
-    (finding, Some(timing))
+    let cost = match (saved.prefill_tokens(), uncached.prefill_tokens(), save_time) {
+        (Some(tokens), Some(full), Some(save)) if tokens > 0 && full > 0 => Some(CacheCost {
+            prompt_tokens: tokens,
+            file_bytes: size,
+            save,
+            load: load_time,
+            prefill_seconds_per_token: u.as_secs_f64() / full as f64,
+        }),
+        _ => None,
+    };
+    (finding, Some(timing), cost)
 }

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::answers::{AbortEnding, CacheTiming, EndOfTurn, Finding, Question};
+use super::answers::{AbortEnding, CacheCost, CacheTiming, EndOfTurn, Finding, Question};
 use super::ProbeConfig;
 use crate::chat;
 use crate::diagnosis::{Diagnosis, RuntimeInfo};
@@ -82,6 +82,7 @@ pub struct ProbeReport {
     pub(crate) second_model: Finding<SecondModel>,
     pub(crate) prompt_cache: Finding<PromptCacheReuse>,
     pub(crate) cache_timing: Option<CacheTiming>,
+    pub(crate) cache_cost: Option<CacheCost>,
 }
 
 impl ProbeReport {
@@ -111,6 +112,7 @@ impl ProbeReport {
             second_model: Finding::skipped(),
             prompt_cache: Finding::skipped(),
             cache_timing: None,
+            cache_cost: None,
         }
     }
 
@@ -124,6 +126,7 @@ impl ProbeReport {
         each_finding!(self, q, f => *f = Finding::skipped());
         if q == Question::PromptCache {
             self.cache_timing = None;
+            self.cache_cost = None;
         }
     }
 
@@ -195,6 +198,12 @@ impl ProbeReport {
     /// Whether the prompt cache helps.
     pub fn prompt_cache(&self) -> &Finding<PromptCacheReuse> {
         &self.prompt_cache
+    }
+
+    /// What a prompt cache costs on this board (size per token, save and load time), when
+    /// measured.
+    pub fn prompt_cache_cost(&self) -> Option<CacheCost> {
+        self.cache_cost
     }
 
     /// The times to first token without and with the prompt cache, when measured.
@@ -299,8 +308,16 @@ impl ProbeReport {
             Question::PromptCache => match (self.prompt_cache.answer(), self.cache_timing) {
                 (Some(PromptCacheReuse::Reused), Some(t)) => format!(
                     "Session::load_prompt_cache pays off for a fixed prompt prefix (first \
-                     token in {:.0}% of the time)",
-                    t.ratio() * 100.0
+                     token in {:.0}% of the time){}",
+                    t.ratio() * 100.0,
+                    self.cache_cost.map_or(String::new(), |c| format!(
+                        "; cache cost here: {:.0} bytes per token, saved at {:.1} MB/s, loaded \
+                         at {:.1} MB/s; {}",
+                        c.bytes_per_token(),
+                        c.write_bytes_per_second() / 1e6,
+                        c.read_bytes_per_second() / 1e6,
+                        c.advice()
+                    ))
                 ),
                 (Some(PromptCacheReuse::NotReused), _) => {
                     "Session::load_prompt_cache gains nothing \
