@@ -1,10 +1,13 @@
 // The README is the front page (and its examples are doctests) when the features its
 // examples use are on, as on docs.rs; otherwise a short page points to it.
-#![cfg_attr(all(feature = "mock", feature = "tokenizer"), doc = include_str!("../../README.md"))]
 #![cfg_attr(
-    not(all(feature = "mock", feature = "tokenizer")),
+    all(feature = "mock", feature = "tokenizer", feature = "async"),
+    doc = include_str!("../../README.md")
+)]
+#![cfg_attr(
+    not(all(feature = "mock", feature = "tokenizer", feature = "async")),
     doc = "Safe, streaming Rust API for the Rockchip RKLLM runtime 1.1.x (`librkllmrt.so`) \
-           on the RK3588 NPU. Build the docs with features `mock` and `tokenizer` for the \
+           on the RK3588 NPU. Build the docs with features `mock`, `tokenizer` and `async` for the \
            full guide (the crate's README)."
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]

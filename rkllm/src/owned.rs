@@ -29,7 +29,7 @@ impl Session {
 /// [`Session::into_generate`] (or [`OwnedTokenStream::new`] for any owner of a session, such
 /// as a [`FairGuard`](crate::FairGuard)).
 ///
-/// It yields the same items as [`TokenStream`] as an `Iterator`; with the `async` feature,
+/// It yields the same items as [`TokenStream`](crate::TokenStream) as an `Iterator`; with the `async` feature,
 /// `into_async` turns it into a `futures_core::Stream` (an `AsyncTokenStream`). [`into_session`](OwnedTokenStream::into_session) gives the
 /// session back, stopping the run first if it is not over; dropping the stream aborts the run
 /// and waits for the runtime to return (at most the model's stop timeout), then drops the
@@ -121,7 +121,7 @@ impl<S: BorrowMut<Session>> OwnedTokenStream<S> {
         self.core.timings()
     }
 
-    /// Generated token ids so far, in order (see [`TokenStream::token_ids`]).
+    /// Generated token ids so far, in order (see [`TokenStream::token_ids`](crate::TokenStream::token_ids)).
     pub fn token_ids(&self) -> &[i32] {
         self.core.token_ids()
     }

@@ -167,7 +167,7 @@ struct Held {
 /// re-raised here, on the consumer's thread.
 ///
 /// The stream borrows its session; to return a run from a function or move it into a
-/// `'static` thread or task, use [`OwnedTokenStream`] ([`Session::into_generate`]). With the
+/// `'static` thread or task, use [`OwnedTokenStream`](crate::OwnedTokenStream) ([`Session::into_generate`](crate::Session::into_generate)). With the
 /// `async` feature both are also a `futures_core::Stream`. Iterating (a blocking `next`)
 /// inside an async task blocks an executor thread for the whole run: in async code, poll
 /// the `Stream` instead.
