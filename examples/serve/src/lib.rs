@@ -152,7 +152,9 @@ pub fn load(config: Config) -> Result<Arc<AppState>, Box<dyn std::error::Error>>
         .build()?;
     let mut chat = ChatSession::new(model.into_session()?);
     if let Some(dir) = &config.prompt_cache {
-        chat.enable_prompt_cache(dir)?;
+        // A prefix store: each client conversation keeps its reuse when requests interleave,
+        // and a stored system prompt survives restarts.
+        chat.enable_prompt_cache(rkllm::chat::PromptCacheConfig::new(dir))?;
     }
     let created = SystemTime::now()
         .duration_since(UNIX_EPOCH)
