@@ -72,23 +72,12 @@ CANNOT_RUN_MOCK=(
   the_pool_size_comes_from_the_environment_at_each_init
   two_models_exhaust_the_pool_and_destroy_frees_it
 )
-# Every test of these files that loads a model (getrlimit in the preflight is the first call
-# Miri refuses; the capture's fflush and pipe fstat come next).
+# The safe-API tests of tests/streaming.rs and tests/inputs.rs all run (the init capture and
+# the preflight take their cfg(miri) paths: descriptors and rlimits left alone, the mock's log
+# lines handed to the capture directly); about 4.5 and 2.5 minutes on 2 cores. The abort tests
+# also run under Miri (9 of 10 passed in a trial), but the file takes about 15 minutes, which
+# CI cannot spend: they are skipped here for time, and ThreadSanitizer covers them.
 CANNOT_RUN_SAFE_API=(
-  # tests/streaming.rs
-  a_failing_run_call_is_an_error
-  a_panicking_consumer_aborts_the_run_and_leaves_the_session_usable
-  a_run_that_returns_without_finish_still_ends_cleanly
-  an_error_mid_stream_is_yielded_after_the_tokens_before_it
-  callbacks_on_the_calling_thread_work_the_same
-  gemma_options_stop_at_end_of_turn_and_hide_it
-  max_tokens_stops_the_run
-  split_utf8_is_reassembled_exactly
-  stop_string_prefix_that_does_not_match_is_released
-  stop_strings_match_across_tokens_and_are_cut
-  streams_the_answer_token_by_token
-  token_input_is_decoded_by_the_runtime
-  waiting_text_handling_matches_the_runtime
   # tests/abort.rs
   a_blocking_rkllm_abort_cannot_deadlock_with_a_full_channel
   a_leaked_stream_is_finished_by_the_next_run
@@ -100,17 +89,6 @@ CANNOT_RUN_SAFE_API=(
   one_session_per_model
   running_sense_follows_the_setting
   thread_safety_is_what_the_types_promise
-  # tests/inputs.rs
-  a_context_above_the_model_limit_is_refused_by_the_runtime
-  builder_values_are_validated_before_the_runtime_is_touched
-  embeddings_and_multimodal_inputs_run_and_their_shapes_are_checked
-  handle_calls_during_a_run_report_run_in_progress_instead_of_racing_it
-  hidden_states_are_copied_with_their_shape
-  init_failures_are_typed_with_a_diagnosis
-  lora_adapters_are_selected_by_typed_value
-  nul_bytes_are_refused_with_the_field_name
-  prompt_cache_save_and_load
-  runtime_info_comes_from_the_version_line
 )
 
 # Tests that leak on purpose (`mem::forget` of a stream, to check what the crate does when a
