@@ -229,29 +229,28 @@ fn invalid_utf8_is_reported_where_it_stood() {
         bytes: b"x\xe4ab".to_vec(),
     }));
     let mut session = model.session().unwrap();
-    let items: Vec<String> = session
-        .generate("q", &GenerateOptions::new())
-        .unwrap()
-        .map(|item| match item {
-            Ok(token) => token.text,
-            Err(Error::InvalidUtf8 { bytes }) => format!("<invalid {bytes:02x?}>"),
-            Err(e) => panic!("{e}"),
-        })
-        .filter(|t| !t.is_empty())
-        .collect();
-    assert_eq!(items, ["x", "<invalid [e4]>", "ab"]);
+    // The stream's items as text, errors shown in place.
+    let items = |options: &GenerateOptions, session: &mut rkllm::Session| -> Vec<String> {
+        session
+            .generate("q", options)
+            .unwrap()
+            .map(|item| match item {
+                Ok(token) => token.text,
+                Err(Error::InvalidUtf8 { bytes }) => format!("<invalid {bytes:02x?}>"),
+                Err(e) => panic!("{e}"),
+            })
+            .filter(|t| !t.is_empty())
+            .collect()
+    };
+    assert_eq!(
+        items(&GenerateOptions::new(), &mut session),
+        ["x", "<invalid [e4]>", "ab"]
+    );
     // The same order with stop strings held back.
-    let items: Vec<String> = session
-        .generate("q", &GenerateOptions::new().stop_string("zz"))
-        .unwrap()
-        .map(|item| match item {
-            Ok(token) => token.text,
-            Err(Error::InvalidUtf8 { bytes }) => format!("<invalid {bytes:02x?}>"),
-            Err(e) => panic!("{e}"),
-        })
-        .filter(|t| !t.is_empty())
-        .collect();
-    assert_eq!(items, ["x", "<invalid [e4]>", "ab"]);
+    assert_eq!(
+        items(&GenerateOptions::new().stop_string("zz"), &mut session),
+        ["x", "<invalid [e4]>", "ab"]
+    );
 }
 
 #[test]
