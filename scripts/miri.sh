@@ -52,6 +52,8 @@ SLOW_LIB=(
 # (the reader threads stay blocked in `read` after `dup2` has replaced the pipe's last write
 # end).
 CANNOT_RUN_MOCK=(
+  # mock_cache_cost.rs
+  damaged_truncated_and_foreign_files_are_refused
   # mock_cache_lora.rs
   another_models_cache_and_missing_files_are_refused
   lora_adapters_are_loaded_selected_and_checked
