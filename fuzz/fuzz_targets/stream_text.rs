@@ -91,12 +91,11 @@ fuzz_target!(|data: &[u8]| {
             .generate(prompt(&answer), &GenerateOptions::new())
             .expect("run starts");
         let mut bytes = Vec::new();
-        let mut ids = Vec::new();
         for item in stream.by_ref() {
             match item {
                 Ok(token) => {
+                    assert!(!token.text.is_empty(), "a token with empty text was yielded");
                     bytes.extend_from_slice(token.text.as_bytes());
-                    ids.push(token.id);
                 }
                 Err(Error::InvalidUtf8 { bytes: bad }) => {
                     assert!(!bad.is_empty(), "an empty InvalidUtf8 error");
@@ -109,6 +108,8 @@ fuzz_target!(|data: &[u8]| {
             bytes, answer,
             "token text and invalid bytes, in stream order, are not the answer"
         );
+        // Every generated id is kept, also those of tokens not yielded for empty text.
+        let ids = stream.token_ids().to_vec();
         let mut expected_ids = BuiltinTokenizer.encode_bytes(&answer);
         expected_ids.push(END_OF_TURN_ID);
         assert_eq!(ids, expected_ids, "tokens lost, repeated or reordered");
