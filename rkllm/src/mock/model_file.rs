@@ -788,8 +788,10 @@ impl MockModelFile {
 
     /// Keeps the file (it is no longer removed) and returns its path.
     pub fn keep(self) -> PathBuf {
-        let this = std::mem::ManuallyDrop::new(self);
-        this.path.clone()
+        // Not dropped (that would remove the file); the path is moved out, leaving an empty
+        // one that owns no memory, so nothing leaks.
+        let mut this = std::mem::ManuallyDrop::new(self);
+        std::mem::take(&mut this.path)
     }
 }
 
