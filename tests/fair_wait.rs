@@ -7,7 +7,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rkllm::mock::MockModel;
-use rkllm::{FairMutex, GenerateOptions, WaitError};
+use rkllm::wait::{FairMutex, WaitError};
+use rkllm::GenerateOptions;
 
 /// Waits (with a generous hang guard) until `n` callers are queued.
 fn until(mut queued: impl FnMut() -> bool) {

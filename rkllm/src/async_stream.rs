@@ -38,7 +38,7 @@
 //!
 //! ## The server pattern
 //!
-//! One [`ChatSession`] in a [`FairMutex`](crate::FairMutex) for the whole server (its
+//! One [`ChatSession`] in a [`FairMutex`](crate::wait::FairMutex) for the whole server (its
 //! rolling prompt cache carries over from request to request); per request, wait in turn,
 //! start an [`OwnedChatStream`] that holds the session's guard, and poll it as a `Stream`.
 //! The repository's `examples/serve` is the full OpenAI-compatible server.
@@ -48,7 +48,7 @@
 //! use std::time::Duration;
 //! use futures::StreamExt;
 //! use rkllm::chat::{ChatSession, Conversation, OwnedChatStream, SystemStyle};
-//! use rkllm::{mock::MockModel, FairMutex, GenerateOptions, Model, Runtime};
+//! use rkllm::{mock::MockModel, wait::FairMutex, GenerateOptions, Model, Runtime};
 //!
 //! /// One request: wait in turn for the server's one chat session, then stream the reply.
 //! async fn reply(chat: FairMutex<ChatSession>, user: String) -> rkllm::Result<String> {

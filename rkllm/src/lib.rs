@@ -36,7 +36,7 @@ mod owned;
 pub mod probe;
 mod runtime;
 mod session;
-mod settings;
+pub mod settings;
 mod stop;
 mod stream;
 mod utf8;
@@ -45,7 +45,6 @@ pub mod wait;
 #[cfg(feature = "async")]
 pub use async_stream::{AsyncChatStream, AsyncTokenStream};
 pub use builder::{Mirostat, ModelBuilder};
-pub use embed::Pooling;
 pub use error::{Error, ErrorKind, Result};
 pub use ffi::AbortHandle;
 pub use hidden::HiddenStates;
@@ -55,9 +54,4 @@ pub use model::Model;
 pub use owned::OwnedTokenStream;
 pub use runtime::Runtime;
 pub use session::{PromptCache, Session, SessionWait};
-pub use settings::{
-    AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
-    SecondModel, WaitingText, DEFAULT_STOP_TIMEOUT,
-};
 pub use stream::{Completion, FinishReason, Refused, RunEnd, Timings, Token, TokenStream};
-pub use wait::{FairGuard, FairLock, FairMutex, WaitError, DEFAULT_MAX_WAITERS};

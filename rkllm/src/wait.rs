@@ -294,7 +294,7 @@ struct Slot<T> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use rkllm::{FairMutex, WaitError};
+/// use rkllm::wait::{FairMutex, WaitError};
 /// let shared = FairMutex::new(0u32, 1);
 /// let mut first = shared.lock(Duration::ZERO).unwrap();
 /// *first += 1;

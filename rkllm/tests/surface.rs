@@ -173,7 +173,12 @@ struct Module {
 type Modules = BTreeMap<String, Module>;
 
 /// Parses a `use` tree from `t[i..]` up to its end; returns the index after it.
-fn use_tree(t: &[String], mut i: usize, prefix: &[String], out: &mut Vec<(Vec<String>, String)>) -> usize {
+fn use_tree(
+    t: &[String],
+    mut i: usize,
+    prefix: &[String],
+    out: &mut Vec<(Vec<String>, String)>,
+) -> usize {
     let mut path = prefix.to_vec();
     loop {
         let tok = t[i].as_str();
@@ -201,9 +206,17 @@ fn use_tree(t: &[String], mut i: usize, prefix: &[String], out: &mut Vec<(Vec<St
             i += 2;
             continue;
         }
-        let (name, next) = if t[i + 1] == "as" { (t[i + 2].clone(), i + 3) } else { (tok.to_string(), i + 1) };
+        let (name, next) = if t[i + 1] == "as" {
+            (t[i + 2].clone(), i + 3)
+        } else {
+            (tok.to_string(), i + 1)
+        };
         if tok == "self" {
-            let name = if t[i + 1] == "as" { name } else { path.last().cloned().unwrap_or_default() };
+            let name = if t[i + 1] == "as" {
+                name
+            } else {
+                path.last().cloned().unwrap_or_default()
+            };
             out.push((path, name));
         } else {
             path.push(tok.to_string());
@@ -218,7 +231,11 @@ fn parse(modules: &mut Modules, path: &str, t: &[String], dir: &Path) {
     while i < t.len() {
         // Attributes.
         if t[i] == "#" {
-            let open = if t.get(i + 1).is_some_and(|x| x == "!") { i + 2 } else { i + 1 };
+            let open = if t.get(i + 1).is_some_and(|x| x == "!") {
+                i + 2
+            } else {
+                i + 1
+            };
             i = close(t, open);
             continue;
         }
@@ -232,8 +249,10 @@ fn parse(modules: &mut Modules, path: &str, t: &[String], dir: &Path) {
             }
         }
         // Qualifiers before the item keyword.
-        while matches!(t[i].as_str(), "unsafe" | "const" | "async" | "extern" | "default")
-            && !(t[i] == "const" && t.get(i + 2).is_some_and(|x| x == ":"))
+        while matches!(
+            t[i].as_str(),
+            "unsafe" | "const" | "async" | "extern" | "default"
+        ) && !(t[i] == "const" && t.get(i + 2).is_some_and(|x| x == ":"))
         {
             if t[i] == "extern" && t.get(i + 1).is_some_and(|x| x == "\"") {
                 i += 3;
@@ -248,10 +267,18 @@ fn parse(modules: &mut Modules, path: &str, t: &[String], dir: &Path) {
             "mod" => {
                 let name = t[i + 1].clone();
                 let child = format!("{path}::{name}");
-                modules.get_mut(path).unwrap().children.insert(name.clone(), child.clone());
+                modules
+                    .get_mut(path)
+                    .unwrap()
+                    .children
+                    .insert(name.clone(), child.clone());
                 modules.insert(
                     child.clone(),
-                    Module { public, parent: Some(path.to_string()), ..Default::default() },
+                    Module {
+                        public,
+                        parent: Some(path.to_string()),
+                        ..Default::default()
+                    },
                 );
                 // Child modules of `dir/x.rs` and `dir/x/mod.rs` both live in `dir/x/`.
                 let sub_dir = dir.join(&name);
@@ -279,13 +306,17 @@ fn parse(modules: &mut Modules, path: &str, t: &[String], dir: &Path) {
                 }
                 i = end;
             }
-            "struct" | "enum" | "trait" | "type" | "union" | "fn" | "static" | "const" | "macro_rules" => {
+            "struct" | "enum" | "trait" | "type" | "union" | "fn" | "static" | "const"
+            | "macro_rules" => {
                 let kind = t[i].clone();
                 let name_at = if kind == "macro_rules" { i + 2 } else { i + 1 };
                 let name = t[name_at].clone();
                 if public {
                     let m = modules.get_mut(path).unwrap();
-                    if matches!(kind.as_str(), "struct" | "enum" | "trait" | "type" | "union") {
+                    if matches!(
+                        kind.as_str(),
+                        "struct" | "enum" | "trait" | "type" | "union"
+                    ) {
                         m.types.insert(name);
                     } else {
                         m.others.insert(name);
@@ -356,7 +387,14 @@ fn resolve(modules: &Modules, at: &str, name: &str, found: &mut BTreeSet<String>
     }
 }
 
-fn resolve_use(modules: &Modules, at: &str, path: &[String], alias: &str, found: &mut BTreeSet<String>, depth: usize) {
+fn resolve_use(
+    modules: &Modules,
+    at: &str,
+    path: &[String],
+    alias: &str,
+    found: &mut BTreeSet<String>,
+    depth: usize,
+) {
     let (target_module, name) = if alias == "*" {
         (module_at(modules, at, path), "*".to_string())
     } else {
@@ -377,7 +415,13 @@ fn reachable(modules: &Modules, path: &str) -> bool {
 fn public_surface_stays_small() {
     let src: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut modules = Modules::new();
-    modules.insert("crate".into(), Module { public: true, ..Default::default() });
+    modules.insert(
+        "crate".into(),
+        Module {
+            public: true,
+            ..Default::default()
+        },
+    );
     let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
     parse(&mut modules, "crate", &tokens(&lib), &src);
 
@@ -394,12 +438,16 @@ fn public_surface_stays_small() {
             resolve_use(&modules, path, use_path, alias, &mut types, 0);
         }
     }
-    let public_modules: Vec<&String> = modules.keys().filter(|p| *p != "crate" && reachable(&modules, p)).collect();
+    let public_modules: Vec<&String> = modules
+        .keys()
+        .filter(|p| *p != "crate" && reachable(&modules, p))
+        .collect();
 
     let root = &modules["crate"];
     let mut root_names: BTreeSet<String> = root.types.iter().chain(&root.others).cloned().collect();
     for (path, alias) in &root.uses {
-        let is_module = alias != "*" && module_at(&modules, "crate", path).is_some_and(|m| m != "crate");
+        let is_module =
+            alias != "*" && module_at(&modules, "crate", path).is_some_and(|m| m != "crate");
         assert_ne!(alias, "*", "a glob re-export at the root: list the names");
         if !is_module {
             root_names.insert(alias.clone());
@@ -408,7 +456,10 @@ fn public_surface_stays_small() {
 
     let mut by_name: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for t in &types {
-        by_name.entry(t.rsplit("::").next().unwrap()).or_default().push(t);
+        by_name
+            .entry(t.rsplit("::").next().unwrap())
+            .or_default()
+            .push(t);
     }
     let duplicates: Vec<_> = by_name.values().filter(|v| v.len() > 1).collect();
 
@@ -420,7 +471,11 @@ fn public_surface_stays_small() {
     for t in &types {
         println!("  {t}");
     }
-    println!("root names ({}): {}", root_names.len(), root_names.iter().cloned().collect::<Vec<_>>().join(", "));
+    println!(
+        "root names ({}): {}",
+        root_names.len(),
+        root_names.iter().cloned().collect::<Vec<_>>().join(", ")
+    );
     println!(
         "figures: {} public types (target <= {MAX_PUBLIC_TYPES}), {} root names (target <= {MAX_ROOT_NAMES}), {} public modules",
         types.len(),
@@ -430,10 +485,28 @@ fn public_surface_stays_small() {
 
     // The counter itself must have found the crate's main types; a parse gone wrong would
     // otherwise pass with small figures.
-    for known in ["crate::model::Model", "crate::error::Error", "crate::runtime::Runtime"] {
-        assert!(types.contains(known), "{known} not found: the counter misread the source");
+    for known in [
+        "crate::model::Model",
+        "crate::error::Error",
+        "crate::runtime::Runtime",
+    ] {
+        assert!(
+            types.contains(known),
+            "{known} not found: the counter misread the source"
+        );
     }
-    assert!(duplicates.is_empty(), "two public types share a name: {duplicates:?}");
-    assert!(types.len() <= MAX_PUBLIC_TYPES, "{} public types, more than {MAX_PUBLIC_TYPES}", types.len());
-    assert!(root_names.len() <= MAX_ROOT_NAMES, "{} root names, more than {MAX_ROOT_NAMES}", root_names.len());
+    assert!(
+        duplicates.is_empty(),
+        "two public types share a name: {duplicates:?}"
+    );
+    assert!(
+        types.len() <= MAX_PUBLIC_TYPES,
+        "{} public types, more than {MAX_PUBLIC_TYPES}",
+        types.len()
+    );
+    assert!(
+        root_names.len() <= MAX_ROOT_NAMES,
+        "{} root names, more than {MAX_ROOT_NAMES}",
+        root_names.len()
+    );
 }

@@ -94,10 +94,6 @@ mod prompt_cache;
 mod stats;
 mod tokenizer;
 
-pub use crate::settings::{
-    AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
-    SecondModel, WaitingText,
-};
 pub use cost::{CacheCost, KvGeometry};
 pub use engine::{hidden_value, NO_TOKEN};
 pub use handle::live_handles_of_model;
@@ -112,9 +108,7 @@ pub use model_file::{
     MOCK_MODEL_VERSION,
 };
 pub use stats::{clear_run_log, last_run_stats, run_log, runs_of_model, InputKind, RunStats};
-pub use tokenizer::{
-    BuiltinTokenizer, BOS_ID, BYTE_TOKEN_BASE, END_OF_TURN_ID, PIECE_BASE, VOCAB_SIZE,
-};
+pub use tokenizer::{BuiltinTokenizer, BOS_ID, BYTE_TOKEN_BASE, END_OF_TURN_ID, PIECE_BASE};
 
 /// The origin the mock's [`rkllm_sys::Library`] reports (see
 /// [`Runtime::origin`](crate::Runtime::origin)).
