@@ -530,11 +530,15 @@ impl Backend {
             Err(rkllm::Error::Io { source, .. }) => {
                 Err(format!("cannot read the tokenizer {}: {source}", path.display()).into())
             }
-            Err(rkllm::Error::Tokenizer(e)) => Err(format!(
-                "the tokenizer {} is not a Gemma 2 tokenizer.json: {e}",
-                path.display()
-            )
-            .into()),
+            Err(e @ rkllm::Error::Tokenizer { .. }) => {
+                let cause = std::error::Error::source(&e).map(|s| format!(" ({s})"));
+                Err(format!(
+                    "the tokenizer {} is not a Gemma 2 tokenizer.json: {e}{}",
+                    path.display(),
+                    cause.unwrap_or_default()
+                )
+                .into())
+            }
             Err(e) => Err(format!("the tokenizer {}: {e}", path.display()).into()),
         }
     }

@@ -11,7 +11,8 @@
 //!   newcomer never overtakes a waiter);
 //! * a caller waits at most its timeout, then gets [`WaitError::TimedOut`];
 //! * when the queue already holds its maximum, a caller gets [`WaitError::QueueFull`] at
-//!   once, so a server can answer 429 or 503 with `Retry-After` rather than pile up work;
+//!   once, so a server can answer 429 with `Retry-After` rather than pile up work (a timeout
+//!   answers 503; the two convert into distinct [`Error`] variants and kinds);
 //! * the async forms need no runtime: their timeouts are served by one helper thread that
 //!   only exists while a timeout is pending. Dropping an async wait leaves the queue.
 
@@ -41,8 +42,8 @@ pub enum WaitError {
         /// How long the caller waited.
         waited: Duration,
     },
-    /// The queue already held its maximum number of waiters (a server answers 429 or 503
-    /// with `Retry-After`).
+    /// The queue already held its maximum number of waiters (a server answers 429 with
+    /// `Retry-After`).
     #[error("{limit} requests are already waiting for the model; try again later")]
     QueueFull {
         /// The maximum number of waiters.
@@ -50,10 +51,14 @@ pub enum WaitError {
     },
 }
 
-/// Both reasons mean the model is busy: [`Error::Busy`].
+/// A full queue is [`Error::QueueFull`] (kind `Busy`, 429); a timeout is
+/// [`Error::QueueTimedOut`] (kind `TimedOut`, 503).
 impl From<WaitError> for Error {
-    fn from(_: WaitError) -> Error {
-        Error::Busy
+    fn from(e: WaitError) -> Error {
+        match e {
+            WaitError::TimedOut { waited } => Error::QueueTimedOut { waited },
+            WaitError::QueueFull { limit } => Error::QueueFull { limit },
+        }
     }
 }
 
