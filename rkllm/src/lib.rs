@@ -12,6 +12,8 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
+// `unsafe` only where a module allows it: the seam (`ffi`), the mock and `os`.
+#![deny(unsafe_code)]
 
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
@@ -21,6 +23,7 @@ pub mod chat;
 pub mod diagnosis;
 pub mod embed;
 mod error;
+#[allow(unsafe_code)]
 mod ffi;
 pub mod gemma;
 mod hidden;
@@ -28,8 +31,11 @@ mod input;
 mod lora;
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+#[allow(unsafe_code)]
 pub mod mock;
 mod model;
+#[allow(unsafe_code)]
+mod os;
 mod owned;
 #[cfg(feature = "probe")]
 #[cfg_attr(docsrs, doc(cfg(feature = "probe")))]

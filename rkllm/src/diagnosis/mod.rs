@@ -19,7 +19,6 @@
 
 mod capture;
 mod error;
-mod fd;
 mod log;
 pub(crate) mod preflight;
 mod version;
