@@ -661,11 +661,6 @@ mod tests {
         (Arc::clone(&count), Waker::from(count))
     }
 
-    /// A timer of the test's own, so other tests' waits do not show in its figures.
-    fn own_timer() -> &'static Timer {
-        Box::leak(Box::new(Timer::new()))
-    }
-
     fn poll(wait: &mut GateWait, waker: &Waker) -> Poll<Result<(), WaitError>> {
         Pin::new(wait).poll(&mut Context::from_waker(waker))
     }
@@ -681,7 +676,9 @@ mod tests {
 
     #[test]
     fn a_wait_holds_one_timer_entry_however_often_it_is_polled_and_frees_it_when_granted() {
-        let timer = own_timer();
+        // A timer of the test's own, so other tests' waits do not show in its figures.
+        static TIMER: Timer = Timer::new();
+        let timer = &TIMER;
         let gate = Arc::new(Gate::new(8));
         assert!(gate.try_acquire());
         let mut wait = gate.wait_with(Duration::from_secs(600), timer);
@@ -704,7 +701,9 @@ mod tests {
 
     #[test]
     fn dropped_waits_free_their_entries_and_the_thread_stops_and_restarts_on_demand() {
-        let timer = own_timer();
+        // A timer of the test's own, so other tests' waits do not show in its figures.
+        static TIMER: Timer = Timer::new();
+        let timer = &TIMER;
         let gate = Arc::new(Gate::new(10_000));
         assert!(gate.try_acquire());
         let (_, waker) = counting_waker();
@@ -747,7 +746,9 @@ mod tests {
 
     #[test]
     fn a_refused_or_immediate_wait_adds_no_timer_entry() {
-        let timer = own_timer();
+        // A timer of the test's own, so other tests' waits do not show in its figures.
+        static TIMER: Timer = Timer::new();
+        let timer = &TIMER;
         let gate = Arc::new(Gate::new(0));
         let (_, waker) = counting_waker();
         let mut free = gate.wait_with(Duration::from_secs(600), timer);
