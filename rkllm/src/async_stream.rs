@@ -52,7 +52,7 @@
 //!
 //! /// One request: wait in turn for the server's one chat session, then stream the reply.
 //! async fn reply(chat: FairMutex<ChatSession>, user: String) -> rkllm::Result<String> {
-//!     // Busy (a full queue or a timeout) is where a server answers 429 or 503.
+//!     // A full queue (Error::QueueFull, 429) or a timeout (Error::QueueTimedOut, 503).
 //!     let session = chat.lock_async(Duration::from_secs(120)).await?;
 //!     let conversation = Conversation::new(SystemStyle::Merge);
 //!     let options = GenerateOptions::new().max_tokens(256);
