@@ -405,20 +405,146 @@ fn resolve_use(
     found: &mut BTreeSet<String>,
     depth: usize,
 ) {
+    if alias != "*" && module_at(modules, at, path).is_some() {
+        return; // a module, not a type
+    }
     let (target_module, name) = if alias == "*" {
         (module_at(modules, at, path), "*".to_string())
     } else {
         let (last, prefix) = path.split_last().unwrap();
         (module_at(modules, at, prefix), last.clone())
     };
-    if let Some(target) = target_module {
-        resolve(modules, &target, &name, found, depth);
+    match target_module {
+        Some(target) => resolve(modules, &target, &name, found, depth),
+        // Another crate's type re-exported here is a public type of this crate too
+        // (a capitalised name is taken for a type; a glob of another crate is refused).
+        None => {
+            assert_ne!(
+                name, "*",
+                "a glob re-export of another crate at {at}: {path:?}"
+            );
+            let is_type = name.starts_with(|c: char| c.is_ascii_uppercase())
+                && name.chars().any(|c| c.is_ascii_lowercase());
+            if is_type {
+                found.insert(format!("{}::{name}", path[..path.len() - 1].join("::")));
+            }
+        }
     }
 }
 
 fn reachable(modules: &Modules, path: &str) -> bool {
     let m = &modules[path];
     m.public && m.parent.as_deref().is_none_or(|p| reachable(modules, p))
+}
+
+/// The public types (as `module::Name` of their definition), the root names and the public
+/// modules of a parsed crate.
+fn surface(modules: &Modules) -> (BTreeSet<String>, BTreeSet<String>, Vec<String>) {
+    let mut types = BTreeSet::new();
+    for (path, m) in modules {
+        if !reachable(modules, path) {
+            continue;
+        }
+        for t in &m.types {
+            types.insert(format!("{path}::{t}"));
+        }
+        for (use_path, alias) in &m.uses {
+            resolve_use(modules, path, use_path, alias, &mut types, 0);
+        }
+    }
+    let public_modules: Vec<String> = modules
+        .keys()
+        .filter(|p| *p != "crate" && reachable(modules, p))
+        .cloned()
+        .collect();
+    let root = &modules["crate"];
+    let mut root_names: BTreeSet<String> = root.types.iter().chain(&root.others).cloned().collect();
+    for (path, alias) in &root.uses {
+        assert_ne!(alias, "*", "a glob re-export at the root: list the names");
+        let is_module = module_at(modules, "crate", path).is_some_and(|m| m != "crate");
+        if !is_module {
+            root_names.insert(alias.clone());
+        }
+    }
+    (types, root_names, public_modules)
+}
+
+/// A crate from inline source (its modules inline too).
+fn parse_inline(src: &str) -> Modules {
+    let mut modules = Modules::new();
+    modules.insert(
+        "crate".into(),
+        Module {
+            public: true,
+            ..Default::default()
+        },
+    );
+    parse(
+        &mut modules,
+        "crate",
+        &tokens(src),
+        Path::new("/nonexistent"),
+    );
+    modules
+}
+
+#[test]
+fn the_counter_follows_re_exports_and_skips_what_users_cannot_name() {
+    let modules = parse_inline(
+        r#"
+        mod inner {
+            pub struct Reexported;
+            pub struct Hidden;
+            pub enum AlsoReexported { A }
+            pub(crate) struct CrateOnly;
+            pub const LIMIT: usize = 3;
+            pub fn helper() -> &'static str { "pub struct InString {" }
+            mod deeper { pub struct Unreachable; }
+        }
+        pub mod open {
+            pub trait Visible {}
+            pub type Alias = u8;
+            pub use crate::inner::AlsoReexported as Renamed;
+            pub use super::inner::*;
+            #[cfg(test)]
+            mod tests { pub struct TestOnly; }
+            // pub struct InComment;
+        }
+        pub use inner::{Reexported, LIMIT, helper};
+        pub use open::{self, Visible};
+        pub use inner::Reexported as Twice;
+        pub use std::time::Duration;
+        pub struct AtRoot<'a>(&'a str);
+        "#,
+    );
+    let (types, root_names, public_modules) = surface(&modules);
+    let expected: BTreeSet<String> = [
+        "crate::AtRoot",
+        "crate::inner::AlsoReexported",
+        "crate::inner::Hidden", // through `open`'s glob
+        "crate::inner::Reexported",
+        "crate::open::Alias",
+        "crate::open::Visible",
+        "std::time::Duration",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert_eq!(types, expected);
+    let root: Vec<&str> = root_names.iter().map(String::as_str).collect();
+    assert_eq!(
+        root,
+        [
+            "AtRoot",
+            "Duration",
+            "LIMIT",
+            "Reexported",
+            "Twice",
+            "Visible",
+            "helper"
+        ]
+    );
+    assert_eq!(public_modules, ["crate::open"]);
 }
 
 #[test]
@@ -435,34 +561,7 @@ fn public_surface_stays_small() {
     let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
     parse(&mut modules, "crate", &tokens(&lib), &src);
 
-    // Every public type a user can name, by where it is defined.
-    let mut types = BTreeSet::new();
-    for (path, m) in &modules {
-        if !reachable(&modules, path) {
-            continue;
-        }
-        for t in &m.types {
-            types.insert(format!("{path}::{t}"));
-        }
-        for (use_path, alias) in &m.uses {
-            resolve_use(&modules, path, use_path, alias, &mut types, 0);
-        }
-    }
-    let public_modules: Vec<&String> = modules
-        .keys()
-        .filter(|p| *p != "crate" && reachable(&modules, p))
-        .collect();
-
-    let root = &modules["crate"];
-    let mut root_names: BTreeSet<String> = root.types.iter().chain(&root.others).cloned().collect();
-    for (path, alias) in &root.uses {
-        let is_module =
-            alias != "*" && module_at(&modules, "crate", path).is_some_and(|m| m != "crate");
-        assert_ne!(alias, "*", "a glob re-export at the root: list the names");
-        if !is_module {
-            root_names.insert(alias.clone());
-        }
-    }
+    let (types, root_names, public_modules) = surface(&modules);
 
     let mut by_name: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for t in &types {
