@@ -26,7 +26,8 @@ use rkllm::{AbortHandle, FinishReason, GenerateOptions, Timings};
 mod common;
 use common::{Backend, Failure, Lengths, Pace, Scratch, TokenizerArg};
 
-const MODEL_HEADING: &str = "Model (without --model, the mock runtime runs and echoes your message)";
+const MODEL_HEADING: &str =
+    "Model (without --model, the mock runtime runs and echoes your message)";
 
 /// An interactive Gemma 2 chat on the RKLLM runtime, streaming each reply as it is generated.
 #[derive(clap::Parser, Debug)]

@@ -32,7 +32,7 @@ struct Options {
     #[command(flatten)]
     backend: Backend,
     /// Generated mock model: make the load fail as the real runtime does
-    #[arg(long, value_name = "FAILURE", requires = "mock", conflicts_with = "model")]
+    #[arg(long, value_name = "FAILURE", conflicts_with = "model")]
     // Read by the mock model only.
     #[cfg_attr(not(feature = "mock"), allow(dead_code))]
     inject: Option<Inject>,
