@@ -110,24 +110,19 @@ pub fn style_parser() -> impl clap::builder::TypedValueParser<Value = rkllm::cha
 /// The largest length the runtime takes: it reads lengths as C `int`s.
 const MAX_LENGTH: i64 = i32::MAX as i64;
 
+/// The parser of a length: a whole number the runtime takes.
+fn length() -> clap::builder::RangedI64ValueParser<u32> {
+    clap::value_parser!(u32).range(1..=MAX_LENGTH)
+}
+
 /// The context and reply lengths.
 #[derive(clap::Args, Debug)]
 pub struct Lengths {
     /// Context length in tokens, prompt and reply
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 4096,
-        value_parser = clap::value_parser!(u32).range(1..=MAX_LENGTH),
-    )]
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = length())]
     pub max_context: u32,
     /// Reply length limit in tokens
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 512,
-        value_parser = clap::value_parser!(u32).range(1..=MAX_LENGTH),
-    )]
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = length())]
     pub max_new_tokens: u32,
 }
 
