@@ -25,7 +25,10 @@
 //! | `--mock-reply TEXT`  | generated mock model: the next reply (repeatable)              |
 //! | `--fast`             | generated mock model: no simulated prefill and decode time     |
 //!
-//! Values are shown as `<PATH>`, `<N>`, `<TEXT>`, `<STYLE>`, `<DIR>` in help and errors.
+//! Values are shown as `<PATH>`, `<N>`, `<TEXT>`, `<STYLE>`, `<DIR>` in help and errors. A
+//! flag renamed to fit keeps its old name as a hidden clap alias (`alias = "max-tokens"`),
+//! noted in CHANGELOG.md. Flags of one example only (`--prompt`, `--raw`, `--inject`,
+//! `--host`, ...) are named by that example.
 // Each example uses a part of this module.
 #![allow(dead_code)]
 
