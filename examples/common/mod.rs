@@ -66,13 +66,25 @@ pub fn main<P: Parser>(
     let code = match run(args, &mut scratch) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", with_causes(&*e));
             ExitCode::FAILURE
         }
     };
     // The temporary files go only now: the error above may name them.
     drop(scratch);
     code
+}
+
+/// An error's message followed by its causes (`source()` chain), as `message: cause: ...`:
+/// `rkllm`'s errors give an I/O or tokenizer cause only as their source.
+pub fn with_causes(e: &dyn Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text += &format!(": {c}");
+        cause = c.source();
+    }
+    text
 }
 
 /// Temporary directories that live until [`main`] has printed the outcome.
@@ -200,11 +212,15 @@ impl TokenizerArg {
             Err(rkllm::Error::Io { source, .. }) => {
                 Err(format!("cannot read the tokenizer {}: {source}", path.display()).into())
             }
-            Err(rkllm::Error::Tokenizer(e)) => Err(format!(
-                "the tokenizer {} is not a Gemma 2 tokenizer.json: {e}",
-                path.display()
-            )
-            .into()),
+            Err(e @ rkllm::Error::Tokenizer { .. }) => {
+                let cause = std::error::Error::source(&e).map(|s| format!(" ({s})"));
+                Err(format!(
+                    "the tokenizer {} is not a Gemma 2 tokenizer.json: {e}{}",
+                    path.display(),
+                    cause.unwrap_or_default()
+                )
+                .into())
+            }
             Err(e) => Err(format!("the tokenizer {}: {e}", path.display()).into()),
         }
     }
@@ -322,7 +338,9 @@ impl Backend {
         configure(builder)
             .build()
             .map_err(|e| match self.doctor_command() {
-                Some(doctor) => format!("{e}\n(for a full report: {doctor})").into(),
+                Some(doctor) => {
+                    format!("{}\n(for a full report: {doctor})", with_causes(&e)).into()
+                }
                 None => e.into(),
             })
     }

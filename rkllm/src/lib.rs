@@ -12,6 +12,8 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
+// `unsafe` only where a module allows it: the seam (`ffi`), the mock and `os`.
+#![deny(unsafe_code)]
 
 #[cfg(feature = "async")]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
@@ -21,6 +23,7 @@ pub mod chat;
 pub mod diagnosis;
 pub mod embed;
 mod error;
+#[allow(unsafe_code)]
 mod ffi;
 pub mod gemma;
 mod hidden;
@@ -28,15 +31,18 @@ mod input;
 mod lora;
 #[cfg(feature = "mock")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
+#[allow(unsafe_code)]
 pub mod mock;
 mod model;
+#[allow(unsafe_code)]
+mod os;
 mod owned;
 #[cfg(feature = "probe")]
 #[cfg_attr(docsrs, doc(cfg(feature = "probe")))]
 pub mod probe;
 mod runtime;
 mod session;
-mod settings;
+pub mod settings;
 mod stop;
 mod stream;
 mod utf8;
@@ -45,7 +51,6 @@ pub mod wait;
 #[cfg(feature = "async")]
 pub use async_stream::{AsyncChatStream, AsyncTokenStream};
 pub use builder::{Mirostat, ModelBuilder};
-pub use embed::Pooling;
 pub use error::{Error, ErrorKind, Result};
 pub use ffi::AbortHandle;
 pub use hidden::HiddenStates;
@@ -55,9 +60,4 @@ pub use model::Model;
 pub use owned::OwnedTokenStream;
 pub use runtime::Runtime;
 pub use session::{PromptCache, Session, SessionWait};
-pub use settings::{
-    AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
-    SecondModel, WaitingText, DEFAULT_STOP_TIMEOUT,
-};
 pub use stream::{Completion, FinishReason, Refused, RunEnd, Timings, Token, TokenStream};
-pub use wait::{FairGuard, FairLock, FairMutex, WaitError, DEFAULT_MAX_WAITERS};

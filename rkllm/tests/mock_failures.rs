@@ -7,9 +7,8 @@ mod mock_support;
 use std::ffi::CString;
 
 use mock_support::*;
-use rkllm::mock::{
-    last_run_stats, ContextOverflow, InitFailure, LogStream, MockModel, RunFailure, SecondModel,
-};
+use rkllm::mock::{last_run_stats, InitFailure, LogStream, MockModel, RunFailure};
+use rkllm::settings::{ContextOverflow, SecondModel};
 use rkllm_sys::{LLMHandle, RKLLM_RUN_ERROR, RKLLM_RUN_FINISH, RKLLM_RUN_NORMAL};
 
 const VERSION_LINE: &str =
@@ -383,7 +382,7 @@ fn log_level_one_prints_the_performance_table() {
     let model = MockModel::new()
         .answer("abc def")
         .with_runtime(|r| r.log_level = Some(1))
-        .with_runtime(|r| r.adds_bos = rkllm::mock::AddsBos::Always);
+        .with_runtime(|r| r.adds_bos = rkllm::settings::AddsBos::Always);
     let h = open(model);
     let ((rc, _), cap) = capture(|| run_prompt(&h, "hello world"));
     assert_eq!(rc, 0);

@@ -17,8 +17,9 @@ use futures_core::Stream;
 use rkllm::chat::{
     ChatError, ChatSession, ContextBudget, Conversation, Message, OwnedChatStream, Role,
 };
+use rkllm::wait::{FairGuard, WaitError};
 use rkllm::AsyncChatStream;
-use rkllm::{FairGuard, GenerateOptions, Input, Timings, WaitError};
+use rkllm::{GenerateOptions, Input, Timings};
 use serde_json::{json, Value};
 
 use crate::openai::{

@@ -27,7 +27,8 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rkllm::chat::{ChatSession, SystemStyle};
-use rkllm::{FairMutex, Model, Runtime};
+use rkllm::wait::FairMutex;
+use rkllm::{Model, Runtime};
 use serde_json::json;
 
 /// How the server is set up (the example's flags).

@@ -37,10 +37,10 @@ use std::os::fd::RawFd;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::fd::{
+use super::log::{clean_line, is_runtime_line, level_mark};
+use crate::os::fd::{
     bytes_available, dup2, flush_c_stdio, pipe, read, wait_readable, write_all, Fd, Wake,
 };
-use super::log::{clean_line, is_runtime_line, level_mark};
 
 /// The `log` target captured runtime lines are forwarded to.
 pub(crate) const LOG_TARGET: &str = "rkllm::runtime";
@@ -481,30 +481,7 @@ mod tests {
     use super::*;
     use std::panic::{catch_unwind, AssertUnwindSafe};
 
-    /// Writes all of `bytes` to `fd` with `write(2)`, as C code would.
-    fn c_write(fd: RawFd, bytes: &[u8]) {
-        let mut off = 0;
-        while off < bytes.len() {
-            // SAFETY: the slice is valid for reads of its length.
-            let n = unsafe { libc::write(fd, bytes[off..].as_ptr().cast(), bytes.len() - off) };
-            assert!(
-                n > 0,
-                "write to fd {fd} failed: {}",
-                std::io::Error::last_os_error()
-            );
-            off += n as usize;
-        }
-    }
-
-    /// (device, inode) of what `fd` points at.
-    fn identity(fd: RawFd) -> (u64, u64) {
-        // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `st` is valid for writes for the duration of the call.
-        let rc = unsafe { libc::fstat(fd, &mut st) };
-        assert_eq!(rc, 0, "fstat({fd}): {}", std::io::Error::last_os_error());
-        (st.st_dev as u64, st.st_ino as u64)
-    }
+    use crate::os::fd::testing::{c_write, fd_flags, identity};
 
     /// Serialises the tests that point fds 1 and 2 at pipes of their own or compare where
     /// they point: one such test would otherwise see the other's pipes.
@@ -787,10 +764,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn own_descriptors_are_close_on_exec_and_above_the_standard_streams() {
-        let flags = |fd: &Fd| {
-            // SAFETY: F_GETFD only reads the descriptor's flags.
-            unsafe { libc::fcntl(fd.0, libc::F_GETFD) }
-        };
+        let flags = |fd: &Fd| fd_flags(fd.0);
         let (r, w) = pipe().unwrap();
         let saved = Fd::dup(1).unwrap();
         for fd in [&r, &w, &saved] {

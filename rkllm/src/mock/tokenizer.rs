@@ -18,8 +18,7 @@ pub use crate::gemma::{BOS as BOS_ID, END_OF_TURN as END_OF_TURN_ID};
 pub const BYTE_TOKEN_BASE: i32 = 217;
 /// First id of the ASCII pieces (above every Gemma special and byte-fallback id).
 pub const PIECE_BASE: i32 = 512;
-/// The size of Gemma 2's vocabulary: every id the built-in tokenizer emits is below it.
-pub const VOCAB_SIZE: i32 = 256_000;
+use crate::gemma::VOCAB_SIZE;
 /// Longest piece of letters and digits, in characters.
 const WORD_MAX: usize = 3;
 /// Longest piece of whitespace, in characters.
@@ -143,7 +142,7 @@ pub(crate) trait Tokenize: Send + Sync {
 ///   `<start_of_turn>` 106, `<end_of_turn>` 107.
 /// * ASCII text is cut into pieces: runs of letters and digits (split every 3 characters),
 ///   runs of whitespace (split every 4), and each other character alone. Each piece has its
-///   own id from [`PIECE_BASE`] (512) up, so every id is below [`VOCAB_SIZE`] (256,000, Gemma
+///   own id from [`PIECE_BASE`] (512) up, so every id is below [`gemma::VOCAB_SIZE`] (256,000, Gemma
 ///   2's vocabulary) and a model with a real vocabulary of that size accepts it.
 /// * Every other byte (so each byte of a non-ASCII character, and NUL) is a byte-fallback
 ///   token `217 + byte`, as Gemma numbers `<0x00>`…`<0xFF>`.
