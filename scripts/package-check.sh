@@ -55,7 +55,7 @@ done
 
 docs_rs_features() {
   (cd "$1" && cargo metadata --format-version 1 --no-deps --offline) |
-    sed -n 's/.*"docs\.rs":{[^}]*"features":\[\([^]]*\)\].*/\1/p' | tr -d '"'
+    sed -n 's/.*"docs":{"rs":{[^}]*"features":\[\([^]]*\)\].*/\1/p' | tr -d '"'
 }
 features=$(docs_rs_features "$rkllm_dir")
 [ -n "$features" ] || { echo "package-check: no docs.rs features in rkllm's manifest" >&2; exit 1; }

@@ -108,8 +108,8 @@ pub use memory::{
 };
 pub use model_file::{
     is_mock_model_file, AfterLastTurn, Answer, InitFailure, LogStream, MockModel, MockModelFile,
-    RunFailure, RuntimeBehaviour, Timing, TokenizerSpec, DEFAULT_ANSWER, MOCK_MODEL_FORMAT,
-    MOCK_MODEL_VERSION,
+    RunFailure, RuntimeBehaviour, RuntimeLog, Timing, TokenizerSpec, DEFAULT_ANSWER,
+    MOCK_MODEL_FORMAT, MOCK_MODEL_VERSION,
 };
 pub use stats::{clear_run_log, last_run_stats, run_log, runs_of_model, InputKind, RunStats};
 pub use tokenizer::{
