@@ -9,19 +9,17 @@
 #    with the unpacked rkllm pointed at the unpacked rkllm-sys (`patch.crates-io`):
 #    rkllm-sys `cargo test` and `cargo doc`; rkllm `cargo build` and `cargo doc` with the
 #    docs.rs features (`package.metadata.docs.rs`, docs with RUSTDOCFLAGS="-D warnings"),
-#    `cargo test --features mock`, and `cargo test` with the docs.rs features (the README's
-#    examples are doctests then).
+#    `cargo test --features mock`, and the README's doctests with the docs.rs features.
 # 3. `cargo check` of every combination of the crates' features (32 of rkllm, 4 of
 #    rkllm-sys). `bindgen` needs libclang: its combinations are checked when libclang is
 #    installed (PACKAGE_CHECK_BINDGEN=yes forces them, =no leaves them out), else left out
 #    with a notice.
 #
-# Builds share the workspace's target directory. Extra arguments are not accepted.
+# Builds share the workspace's target directory; the unpacked packages are removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
-step() { printf '\n---- package-check: %s ----\n' "$*"; }
 start=$SECONDS
+step() { printf '\n---- package-check: %s (at %d s) ----\n' "$*" $((SECONDS - start)); }
 
 target=$(cargo metadata --format-version 1 --no-deps |
   sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
@@ -66,17 +64,6 @@ step "rkllm-sys from its package: test, doc"
 
 # The unpacked rkllm takes rkllm-sys from the unpacked package, not from crates.io.
 patch=(--config "patch.crates-io.rkllm-sys.path=\"$sys_dir\"")
-# The tokenizer unit test reads the real Gemma 2 tokenizer, which the package does not ship
-# (17 MB, Gemma licence): the workspace's copy when scripts/fetch-gemma-tokenizer.sh has run,
-# else that one test is skipped, loudly.
-tokenizer="$root/testdata/gemma2-tokenizer/tokenizer.json"
-if [ -f "$tokenizer" ]; then
-  export GEMMA2_TOKENIZER="$tokenizer"
-else
-  echo "!!!!! package-check: $tokenizer is missing (scripts/fetch-gemma-tokenizer.sh);" \
-       "the packaged rkllm's tokenizer test is SKIPPED !!!!!"
-  export RKLLM_SKIP_TOKENIZER_TESTS=1
-fi
 
 step "rkllm from its package: build and doc with the docs.rs features ($features)"
 # Not --locked: the packaged Cargo.lock pins rkllm-sys from crates.io, which the patch replaces.
@@ -86,8 +73,10 @@ step "rkllm from its package: build and doc with the docs.rs features ($features
 step "rkllm from its package: cargo test --features mock"
 (cd "$rkllm_dir" && cargo test "${patch[@]}" --features mock)
 
-step "rkllm from its package: cargo test with the docs.rs features (README doctests)"
-(cd "$rkllm_dir" && cargo test "${patch[@]}" --features "$features")
+step "rkllm from its package: the README's doctests with the docs.rs features"
+# Only `ReadmeDoctests` (the README shipped in the package): the workspace's test run covers
+# everything else with these features.
+(cd "$rkllm_dir" && cargo test "${patch[@]}" --features "$features" --doc -- ReadmeDoctests)
 
 step "every feature combination: cargo check"
 bindgen=${PACKAGE_CHECK_BINDGEN:-auto}
