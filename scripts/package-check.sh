@@ -5,7 +5,8 @@
 #    from its `.crate` (default features). rkllm depends on rkllm-sys by version; the
 #    multi-package dry run (cargo 1.90 or newer) resolves it from the freshly packaged
 #    rkllm-sys, so nothing needs to be on crates.io yet. Needs the crates.io index.
-# 2. Unpacks both `.crate` files into a temporary directory (removed on exit) and, from there,
+# 2. Packages both again (`cargo package --no-verify`: the dry run keeps no `.crate` file),
+#    unpacks both `.crate` files into a temporary directory (removed on exit) and, from there,
 #    with the unpacked rkllm pointed at the unpacked rkllm-sys (`patch.crates-io`):
 #    rkllm-sys `cargo test` and `cargo doc`; rkllm `cargo build` and `cargo doc` with the
 #    docs.rs features (`package.metadata.docs.rs`, docs with RUSTDOCFLAGS="-D warnings"),
@@ -37,6 +38,9 @@ step "cargo publish --dry-run -p rkllm-sys -p rkllm"
 # --allow-dirty: the check is about what the packages contain; a real publish happens from
 # a clean checkout anyway.
 cargo publish --dry-run --allow-dirty -p rkllm-sys -p rkllm
+# The dry run leaves no .crate files behind: write them (checked above) for the steps below.
+rm -f "$target/package/rkllm-sys-$sys_version.crate" "$target/package/rkllm-$rkllm_version.crate"
+cargo package --no-verify --allow-dirty -p rkllm-sys -p rkllm
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/rkllm-package-check.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -50,6 +54,10 @@ for dir in "$sys_dir" "$rkllm_dir"; do
     [ -s "$dir/$file" ] || { echo "package-check: $(basename "$dir") lacks $file" >&2; exit 1; }
   done
 done
+
+# rkllm ships the repository's README (its examples are doctests); a stale copy would test
+# old examples.
+cmp README.md "$rkllm_dir/README.md"
 
 docs_rs_features() {
   (cd "$1" && cargo metadata --format-version 1 --no-deps --offline) |
