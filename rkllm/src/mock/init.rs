@@ -33,11 +33,10 @@ fn version_lines(out: log::Out, driver: &str) {
             "Warning: Your rknpu driver version is too low, please upgrade to 0.9.7.",
         );
     }
-    log::info(
-        out,
-        &format!(
+    let line = format!(
         "rkllm-runtime version: {RUNTIME_VERSION}, rknpu driver version: {driver}, platform: {PLATFORM}"
-    ));
+    );
+    log::info(out, &line);
 }
 
 fn load_error(stream: log::Out) {
