@@ -26,9 +26,10 @@ mod version;
 // The builder calls `run_captured`; `capture` and `LOG_TARGET` are there for other callers.
 #[allow(unused_imports)]
 pub(crate) use capture::{capture, run_captured, LOG_TARGET};
-// Under Miri the mock hands its log lines to the capture directly.
-#[cfg(all(miri, feature = "mock"))]
-pub(crate) use capture::tap_record;
+// The mock hands its log lines to the capture directly under Miri, and when a model's lines
+// do not go to the descriptors.
+#[cfg(feature = "mock")]
+pub(crate) use capture::{log_runtime_line, tap_record};
 pub use error::InitError;
 pub use log::{Cause, Diagnosis, RuntimeInfo};
 pub use preflight::{OpenFilesLimit, Preflight, PreflightReport, PreflightWarning};

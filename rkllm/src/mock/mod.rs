@@ -30,7 +30,8 @@
 //!   pool ([`set_npu_memory_capacity`]). Each failure prints the real runtime's kind of lines
 //!   and returns -1 with the handle NULL. `I`/`W` lines and the performance table go to file
 //!   descriptor 1, `E` lines to descriptor 2 (or 1, see [`RuntimeBehaviour::error_log`]),
-//!   written with `write(2)` as C code would.
+//!   written with `write(2)` as C code would; for quiet tests of your own, a model can send
+//!   them to the `log` facade or nowhere instead ([`MockModel::runtime_log`]).
 //! * **Handles** are registry ids, never pointers: any call on a NULL, destroyed or made-up
 //!   handle returns -1.
 //! * **Runs** (`rkllm_run`) block until every callback has been delivered, from a worker
@@ -104,8 +105,8 @@ pub use memory::{
 };
 pub use model_file::{
     is_mock_model_file, AfterLastTurn, Answer, InitFailure, LogStream, MockModel, MockModelFile,
-    RunFailure, RuntimeBehaviour, Timing, TokenizerSpec, DEFAULT_ANSWER, MOCK_MODEL_FORMAT,
-    MOCK_MODEL_VERSION,
+    RunFailure, RuntimeBehaviour, RuntimeLog, Timing, TokenizerSpec, DEFAULT_ANSWER,
+    MOCK_MODEL_FORMAT, MOCK_MODEL_VERSION,
 };
 pub use stats::{clear_run_log, last_run_stats, run_log, runs_of_model, InputKind, RunStats};
 pub use tokenizer::{BuiltinTokenizer, BOS_ID, BYTE_TOKEN_BASE, END_OF_TURN_ID, PIECE_BASE};
