@@ -116,4 +116,4 @@ pub use stream::{Completion, FinishReason, Refused, RunEnd, Timings, Token, Toke
 /// the features they use are on.
 #[cfg(all(doctest, feature = "mock", feature = "tokenizer", feature = "async"))]
 #[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;
+struct ReadmeDoctests;
