@@ -30,7 +30,6 @@ mod lora;
 #[cfg_attr(docsrs, doc(cfg(feature = "mock")))]
 pub mod mock;
 mod model;
-mod owned;
 #[cfg(feature = "probe")]
 #[cfg_attr(docsrs, doc(cfg(feature = "probe")))]
 pub mod probe;
@@ -43,21 +42,20 @@ mod utf8;
 pub mod wait;
 
 #[cfg(feature = "async")]
-pub use async_stream::{AsyncChatStream, AsyncTokenStream};
+pub use async_stream::AsyncStream;
 pub use builder::{Mirostat, ModelBuilder};
 pub use embed::Pooling;
 pub use error::{Error, ErrorKind, Result};
 pub use ffi::AbortHandle;
 pub use hidden::HiddenStates;
-pub use input::{GenerateOptions, Input, GEMMA_END_OF_TURN, GEMMA_EOS};
+pub use input::{GenerateOptions, Input};
 pub use lora::LoraAdapter;
 pub use model::Model;
-pub use owned::OwnedTokenStream;
 pub use runtime::Runtime;
-pub use session::{PromptCache, Session, SessionWait};
+pub use session::{PromptCache, Session, SessionWait, TokenStream};
 pub use settings::{
     AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
     SecondModel, WaitingText, DEFAULT_STOP_TIMEOUT,
 };
-pub use stream::{Completion, FinishReason, Refused, RunEnd, Timings, Token, TokenStream};
+pub use stream::{Completion, FinishReason, Refused, RunEnd, Timings, Token};
 pub use wait::{FairGuard, FairLock, FairMutex, WaitError, DEFAULT_MAX_WAITERS};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use rkllm::chat::{ChatSession, Conversation, SystemStyle};
 use rkllm::mock::{MockModel, RunFailure};
-use rkllm::{AsyncTokenStream, FinishReason, GenerateOptions, Model, Runtime, WaitError};
+use rkllm::{AsyncStream, FinishReason, GenerateOptions, Model, Runtime, TokenStream, WaitError};
 
 fn load(mock: &MockModel) -> Model {
     let path = mock.write_temp_file().expect("write mock model");
@@ -19,7 +19,7 @@ fn load(mock: &MockModel) -> Model {
 
 const ANSWER: &str = "Streams arrive, wörd by wörd ✓";
 
-async fn collect(stream: &mut AsyncTokenStream) -> (String, usize) {
+async fn collect(stream: &mut AsyncStream<TokenStream>) -> (String, usize) {
     let (mut text, mut n) = (String::new(), 0);
     while let Some(token) = stream.next().await {
         text.push_str(&token.unwrap().text);
@@ -43,7 +43,7 @@ async fn a_generation_moves_into_a_tokio_task_and_matches_the_iterator() {
     let (text, tokens, session) = tokio::spawn(async move {
         let (text, n) = collect(&mut stream).await;
         assert_eq!(stream.finish_reason(), Some(&FinishReason::Finished));
-        (text, n, stream.into_session())
+        (text, n, stream.into_inner().into_session())
     })
     .await
     .unwrap();
@@ -98,7 +98,7 @@ async fn a_chat_turn_streams_in_a_task_and_records_the_reply() {
             text.push_str(&token.unwrap().text);
         }
         assert_eq!(stream.finish_reason(), Some(&FinishReason::EndOfTurn));
-        (text, stream.into_parts())
+        (text, stream.into_inner().into_parts())
     });
     let (text, (chat, conversation)) = handle.await.unwrap();
     assert_eq!(text, "First.");
@@ -106,7 +106,7 @@ async fn a_chat_turn_streams_in_a_task_and_records_the_reply() {
     let (done, _) = chat
         .into_chat(conversation, "Again", &GenerateOptions::new())
         .unwrap()
-        .complete();
+        .complete_with_parts();
     assert_eq!(done.unwrap().text, "Second.");
 }
 

@@ -46,7 +46,7 @@ pub use error::ChatError;
 pub(crate) use lean_tokenizer::LoadError;
 pub use message::Message;
 pub use role::Role;
-pub use session::{ChatSession, ChatStream, OwnedChatStream};
+pub use session::{ChatSession, ChatStream};
 pub use strip::{is_python_space, python_strip};
 pub use template::{Bos, ChatTemplate, Gemma2Template, SpecialToken, SystemStyle, STOP_TOKEN_IDS};
 #[cfg(feature = "tokenizer")]
@@ -55,4 +55,4 @@ pub use tokenizer::GemmaTokenizer;
 
 /// Gemma 2's vocabulary size (token ids are below it); see
 /// [`ModelBuilder::vocab_size`](crate::ModelBuilder::vocab_size).
-pub const GEMMA2_VOCAB_SIZE: u32 = crate::gemma::VOCAB_SIZE.unsigned_abs();
+pub const GEMMA2_VOCAB_SIZE: u32 = crate::gemma::VOCAB_SIZE;
