@@ -140,7 +140,8 @@ fn token_ids_are_checked_against_a_known_vocabulary() {
         .build()
         .unwrap();
     let mut session = model.session().unwrap();
-    for ids in [vec![2, i32::MAX], vec![256_000], vec![-1]] {
+    // Inside int32 but outside the vocabulary, the first id above int32, the largest u32.
+    for ids in [vec![2, i32::MAX.unsigned_abs()], vec![256_000], vec![1 << 31], vec![u32::MAX]] {
         let err = session
             .complete(Input::tokens(ids.clone()), &GenerateOptions::new())
             .unwrap_err();
