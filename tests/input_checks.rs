@@ -24,7 +24,12 @@ fn token_ids_inside_the_vocabulary_pass() {
 fn token_ids_outside_the_vocabulary_are_refused_by_id_and_position() {
     for (ids, vocab, id, position) in [
         (vec![2, 256_000], GEMMA2_VOCAB, "256000", 1),
-        (vec![2, 5, i32::MAX.unsigned_abs()], GEMMA2_VOCAB, "2147483647", 2),
+        (
+            vec![2, 5, i32::MAX.unsigned_abs()],
+            GEMMA2_VOCAB,
+            "2147483647",
+            2,
+        ),
         (vec![u32::MAX, 3], GEMMA2_VOCAB, "4294967295", 0),
         (vec![4, 1 << 31], GEMMA2_VOCAB, "2147483648", 1),
         (vec![3, 7, 10], 10, "10", 2),

@@ -7,9 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use rkllm::chat::{ChatSession, Conversation, ChatStream, SystemStyle};
+use rkllm::chat::{ChatSession, ChatStream, Conversation, SystemStyle};
 use rkllm::mock::MockModel;
-use rkllm::{FinishReason, GenerateOptions, Input, TokenStream, Session};
+use rkllm::{FinishReason, GenerateOptions, Input, Session, TokenStream};
 
 /// Returns a run from a function: the borrowing stream could not (E0515).
 fn start(session: Session, prompt: &str) -> TokenStream {
@@ -153,8 +153,7 @@ fn a_dropped_chat_turn_keeps_what_was_generated_and_a_refused_one_changes_nothin
     );
     let chat = ChatSession::new(model.session().unwrap());
     let conversation = Conversation::new(SystemStyle::Merge);
-    let mut stream =
-        ChatStream::new(chat, conversation, "Go", &GenerateOptions::new()).unwrap();
+    let mut stream = ChatStream::new(chat, conversation, "Go", &GenerateOptions::new()).unwrap();
     let first = stream.next().unwrap().unwrap();
     let (chat, conversation) = stream.into_parts();
     let kept = &conversation.messages()[1].content;

@@ -393,7 +393,8 @@ impl Session {
         observer: Arc<dyn RunObserver>,
     ) -> Result<TokenStream<&mut Session>> {
         self.check_embedding_rows(&input)?;
-        let core = self.start_run_observed(input, options, false, Instant::now(), Some(observer))?;
+        let core =
+            self.start_run_observed(input, options, false, Instant::now(), Some(observer))?;
         Ok(TokenStream {
             core,
             session: self,

@@ -180,11 +180,10 @@ async fn start_completion(state: Arc<AppState>, body: Bytes) -> Result<Response,
     }
     let session = take_session(&state).await?;
     // Starting the turn prepares the prompt and the prompt cache: blocking work.
-    let started = tokio::task::spawn_blocking(move || {
-        ChatStream::new(session, conversation, user, &options)
-    })
-    .await
-    .map_err(|e| ApiError::server(format!("starting the run: {e}")))?;
+    let started =
+        tokio::task::spawn_blocking(move || ChatStream::new(session, conversation, user, &options))
+            .await
+            .map_err(|e| ApiError::server(format!("starting the run: {e}")))?;
     let turn = started.map_err(|refused| error_of(refused.error()))?;
     let turn = Running(Some(turn.into_async()));
     let meta = Meta {
