@@ -136,7 +136,7 @@ impl Input {
     /// Checks token ids against a vocabulary of `vocab_size` tokens: each id must be in
     /// `0..vocab_size`. The 1.1.1 runtime documents no check of its own, and an id outside
     /// the vocabulary indexes past the model's embedding table, so check ids that come from
-    /// outside (a request body) against the model's vocabulary size (256000 for Gemma 2). Inputs other
+    /// outside (a request body) against the model's vocabulary size. Inputs other
     /// than [`Input::Tokens`] hold no ids and pass.
     ///
     /// ```
@@ -198,7 +198,7 @@ impl From<String> for Input {
 /// stop a run by itself. The run path knows no model's ids: which ids end a turn
 /// ([`end_token`](Self::end_token), a clean [`FinishReason::EndOfTurn`](crate::FinishReason::EndOfTurn))
 /// and which merely stop it ([`stop_token`](Self::stop_token)) are the caller's to say; the
-/// chat layer gives its template's end tokens, and [`crate::gemma`] has Gemma's.
+/// chat layer gives its template's end tokens.
 ///
 /// # Sampling is fixed per model
 ///
@@ -216,8 +216,9 @@ impl From<String> for Input {
 ///
 /// ```
 /// use rkllm::GenerateOptions;
+/// # let end_of_turn = 0;
 /// let opts = GenerateOptions::new()
-///     .end_token(107) // a model's end-of-turn id (Gemma's; see rkllm::gemma)
+///     .end_token(end_of_turn) // the model's end-of-turn id, from its tokenizer or template
 ///     .max_tokens(256)
 ///     .stop_string("\nUser:");
 /// ```

@@ -102,7 +102,7 @@ pub struct Timings {
     pub prompt_tokens: Option<usize>,
     /// Whether [`prompt_tokens`](Self::prompt_tokens) is an estimate: a text prompt's
     /// length is not known on this side without a tokenizer, so it is estimated at one token
-    /// per four UTF-8 bytes (about right for English with Gemma's tokenizer; special
+    /// per four UTF-8 bytes (about right for English with common tokenizers; special
     /// tokens of a chat prompt count as their text).
     pub prompt_tokens_estimated: bool,
     /// Tokens generated.
