@@ -40,9 +40,9 @@
 //!
 //! ## The server pattern
 //!
-//! One [`ChatSession`] in a [`FairMutex`](crate::FairMutex) for the whole server (its
+//! One [`ChatSession`](crate::chat::ChatSession) in a [`FairMutex`](crate::FairMutex) for the whole server (its
 //! rolling prompt cache carries over from request to request); per request, wait in turn,
-//! start a [`ChatStream`](crate::chat::ChatStream) that holds the session's guard, and poll
+//! start a [`ChatStream`] that holds the session's guard, and poll
 //! it as a `Stream`.
 //! The repository's `examples/serve` is the full OpenAI-compatible server.
 //!

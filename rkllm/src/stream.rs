@@ -28,7 +28,7 @@ pub struct Token {
     /// is empty (part of a character completed by a later token, or special-token text the
     /// runtime hides) is not yielded at all; its id is still counted in
     /// [`Timings::generated_tokens`] and listed in [`Completion::token_ids`] and
-    /// [`TokenStream::token_ids`]. With stop strings, text that may begin one is held back,
+    /// [`TokenStream::token_ids`](crate::TokenStream::token_ids). With stop strings, text that may begin one is held back,
     /// and tokens are delivered once their text is decided; concatenating every token's text
     /// gives the output exactly.
     pub text: String,
