@@ -93,11 +93,12 @@ CANNOT_RUN_SAFE_API=(
   a_leaked_stream_is_finished_by_the_next_run
   abort_from_another_thread_mid_stream
   dropping_everything_with_a_leaked_stream_joins_then_destroys
-  dropping_the_stream_mid_run_aborts_and_waits
+  dropping_the_stream_mid_run_aborts_it_and_the_next_run_waits_for_it
   every_abort_ending_of_the_runtime_gives_aborted
   is_running_is_reported_the_right_way_round
   one_session_per_model
   running_sense_follows_the_setting
+  stop_aborts_the_run_and_waits_for_the_runtime
   thread_safety_is_what_the_types_promise
 )
 

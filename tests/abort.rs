@@ -79,7 +79,7 @@ fn every_abort_ending_of_the_runtime_gives_aborted() {
 }
 
 #[test]
-fn dropping_the_stream_mid_run_aborts_and_waits() {
+fn dropping_the_stream_mid_run_aborts_it_and_the_next_run_waits_for_it() {
     let path = slow(MockModel::new()).write_temp_file().unwrap();
     let model = rkllm::Model::builder(&path)
         .runtime(rkllm::Runtime::mock())
@@ -90,12 +90,7 @@ fn dropping_the_stream_mid_run_aborts_and_waits() {
         let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
         stream.next().unwrap().unwrap();
     }
-    // The run was stopped, not played out, and the runtime is idle once the drop returned.
-    let runs = rkllm::mock::runs_of_model(&path);
-    let total = LONG.split(' ').count();
-    assert!(runs[0].aborted, "{:?}", runs[0]);
-    assert!(runs[0].generated_tokens < total, "{:?}", runs[0]);
-    assert!(!model.runtime_reports_running());
+    // The next run waits for the dropped one, then runs in full.
     assert_eq!(
         session
             .complete("q", &GenerateOptions::gemma())
@@ -103,6 +98,34 @@ fn dropping_the_stream_mid_run_aborts_and_waits() {
             .text,
         LONG
     );
+    // The dropped run was stopped, not played out.
+    let runs = rkllm::mock::runs_of_model(&path);
+    let total = LONG.split(' ').count();
+    assert!(runs[0].aborted, "{:?}", runs[0]);
+    assert!(runs[0].generated_tokens < total, "{:?}", runs[0]);
+    assert!(!model.runtime_reports_running());
+}
+
+#[test]
+fn stop_aborts_the_run_and_waits_for_the_runtime() {
+    let path = slow(MockModel::new()).write_temp_file().unwrap();
+    let model = rkllm::Model::builder(&path)
+        .runtime(rkllm::Runtime::mock())
+        .build()
+        .unwrap();
+    let mut session = model.session().unwrap();
+    let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+    let first = stream.next().unwrap().unwrap();
+    stream.stop().unwrap();
+    // The runtime is idle once stop returned, and the stream is over.
+    assert!(!model.runtime_reports_running());
+    assert_eq!(stream.finish_reason(), Some(&FinishReason::Aborted));
+    assert!(stream.next().is_none());
+    assert_eq!(stream.token_ids().first(), Some(&first.id));
+    let runs = rkllm::mock::runs_of_model(&path);
+    assert!(runs[0].aborted, "{:?}", runs[0]);
+    // Stopping again, or a stream that is over, returns at once.
+    stream.stop().unwrap();
 }
 
 #[test]
@@ -157,7 +180,7 @@ fn is_running_is_reported_the_right_way_round() {
     let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
     stream.next().unwrap().unwrap();
     assert!(model.runtime_reports_running());
-    drop(stream);
+    stream.stop().unwrap();
     assert!(!model.runtime_reports_running());
 }
 
@@ -179,7 +202,7 @@ fn running_sense_follows_the_setting() {
     let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
     stream.next().unwrap().unwrap();
     assert!(model.runtime_reports_running());
-    drop(stream);
+    stream.stop().unwrap();
     assert!(!model.runtime_reports_running());
 }
 

@@ -153,16 +153,13 @@ fn token_mode_reply_when_a_tokenizer_is_given() {
         );
     };
     let tokenizer = rkllm::chat::GemmaTokenizer::from_file(&path).unwrap();
-    let ids: Vec<i32> = tokenizer
+    let ids: Vec<u32> = tokenizer
         .encode(
             &Gemma2Template::default(),
             &[Message::user("Say hello in French.")],
             true,
         )
-        .unwrap()
-        .into_iter()
-        .map(|id| id as i32)
-        .collect();
+        .unwrap();
     let mut session = board.model.session().unwrap();
     let done = session
         .complete(Input::tokens(ids), &GenerateOptions::gemma())

@@ -153,7 +153,7 @@ fn run_chat(
     cache_dir: Option<&Path>,
     turns: usize,
     budget: Option<ContextBudget>,
-) -> (Vec<Vec<i32>>, rkllm::mock::MockModelFile) {
+) -> (Vec<Vec<u32>>, rkllm::mock::MockModelFile) {
     let (model, path) = load(&MockModel::new().echo());
     let mut session = ChatSession::new(model.session().unwrap());
     if let Some(dir) = cache_dir {

@@ -132,7 +132,7 @@ fn hidden_states_from_a_run_pool_as_computed_by_hand() {
     let mean: Vec<f64> = (0..dim)
         .map(|d| {
             ids.iter()
-                .map(|&id| f64::from(hidden_value(id, d, dim)))
+                .map(|&id| f64::from(hidden_value(id as i32, d, dim)))
                 .sum::<f64>()
                 / 3.0
         })
@@ -142,7 +142,7 @@ fn hidden_states_from_a_run_pool_as_computed_by_hand() {
     assert_close(&embedding(&states, Pooling::Mean).unwrap(), &expected);
 
     let last: Vec<f64> = (0..dim)
-        .map(|d| f64::from(hidden_value(ids[2], d, dim)))
+        .map(|d| f64::from(hidden_value(ids[2] as i32, d, dim)))
         .collect();
     let last_len = last.iter().map(|x| x * x).sum::<f64>().sqrt();
     let expected: Vec<f64> = last.iter().map(|x| x / last_len).collect();

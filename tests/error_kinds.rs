@@ -32,8 +32,8 @@ fn bad_input_is_the_callers_fault() {
     for bad in [
         Input::prompt(""),
         Input::prompt("a\0b"),
-        Input::tokens(Vec::<i32>::new()),
-        Input::tokens(vec![3, -7]),
+        Input::tokens(Vec::<u32>::new()),
+        Input::tokens(vec![3, 1 << 31]),
         Input::embeddings(vec![1.0; 5], 2),
     ] {
         let err = session.generate(bad.clone(), &opts).unwrap_err();

@@ -24,9 +24,14 @@ fn token_ids_inside_the_vocabulary_pass() {
 fn token_ids_outside_the_vocabulary_are_refused_by_id_and_position() {
     for (ids, vocab, id, position) in [
         (vec![2, 256_000], GEMMA2_VOCAB, "256000", 1),
-        (vec![2, 5, i32::MAX], GEMMA2_VOCAB, "2147483647", 2),
-        (vec![-1, 3], GEMMA2_VOCAB, "-1", 0),
-        (vec![4, i32::MIN], GEMMA2_VOCAB, "-2147483648", 1),
+        (
+            vec![2, 5, i32::MAX.unsigned_abs()],
+            GEMMA2_VOCAB,
+            "2147483647",
+            2,
+        ),
+        (vec![u32::MAX, 3], GEMMA2_VOCAB, "4294967295", 0),
+        (vec![4, 1 << 31], GEMMA2_VOCAB, "2147483648", 1),
         (vec![3, 7, 10], 10, "10", 2),
         (vec![0], 0, "0", 0),
     ] {
@@ -46,7 +51,7 @@ fn token_ids_outside_the_vocabulary_are_refused_by_id_and_position() {
 
 #[test]
 fn the_first_bad_id_is_the_one_named() {
-    let err = Input::tokens(vec![1, 300_000, -5])
+    let err = Input::tokens(vec![1, 300_000, u32::MAX])
         .validate_vocab(GEMMA2_VOCAB)
         .unwrap_err();
     assert!(err.to_string().contains("id 300000 at position 1"), "{err}");
@@ -74,8 +79,8 @@ fn validate_refuses_what_a_run_would_refuse() {
     }
     for bad in [
         Input::prompt(""),
-        Input::tokens(Vec::<i32>::new()),
-        Input::tokens(vec![2, -3]),
+        Input::tokens(Vec::<u32>::new()),
+        Input::tokens(vec![2, 1 << 31]),
         Input::embeddings(vec![0.5; 5], 3),
         Input::multimodal("x", Vec::<f32>::new(), 0),
     ] {

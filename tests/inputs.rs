@@ -30,8 +30,8 @@ fn embeddings_and_multimodal_inputs_run_and_their_shapes_are_checked() {
         Input::embeddings(vec![0.5; 7], 3),
         Input::embeddings(Vec::<f32>::new(), 0),
         Input::multimodal("x", vec![0.5; 5], 2),
-        Input::tokens(Vec::<i32>::new()),
-        Input::tokens(vec![5, -1]),
+        Input::tokens(Vec::<u32>::new()),
+        Input::tokens(vec![5, u32::MAX]),
     ] {
         let err = session.generate(bad.clone(), &opts).unwrap_err();
         assert!(matches!(err, Error::InvalidInput(_)), "{bad:?}: {err:?}");
@@ -100,14 +100,14 @@ fn hidden_states_are_copied_with_their_shape() {
     let dim = 8;
     let model = common::load(&MockModel::new().embed_dim(dim));
     let mut session = model.session().unwrap();
-    let ids = rkllm::mock::BuiltinTokenizer.encode("<bos>hidden layer");
+    let ids = common::ids_of(rkllm::mock::BuiltinTokenizer.encode("<bos>hidden layer"));
     let states = session.hidden_states(Input::tokens(ids.clone())).unwrap();
     assert_eq!(states.num_tokens(), ids.len());
     assert_eq!(states.embd_size(), dim);
     assert_eq!(states.data().len(), ids.len() * dim);
     for (row, &id) in ids.iter().enumerate() {
         let expected: Vec<f32> = (0..dim)
-            .map(|d| rkllm::mock::hidden_value(id, d, dim))
+            .map(|d| rkllm::mock::hidden_value(id as i32, d, dim))
             .collect();
         assert_eq!(states.row(row).unwrap(), expected.as_slice(), "row {row}");
     }

@@ -7,12 +7,12 @@ mod common;
 
 use std::time::Duration;
 
-use rkllm::chat::{ChatSession, Conversation, OwnedChatStream, SystemStyle};
+use rkllm::chat::{ChatSession, ChatStream, Conversation, SystemStyle};
 use rkllm::mock::MockModel;
-use rkllm::{FinishReason, GenerateOptions, Input, OwnedTokenStream, Session};
+use rkllm::{FinishReason, GenerateOptions, Input, Session, TokenStream};
 
 /// Returns a run from a function: the borrowing stream could not (E0515).
-fn start(session: Session, prompt: &str) -> OwnedTokenStream {
+fn start(session: Session, prompt: &str) -> TokenStream {
     session
         .into_generate(prompt, &GenerateOptions::new())
         .expect("the run starts")
@@ -38,7 +38,7 @@ fn a_generation_is_returned_from_a_function_and_moved_to_a_thread() {
     let (again, session) = session
         .into_generate("Again", &GenerateOptions::new())
         .unwrap()
-        .complete();
+        .complete_with_session();
     assert_eq!(again.unwrap().text, "Owned and moved");
     drop(session);
     assert!(model.session().is_ok());
@@ -93,7 +93,7 @@ fn a_refused_run_gives_the_session_back() {
     let mut session = refused.into_returned();
     assert!(session.complete("Hi", &GenerateOptions::new()).is_ok());
     // `?` turns it into the error.
-    fn with_question_mark(session: Session) -> rkllm::Result<OwnedTokenStream> {
+    fn with_question_mark(session: Session) -> rkllm::Result<TokenStream> {
         Ok(session.into_generate("", &GenerateOptions::new())?)
     }
     assert!(matches!(
@@ -133,7 +133,7 @@ fn a_chat_turn_owns_its_session_and_conversation_and_records_the_reply() {
     let (done, (chat, conversation)) = chat
         .into_chat(conversation, "How are you?", &GenerateOptions::new())
         .unwrap()
-        .complete();
+        .complete_with_parts();
     assert_eq!(done.unwrap().text, "Fine, thanks.");
     assert_eq!(conversation.messages().len(), 5);
     assert_eq!(
@@ -153,8 +153,7 @@ fn a_dropped_chat_turn_keeps_what_was_generated_and_a_refused_one_changes_nothin
     );
     let chat = ChatSession::new(model.session().unwrap());
     let conversation = Conversation::new(SystemStyle::Merge);
-    let mut stream =
-        OwnedChatStream::new(chat, conversation, "Go", &GenerateOptions::new()).unwrap();
+    let mut stream = ChatStream::new(chat, conversation, "Go", &GenerateOptions::new()).unwrap();
     let first = stream.next().unwrap().unwrap();
     let (chat, conversation) = stream.into_parts();
     let kept = &conversation.messages()[1].content;
@@ -237,7 +236,7 @@ fn prompt_token_counts_are_exact_for_tokens_and_marked_when_estimated() {
         .unwrap();
     assert_eq!(text.timings.prompt_tokens, Some(3));
     assert!(text.timings.prompt_tokens_estimated);
-    let ids = rkllm::mock::BuiltinTokenizer.encode("Four tokens here");
+    let ids = common::ids_of(rkllm::mock::BuiltinTokenizer.encode("Four tokens here"));
     let tokens = session
         .complete(Input::tokens(ids.clone()), &GenerateOptions::new())
         .unwrap();

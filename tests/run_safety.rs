@@ -109,7 +109,8 @@ fn a_run_that_never_returns_is_left_behind_after_the_stop_timeout() {
         let mut session = model.session().unwrap();
         let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
         stream.next().unwrap().unwrap();
-        // Dropping the stream waits at most the stop timeout, then gives the run up.
+        // Dropping the stream returns at once; the next call waits at most the stop
+        // timeout from the drop, then gives the run up.
         drop(stream);
         let first_err = session.complete("q", &GenerateOptions::new()).unwrap_err();
         let later = model.load_lora(&path, "x", 1.0).unwrap_err();
@@ -136,11 +137,17 @@ fn token_ids_are_checked_against_a_known_vocabulary() {
     let file = MockModel::new().answer("ok").write_temp_file().unwrap();
     let model = Model::builder(&*file)
         .runtime(Runtime::mock())
-        .vocab_size(rkllm::gemma::VOCAB_SIZE.unsigned_abs())
+        .vocab_size(rkllm::gemma::VOCAB_SIZE)
         .build()
         .unwrap();
     let mut session = model.session().unwrap();
-    for ids in [vec![2, i32::MAX], vec![256_000], vec![-1]] {
+    // Inside int32 but outside the vocabulary, the first id above int32, the largest u32.
+    for ids in [
+        vec![2, i32::MAX.unsigned_abs()],
+        vec![256_000],
+        vec![1 << 31],
+        vec![u32::MAX],
+    ] {
         let err = session
             .complete(Input::tokens(ids.clone()), &GenerateOptions::new())
             .unwrap_err();
@@ -306,7 +313,9 @@ fn dropping_the_model_mid_run_destroys_the_handle_once_the_run_is_stopped() {
         stream.next().unwrap().unwrap();
         started_tx.send(()).unwrap();
         go_rx.recv().unwrap();
-        // Dropping mid-run: aborts, waits for the runtime, then the session goes.
+        // Dropping mid-run: the stream asks the run to stop and returns; the session, the
+        // model's last owner now, waits for the run (as the model's drop does), then the
+        // handle is destroyed.
         drop(stream);
         drop(session);
     });
@@ -355,4 +364,117 @@ fn a_hidden_state_run_that_delivers_none_says_so() {
         err.to_string().contains("without delivering hidden states"),
         "{err}"
     );
+}
+
+/// A model whose prefill `rkllm_abort` cannot cut short and whose `rkllm_abort` blocks until
+/// the run has stopped: the case where a blocking drop stalled its caller for the whole
+/// prefill.
+fn uninterruptible_prefill() -> MockModel {
+    MockModel::new()
+        .answer("after the prefill")
+        .prefill_seconds_per_token(0.1)
+        .with_runtime(|r| {
+            r.abort_interrupts_prefill = false;
+            r.abort_blocks_until_stopped = true;
+        })
+}
+
+/// Waits until the runtime is inside `rkllm_run` (the run's worker starts it a moment after
+/// the stream is returned).
+fn wait_until_running(model: &Model) {
+    while !model.runtime_reports_running() {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Ten prompt tokens: a prefill of about a second.
+fn ten_tokens() -> Input {
+    Input::tokens(vec![2, 300, 301, 302, 303, 304, 305, 306, 307, 308])
+}
+
+#[test]
+fn dropping_a_stream_mid_prefill_returns_before_the_run_ends_and_the_next_run_waits() {
+    let file = uninterruptible_prefill().write_temp_file().unwrap();
+    let path = file.to_path_buf();
+    let (in_flight_after_drop, next, runs) = within(Duration::from_secs(60), move || {
+        let model = Model::builder(&path)
+            .runtime(Runtime::mock())
+            .build()
+            .unwrap();
+        let mut session = model.session().unwrap();
+        let stream = session
+            .generate(ten_tokens(), &GenerateOptions::new())
+            .unwrap();
+        wait_until_running(&model);
+        drop(stream);
+        // The drop returned while the runtime was still in the prefill: the mock records a
+        // run only once rkllm_run returns, and reports it running meanwhile.
+        let in_flight_after_drop = (
+            rkllm::mock::runs_of_model(&path).len(),
+            model.runtime_reports_running(),
+        );
+        // The next run waits for the dropped one, then runs in full.
+        let next = session
+            .complete(ten_tokens(), &GenerateOptions::new())
+            .unwrap();
+        (
+            in_flight_after_drop,
+            next,
+            rkllm::mock::runs_of_model(&path),
+        )
+    });
+    assert_eq!(in_flight_after_drop, (0, true));
+    assert_eq!(next.text, "after the prefill");
+    assert_eq!(next.finish_reason, FinishReason::Finished);
+    assert_eq!(runs.len(), 2);
+    // The dropped run was aborted after its whole prefill, before any token.
+    assert!(runs[0].aborted, "{:?}", runs[0]);
+    assert_eq!(runs[0].generated_tokens, 0, "{:?}", runs[0]);
+    assert_eq!(
+        runs[0].prefilled_tokens, runs[0].prompt_tokens,
+        "{:?}",
+        runs[0]
+    );
+    drop(file);
+}
+
+#[test]
+fn a_dropped_chat_turn_mid_prefill_is_recorded_and_the_session_runs_again() {
+    use rkllm::chat::{ChatSession, Conversation, SystemStyle};
+    let file = uninterruptible_prefill().write_temp_file().unwrap();
+    let path = file.to_path_buf();
+    let (in_flight_after_drop, messages, next) = within(Duration::from_secs(60), move || {
+        let model = Model::builder(&path)
+            .runtime(Runtime::mock())
+            .build()
+            .unwrap();
+        let mut chat = ChatSession::new(model.session().unwrap());
+        let mut conversation = Conversation::new(SystemStyle::Merge);
+        let stream = chat
+            .chat(&mut conversation, "Hello", &GenerateOptions::new())
+            .unwrap();
+        wait_until_running(&model);
+        drop(stream);
+        let in_flight_after_drop = (
+            rkllm::mock::runs_of_model(&path).len(),
+            model.runtime_reports_running(),
+        );
+        // Nothing was read: the turn is kept with an empty reply, as an aborted one is.
+        let messages: Vec<String> = conversation
+            .messages()
+            .iter()
+            .map(|m| m.content.clone())
+            .collect();
+        let next = chat
+            .chat(&mut conversation, "Again", &GenerateOptions::new())
+            .unwrap()
+            .complete()
+            .unwrap();
+        (in_flight_after_drop, messages, next)
+    });
+    assert_eq!(in_flight_after_drop, (0, true));
+    assert_eq!(messages, ["Hello", ""]);
+    assert_eq!(next.text, "after the prefill");
+    assert_eq!(next.finish_reason, FinishReason::EndOfTurn);
+    drop(file);
 }

@@ -36,7 +36,7 @@ fn gemma_options_stop_at_end_of_turn_and_hide_it() {
         .unwrap();
     assert_eq!(done.text, "Short answer.");
     assert_eq!(done.finish_reason, FinishReason::EndOfTurn);
-    assert!(!done.token_ids.contains(&rkllm::GEMMA_END_OF_TURN));
+    assert!(!done.token_ids.contains(&rkllm::gemma::END_OF_TURN));
     assert_eq!(done.timings.generated_tokens, done.token_ids.len());
     assert!(done.timings.time_to_first_token.is_some());
 }
@@ -200,8 +200,10 @@ fn token_input_is_decoded_by_the_runtime() {
     let model = common::load(&MockModel::new().echo());
     let mut session = model.session().unwrap();
     // Built-in mock tokenizer: encode then feed as ids; echo answers the prompt.
-    let ids = rkllm::mock::BuiltinTokenizer
-        .encode("<bos><start_of_turn>user\nping pong<end_of_turn>\n<start_of_turn>model\n");
+    let ids = common::ids_of(
+        rkllm::mock::BuiltinTokenizer
+            .encode("<bos><start_of_turn>user\nping pong<end_of_turn>\n<start_of_turn>model\n"),
+    );
     let done = session
         .complete(Input::tokens(ids.clone()), &GenerateOptions::gemma())
         .unwrap();

@@ -48,7 +48,7 @@ fn prompt(answer: &[u8]) -> Input {
     Input::tokens(
         answer
             .iter()
-            .map(|&b| BYTE_TOKEN_BASE + i32::from(b))
+            .map(|&b| BYTE_TOKEN_BASE.unsigned_abs() + u32::from(b))
             .collect::<Vec<_>>(),
     )
 }
@@ -110,8 +110,13 @@ fuzz_target!(|data: &[u8]| {
         );
         // Every generated id is kept, also those of tokens not yielded for empty text.
         let ids = stream.token_ids().to_vec();
-        let mut expected_ids = BuiltinTokenizer.encode_bytes(&answer);
-        expected_ids.push(END_OF_TURN_ID);
+        // The mock's ids are the C runtime's int32; the stream's are the crate's u32.
+        let mut expected_ids: Vec<u32> = BuiltinTokenizer
+            .encode_bytes(&answer)
+            .into_iter()
+            .map(i32::unsigned_abs)
+            .collect();
+        expected_ids.push(END_OF_TURN_ID.unsigned_abs());
         assert_eq!(ids, expected_ids, "tokens lost, repeated or reordered");
         assert_eq!(stream.finish_reason(), Some(&FinishReason::Finished));
     } else {

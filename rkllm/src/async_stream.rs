@@ -1,7 +1,10 @@
-//! The async face of the owned token streams (feature `async`): [`AsyncTokenStream`] and
-//! [`AsyncChatStream`], `futures_core::Stream`s of the same items as the iterators, made by
-//! [`OwnedTokenStream::into_async`] and [`OwnedChatStream::into_async`]. (They are separate
-//! types so that `next()` is never ambiguous between `Iterator` and `StreamExt`.)
+//! The async face of the streams (feature `async`): [`AsyncStream`], a `futures_core::Stream`
+//! of the same items as the iterator it wraps, made by
+//! [`TokenStream::into_async`](crate::TokenStream::into_async) and
+//! [`ChatStream::into_async`](crate::chat::ChatStream::into_async). It dereferences to the
+//! stream it wraps, so every accessor (`abort`, `abort_handle`, `token_ids`, `timings`,
+//! `finish_reason`, `run_end`, `stop_async`, ...) is the same one. (A separate type, so that
+//! `next()` is never ambiguous between `Iterator` and `StreamExt`.)
 //!
 //! No runtime is involved: polling takes the next event from the run's channel, and when
 //! there is none, leaves the task's waker with the run, which the runtime's callback wakes
@@ -10,11 +13,10 @@
 //! between is not missed.
 //!
 //! Errors and a panic in the runtime callback arrive as for the iterator (the panic is
-//! re-raised in the task that polls). Dropping a stream aborts its run and waits for the
-//! runtime to return, at most the model's stop timeout; on a board a runtime that is still
-//! prefilling returns only at the end of the prefill, so a server that may drop a stream
-//! mid-prefill drops it off the executor (`tokio::task::spawn_blocking`), or calls `abort`
-//! and polls the stream to its end, which never blocks.
+//! re-raised in the task that polls). Dropping a stream never blocks, so async code drops it
+//! where it likes: the runtime is asked to abort on a thread of its own, and the session's
+//! next call waits for the run (at most the model's stop timeout). To wait for the run in
+//! async code, `stream.stop_async().await`.
 //!
 //! ```
 //! # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
@@ -38,16 +40,17 @@
 //!
 //! ## The server pattern
 //!
-//! One [`ChatSession`] in a [`FairMutex`](crate::wait::FairMutex) for the whole server (its
+//! One [`ChatSession`](crate::chat::ChatSession) in a [`FairMutex`](crate::wait::FairMutex) for the whole server (its
 //! rolling prompt cache carries over from request to request); per request, wait in turn,
-//! start an [`OwnedChatStream`] that holds the session's guard, and poll it as a `Stream`.
+//! start a [`ChatStream`] that holds the session's guard, and poll
+//! it as a `Stream`.
 //! The repository's `examples/serve` is the full OpenAI-compatible server.
 //!
 //! ```
 //! # #[cfg(feature = "mock")] mod doc {
 //! use std::time::Duration;
 //! use futures::StreamExt;
-//! use rkllm::chat::{ChatSession, Conversation, OwnedChatStream, SystemStyle};
+//! use rkllm::chat::{ChatSession, ChatStream, Conversation, SystemStyle};
 //! use rkllm::{mock::MockModel, wait::FairMutex, GenerateOptions, Model, Runtime};
 //!
 //! /// One request: wait in turn for the server's one chat session, then stream the reply.
@@ -58,7 +61,7 @@
 //!     let options = GenerateOptions::new().max_tokens(256);
 //!     // Starting a turn prepares the prompt and its cache: blocking work.
 //!     let mut stream = tokio::task::spawn_blocking(move || {
-//!         OwnedChatStream::new(session, conversation, user, &options)
+//!         ChatStream::new(session, conversation, user, &options)
 //!     })
 //!     .await
 //!     .expect("the task ran")?
@@ -85,126 +88,71 @@
 //! ```
 
 use std::borrow::BorrowMut;
+use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
 
-use crate::chat::{ChatSession, OwnedChatStream};
+use crate::chat::{ChatStream, Conversation};
 use crate::error::Result;
-use crate::owned::OwnedTokenStream;
-use crate::session::Session;
-use crate::stream::{FinishReason, Timings, Token};
+use crate::session::TokenStream;
+use crate::stream::Token;
 
-/// An [`OwnedTokenStream`] as a `futures_core::Stream` (feature `async`); see the
-/// [module docs](self).
+/// A [`TokenStream`] or a [`ChatStream`] as a `futures_core::Stream` (feature `async`); see
+/// the [module docs](self). Dereferences to the stream it wraps, for its accessors.
 #[derive(Debug)]
 #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
-pub struct AsyncTokenStream<S: BorrowMut<Session> = Session> {
-    inner: OwnedTokenStream<S>,
+pub struct AsyncStream<T> {
+    inner: T,
 }
 
-impl<S: BorrowMut<Session>> OwnedTokenStream<S> {
-    /// This run as a `futures_core::Stream` (feature `async`).
-    #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
-    pub fn into_async(self) -> AsyncTokenStream<S> {
-        AsyncTokenStream { inner: self }
-    }
-}
-
-impl<S: BorrowMut<Session>> AsyncTokenStream<S> {
-    /// Stops the run without waiting; the stream then ends with
-    /// [`FinishReason::Aborted`].
-    pub fn abort(&mut self) {
-        self.inner.abort();
-    }
-
-    /// Why the run stopped, once it has.
-    pub fn finish_reason(&self) -> Option<&FinishReason> {
-        self.inner.finish_reason()
-    }
-
-    /// Timings so far (final once the stream has ended).
-    pub fn timings(&self) -> Timings {
-        self.inner.timings()
-    }
-
-    /// The owned stream, for everything else it offers.
-    pub fn get_ref(&self) -> &OwnedTokenStream<S> {
-        &self.inner
-    }
-
-    /// The owned stream (as a blocking iterator, or to give the session back).
-    pub fn into_inner(self) -> OwnedTokenStream<S> {
+impl<T> AsyncStream<T> {
+    /// The stream it wraps (a blocking iterator again, or to give the session back).
+    pub fn into_inner(self) -> T {
         self.inner
     }
+}
 
-    /// Gives the session back, stopping the run first if it is not over (see
-    /// [`OwnedTokenStream::into_session`]).
-    pub fn into_session(self) -> S {
-        self.inner.into_session()
+impl<T> Deref for AsyncStream<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
     }
 }
 
-impl<S: BorrowMut<Session> + Unpin> Stream for AsyncTokenStream<S> {
+impl<T> DerefMut for AsyncStream<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+}
+
+impl<S> TokenStream<S> {
+    /// This run as a `futures_core::Stream` (feature `async`).
+    #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+    pub fn into_async(self) -> AsyncStream<Self> {
+        AsyncStream { inner: self }
+    }
+}
+
+impl<S, C: BorrowMut<Conversation>> ChatStream<S, C> {
+    /// This turn as a `futures_core::Stream` (feature `async`). The turn is recorded in the
+    /// conversation when the stream ends.
+    #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
+    pub fn into_async(self) -> AsyncStream<Self> {
+        AsyncStream { inner: self }
+    }
+}
+
+impl<S: Unpin> Stream for AsyncStream<TokenStream<S>> {
     type Item = Result<Token>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().inner.core_mut().poll_item(cx)
+        self.get_mut().inner.poll_item(cx)
     }
 }
 
-/// An [`OwnedChatStream`] as a `futures_core::Stream` (feature `async`); see the
-/// [module docs](self). The turn is recorded in the conversation when the stream ends.
-#[derive(Debug)]
-#[cfg_attr(docsrs, doc(cfg(feature = "async")))]
-pub struct AsyncChatStream<S: BorrowMut<ChatSession> = ChatSession> {
-    inner: OwnedChatStream<S>,
-}
-
-impl<S: BorrowMut<ChatSession>> OwnedChatStream<S> {
-    /// This turn as a `futures_core::Stream` (feature `async`).
-    #[cfg_attr(docsrs, doc(cfg(feature = "async")))]
-    pub fn into_async(self) -> AsyncChatStream<S> {
-        AsyncChatStream { inner: self }
-    }
-}
-
-impl<S: BorrowMut<ChatSession>> AsyncChatStream<S> {
-    /// Stops the reply without waiting; the stream then ends with
-    /// [`FinishReason::Aborted`].
-    pub fn abort(&mut self) {
-        self.inner.abort();
-    }
-
-    /// Why the reply stopped, once it has.
-    pub fn finish_reason(&self) -> Option<&FinishReason> {
-        self.inner.finish_reason()
-    }
-
-    /// Timings so far (final once the stream has ended).
-    pub fn timings(&self) -> Timings {
-        self.inner.timings()
-    }
-
-    /// The owned stream, for everything else it offers.
-    pub fn get_ref(&self) -> &OwnedChatStream<S> {
-        &self.inner
-    }
-
-    /// The owned stream.
-    pub fn into_inner(self) -> OwnedChatStream<S> {
-        self.inner
-    }
-
-    /// Gives the chat session and the conversation back (see
-    /// [`OwnedChatStream::into_parts`]).
-    pub fn into_parts(self) -> (S, crate::chat::Conversation) {
-        self.inner.into_parts()
-    }
-}
-
-impl<S: BorrowMut<ChatSession> + Unpin> Stream for AsyncChatStream<S> {
+impl<S: Unpin, C: BorrowMut<Conversation> + Unpin> Stream for AsyncStream<ChatStream<S, C>> {
     type Item = Result<Token>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {

@@ -13,8 +13,10 @@ pub enum Input {
     /// Text, tokenized by the runtime (`RKLLM_INPUT_PROMPT`). 1.1.x applies no chat template:
     /// send the whole formatted prompt (see [`crate::chat`]).
     Prompt(String),
-    /// Token ids (`RKLLM_INPUT_TOKEN`), e.g. from [`crate::chat`]'s token mode.
-    Tokens(Vec<i32>),
+    /// Token ids (`RKLLM_INPUT_TOKEN`), e.g. from [`crate::chat`]'s token mode. Ids are
+    /// `u32` throughout the crate, as tokenizers give them; the runtime takes `int32`, so an
+    /// id above `i32::MAX` is refused.
+    Tokens(Vec<u32>),
     /// Input embeddings (`RKLLM_INPUT_EMBED`): `n_tokens` rows of the model's embedding size.
     Embeddings {
         /// `n_tokens × n_embed` floats, row-major.
@@ -40,7 +42,7 @@ impl Input {
     }
 
     /// Token ids.
-    pub fn tokens(ids: impl Into<Vec<i32>>) -> Input {
+    pub fn tokens(ids: impl Into<Vec<u32>>) -> Input {
         Input::Tokens(ids.into())
     }
 
@@ -69,14 +71,14 @@ impl Input {
     /// anything reaches the runtime. A server can call it early, to answer a bad request
     /// before it waits for the model.
     ///
-    /// Refused: an empty text prompt, an empty token list, a negative token id, empty or
-    /// ragged embeddings, and NUL bytes in text.
+    /// Refused: an empty text prompt, an empty token list, a token id the runtime's `int32`
+    /// cannot hold (above `i32::MAX`), empty or ragged embeddings, and NUL bytes in text.
     ///
     /// ```
     /// use rkllm::Input;
     /// assert!(Input::prompt("Hello").validate().is_ok());
     /// assert!(Input::prompt("").validate().is_err());
-    /// assert!(Input::tokens(vec![2, -1]).validate().is_err());
+    /// assert!(Input::tokens(vec![2, u32::MAX]).validate().is_err());
     /// ```
     ///
     /// # Errors
@@ -110,10 +112,12 @@ impl Input {
             Input::Tokens(ids) if ids.is_empty() => {
                 Err(Error::InvalidInput("token input: no token ids".into()))
             }
-            Input::Tokens(ids) => match ids.iter().position(|&id| id < 0) {
+            Input::Tokens(ids) => match ids.iter().position(|&id| i32::try_from(id).is_err()) {
                 Some(i) => Err(Error::InvalidInput(format!(
-                    "token input: id {} at position {i} is negative",
-                    ids[i]
+                    "token input: id {} at position {i} is above {}, the largest the runtime's \
+                     int32 token ids can hold",
+                    ids[i],
+                    i32::MAX
                 ))),
                 None => Ok(()),
             },
@@ -132,7 +136,7 @@ impl Input {
     /// Checks token ids against a vocabulary of `vocab_size` tokens: each id must be in
     /// `0..vocab_size`. The 1.1.1 runtime documents no check of its own, and an id outside
     /// the vocabulary indexes past the model's embedding table, so check ids that come from
-    /// outside (a request body) against the model's vocabulary size (256000 for Gemma 2). Inputs other
+    /// outside (a request body) against the model's vocabulary size. Inputs other
     /// than [`Input::Tokens`] hold no ids and pass.
     ///
     /// ```
@@ -143,18 +147,13 @@ impl Input {
     /// ```
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] naming the first bad id and its position: negative, or not
-    /// below `vocab_size`.
+    /// [`Error::InvalidInput`] naming the first bad id and its position: one not below
+    /// `vocab_size`.
     pub fn validate_vocab(&self, vocab_size: u32) -> Result<()> {
         let Input::Tokens(ids) = self else {
             return Ok(());
         };
-        let outside = |&id: &i32| u32::try_from(id).map_or(true, |id| id >= vocab_size);
-        match ids.iter().position(outside) {
-            Some(i) if ids[i] < 0 => Err(Error::InvalidInput(format!(
-                "token input: id {} at position {i} is negative; token ids are 0..{vocab_size}",
-                ids[i]
-            ))),
+        match ids.iter().position(|&id| id >= vocab_size) {
             Some(i) => Err(Error::InvalidInput(format!(
                 "token input: id {} at position {i} is outside the vocabulary of {vocab_size} \
                  tokens (ids are 0..{vocab_size}); was it encoded with another model's tokenizer?",
@@ -193,12 +192,13 @@ impl From<String> for Input {
     }
 }
 
-pub use crate::gemma::{END_OF_TURN as GEMMA_END_OF_TURN, EOS as GEMMA_EOS};
-
 /// Options of one run: stop conditions, LoRA, prompt-cache saving.
 ///
 /// Stop conditions are enforced by this crate, with `rkllm_abort`: the 1.1.1 callback cannot
-/// stop a run by itself.
+/// stop a run by itself. The run path knows no model's ids: which ids end a turn
+/// ([`end_token`](Self::end_token), a clean [`FinishReason::EndOfTurn`](crate::FinishReason::EndOfTurn))
+/// and which merely stop it ([`stop_token`](Self::stop_token)) are the caller's to say; the
+/// chat layer gives its template's end tokens.
 ///
 /// # Sampling is fixed per model
 ///
@@ -216,12 +216,17 @@ pub use crate::gemma::{END_OF_TURN as GEMMA_END_OF_TURN, EOS as GEMMA_EOS};
 ///
 /// ```
 /// use rkllm::GenerateOptions;
-/// let opts = GenerateOptions::gemma().max_tokens(256).stop_string("\nUser:");
+/// # let end_of_turn = 0;
+/// let opts = GenerateOptions::new()
+///     .end_token(end_of_turn) // the model's end-of-turn id, from its tokenizer or template
+///     .max_tokens(256)
+///     .stop_string("\nUser:");
 /// ```
 #[derive(Clone, Debug, Default)]
 pub struct GenerateOptions {
     pub(crate) max_tokens: Option<usize>,
-    pub(crate) stop_tokens: Vec<i32>,
+    pub(crate) stop_tokens: Vec<u32>,
+    pub(crate) end_tokens: Vec<u32>,
     pub(crate) stop_strings: Vec<String>,
     pub(crate) lora: Option<LoraAdapter>,
     pub(crate) save_prompt_cache: Option<PathBuf>,
@@ -233,14 +238,6 @@ impl GenerateOptions {
         GenerateOptions::default()
     }
 
-    /// Stops at Gemma's `<end_of_turn>` (107) and `<eos>` (1). With `skip_special_token` the
-    /// runtime hides their text, so they are matched by id.
-    pub fn gemma() -> GenerateOptions {
-        GenerateOptions::new()
-            .stop_token(GEMMA_END_OF_TURN)
-            .stop_token(GEMMA_EOS)
-    }
-
     /// Stops after `n` generated tokens. Token counts are `u32` throughout the crate, as in
     /// [`ModelBuilder::max_new_tokens`](crate::ModelBuilder::max_new_tokens) and
     /// [`ContextBudget`](crate::chat::ContextBudget).
@@ -250,12 +247,30 @@ impl GenerateOptions {
         self
     }
 
-    /// Stops when the runtime produces this token id (the token is not output).
-    pub fn stop_token(mut self, id: i32) -> Self {
+    /// Stops when the runtime produces this token id (the token is not output); the run
+    /// ends with [`FinishReason::StopToken`](crate::FinishReason::StopToken).
+    pub fn stop_token(mut self, id: u32) -> Self {
         if !self.stop_tokens.contains(&id) {
             self.stop_tokens.push(id);
         }
         self
+    }
+
+    /// Ends the turn when the runtime produces this token id, the model's own end of its
+    /// reply (the token is not output): the run ends cleanly with
+    /// [`FinishReason::EndOfTurn`](crate::FinishReason::EndOfTurn). Matched by id, so it
+    /// works when the runtime hides special tokens' text (`skip_special_token`). An id given
+    /// as both an end and a stop token counts as an end token.
+    pub fn end_token(mut self, id: u32) -> Self {
+        if !self.end_tokens.contains(&id) {
+            self.end_tokens.push(id);
+        }
+        self
+    }
+
+    /// Ends the turn at each of these ids (see [`end_token`](Self::end_token)).
+    pub fn end_tokens(self, ids: impl IntoIterator<Item = u32>) -> Self {
+        ids.into_iter().fold(self, Self::end_token)
     }
 
     /// Stops when the output contains `s`, matched across token boundaries; the output is

@@ -86,7 +86,6 @@ pub mod mock;
 mod model;
 #[allow(unsafe_code)]
 mod os;
-mod owned;
 #[cfg(feature = "probe")]
 #[cfg_attr(docsrs, doc(cfg(feature = "probe")))]
 pub mod probe;
@@ -99,18 +98,17 @@ mod utf8;
 pub mod wait;
 
 #[cfg(feature = "async")]
-pub use async_stream::{AsyncChatStream, AsyncTokenStream};
+pub use async_stream::AsyncStream;
 pub use builder::{Mirostat, ModelBuilder};
 pub use error::{Error, ErrorKind, Result};
 pub use ffi::AbortHandle;
 pub use hidden::HiddenStates;
-pub use input::{GenerateOptions, Input, GEMMA_END_OF_TURN, GEMMA_EOS};
+pub use input::{GenerateOptions, Input};
 pub use lora::LoraAdapter;
 pub use model::Model;
-pub use owned::OwnedTokenStream;
 pub use runtime::Runtime;
-pub use session::{PromptCache, Session, SessionWait};
-pub use stream::{Completion, FinishReason, Refused, RunEnd, Timings, Token, TokenStream};
+pub use session::{PromptCache, Session, SessionWait, TokenStream};
+pub use stream::{Completion, FinishReason, Refused, RunEnd, Timings, Token};
 
 /// The examples of the package's `README.md` (the repository's README), run as doctests when
 /// the features they use are on.

@@ -1,5 +1,6 @@
 //! The session that runs a model: one run at a time, enforced by the borrow checker.
 
+use std::borrow::BorrowMut;
 use std::cell::Cell;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -15,9 +16,11 @@ use crate::ffi::callback::RunObserver;
 use crate::ffi::job::RunJob;
 use crate::ffi::AbortHandle;
 use crate::hidden::HiddenStates;
-use crate::input::{GenerateOptions, Input, GEMMA_END_OF_TURN, GEMMA_EOS};
+use crate::input::{GenerateOptions, Input};
 use crate::model::{Model, ModelInner};
-use crate::stream::{Completion, RunCore, StreamOptions, TokenStream};
+use crate::stream::{
+    Completion, FinishReason, Refused, RunCore, RunEnd, StreamOptions, Timings, Token,
+};
 use crate::wait::{GateWait, WaitError};
 
 /// Runs a [`Model`]. Get it with [`Model::session`].
@@ -40,9 +43,10 @@ use crate::wait::{GateWait, WaitError};
 /// needs_sync::<rkllm::Session>();
 /// ```
 ///
-/// Dropping the session while a run is in flight (its stream leaked) aborts the run and
-/// waits for the runtime to return (at most the model's stop timeout); the model's handle is
-/// destroyed when the model and the session are both gone.
+/// Dropping the session while a run is in flight (its stream leaked) asks the run to stop
+/// and returns at once, as dropping a stream does; the session's next holder waits for the
+/// run, and the model's handle is destroyed, once the run has returned, when the model and
+/// the session are both gone.
 ///
 /// ```
 /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
@@ -176,7 +180,7 @@ impl Session {
         }
     }
 
-    /// Starts a run and returns its token stream.
+    /// Starts a run and returns its token stream, which borrows the session.
     ///
     /// `rkllm_run` runs on a worker thread; the stream receives the tokens through a bounded
     /// channel. Invalid input is refused here, before the runtime sees it.
@@ -184,8 +188,20 @@ impl Session {
         &mut self,
         input: impl Into<Input>,
         options: &GenerateOptions,
-    ) -> Result<TokenStream<'_>> {
+    ) -> Result<TokenStream<&mut Session>> {
         self.start(input.into(), options, false)
+    }
+
+    /// Like [`generate`](Session::generate), but the stream owns the session: it can be
+    /// returned from a function or moved into a `'static` thread or task, and gives the
+    /// session back with [`TokenStream::into_session`]. When the run cannot start, the
+    /// session comes back in the [`Refused`] value (`?` turns it into its [`Error`]).
+    pub fn into_generate(
+        self,
+        input: impl Into<Input>,
+        options: &GenerateOptions,
+    ) -> std::result::Result<TokenStream<Session>, Refused<Session>> {
+        TokenStream::new(self, input, options)
     }
 
     /// Runs to the end and collects the result: text, token ids, finish reason, timings.
@@ -290,11 +306,15 @@ impl Session {
         input: Input,
         options: &GenerateOptions,
         hidden: bool,
-    ) -> Result<TokenStream<'_>> {
-        Ok(TokenStream::new(self.start_core(input, options, hidden)?))
+    ) -> Result<TokenStream<&mut Session>> {
+        let core = self.start_core(input, options, hidden)?;
+        Ok(TokenStream {
+            core,
+            session: self,
+        })
     }
 
-    /// Starts a run whose state borrows nothing (the owned streams hold it).
+    /// Starts a run whose state borrows nothing (the stream holds it and its session).
     pub(crate) fn start_core(
         &mut self,
         input: Input,
@@ -302,7 +322,7 @@ impl Session {
         hidden: bool,
     ) -> Result<RunCore> {
         self.check_embedding_rows(&input)?;
-        self.start_run(input, options, hidden, Instant::now(), Vec::new())
+        self.start_run(input, options, hidden, Instant::now())
     }
 
     /// Loads a prompt cache saved by an earlier run
@@ -331,6 +351,12 @@ impl Session {
         self.inner.handle.release_prompt_cache()
     }
 
+    /// Waits until no run is in flight: a run whose stream was dropped is waited for, at
+    /// most the model's stop timeout from the drop.
+    pub(crate) fn wait_idle(&mut self) -> Result<()> {
+        self.inner.handle.stop_active()
+    }
+
     /// A handle that aborts this session's current run, whichever it is, from any thread.
     /// For a handle bound to one run, use [`TokenStream::abort_handle`].
     pub fn abort_handle(&self) -> AbortHandle {
@@ -346,18 +372,15 @@ impl Session {
 }
 
 impl Session {
-    /// Starts a run; timings count from `started`, and `end_tokens` end the run as
-    /// [`FinishReason::EndOfTurn`](crate::FinishReason::EndOfTurn). The caller has checked
-    /// embedding rows.
+    /// Starts a run; timings count from `started`. The caller has checked embedding rows.
     pub(crate) fn start_run(
         &mut self,
         input: Input,
         options: &GenerateOptions,
         hidden: bool,
         started: Instant,
-        end_tokens: Vec<i32>,
     ) -> Result<RunCore> {
-        self.start_run_observed(input, options, hidden, started, end_tokens, None)
+        self.start_run_observed(input, options, hidden, started, None)
     }
 
     /// Starts a run whose every callback, and the `rkllm_run` call around them, `observer`
@@ -368,17 +391,14 @@ impl Session {
         input: Input,
         options: &GenerateOptions,
         observer: Arc<dyn RunObserver>,
-    ) -> Result<TokenStream<'_>> {
+    ) -> Result<TokenStream<&mut Session>> {
         self.check_embedding_rows(&input)?;
-        let core = self.start_run_observed(
-            input,
-            options,
-            false,
-            Instant::now(),
-            Vec::new(),
-            Some(observer),
-        )?;
-        Ok(TokenStream::new(core))
+        let core =
+            self.start_run_observed(input, options, false, Instant::now(), Some(observer))?;
+        Ok(TokenStream {
+            core,
+            session: self,
+        })
     }
 
     fn start_run_observed(
@@ -387,7 +407,6 @@ impl Session {
         options: &GenerateOptions,
         hidden: bool,
         started: Instant,
-        end_tokens: Vec<i32>,
         observer: Option<Arc<dyn RunObserver>>,
     ) -> Result<RunCore> {
         let inner = &self.inner;
@@ -418,13 +437,6 @@ impl Session {
             .map(|p| path_c_string("prompt_cache_path", p))
             .transpose()?;
         let (prompt_tokens, prompt_estimated) = prompt_token_count(&input);
-        // Gemma's end ids end the turn cleanly, however they were asked for.
-        let (ends, stop_tokens): (Vec<i32>, Vec<i32>) = options
-            .stop_tokens
-            .iter()
-            .partition(|id| [GEMMA_END_OF_TURN, GEMMA_EOS].contains(id));
-        let mut end_tokens = end_tokens;
-        end_tokens.extend(ends);
         let job = RunJob::new(input, hidden, lora, save_cache)?;
         let run = inner.handle.start_run(job, observer)?;
         Ok(RunCore::new(
@@ -432,12 +444,12 @@ impl Session {
             inner.settings,
             run,
             StreamOptions {
-                stop_tokens,
+                stop_tokens: options.stop_tokens.clone(),
                 stop_strings: options.stop_strings.clone(),
                 max_tokens: options.max_tokens,
                 prompt_tokens,
                 prompt_estimated,
-                end_tokens,
+                end_tokens: options.end_tokens.clone(),
                 started,
             },
         ))
@@ -465,11 +477,199 @@ fn prompt_token_count(input: &Input) -> (Option<usize>, bool) {
     }
 }
 
+/// The tokens of one run, as they are generated. `S` is how the stream holds its
+/// [`Session`](crate::Session): borrowed (`&mut Session`, from
+/// [`Session::generate`](crate::Session::generate)) or owned (a `Session` from
+/// [`Session::into_generate`](crate::Session::into_generate), or any owner of one, such as a
+/// [`FairGuard`](crate::wait::FairGuard), with [`TokenStream::new`]). An owned stream is
+/// `'static` when `S` is: it can be returned from a function, sent to another thread or
+/// moved into an async task, and [`into_session`](TokenStream::into_session) gives the
+/// session back.
+///
+/// An `Iterator` of `Result<Token>`: errors ([`Error::Run`], [`Error::Call`],
+/// [`Error::InvalidUtf8`]) arrive in order, where they happened in the text; after the last
+/// item the run has returned. A panic in the runtime callback is re-raised here, on the
+/// consumer's thread. With the `async` feature, `into_async` makes it a
+/// `futures_core::Stream` with the same accessors; iterating (a blocking `next`) inside an
+/// async task blocks an executor thread for the whole run.
+///
+/// # Stopping
+///
+/// Dropping the stream never blocks: token delivery stops, the runtime is asked to abort on
+/// a thread of its own, and the drop returns at once. The session's next call (a run, a
+/// prompt cache, a LoRA load) or the model's drop waits for the run to return, at most the
+/// model's [stop timeout](crate::ModelBuilder::stop_timeout) from the drop; a run that does
+/// not return in time makes the model unusable ([`Error::ModelUnusable`]). To wait for the
+/// run yourself, call [`stop`](TokenStream::stop) (blocking) or
+/// [`stop_async`](TokenStream::stop_async).
+///
+/// ```
+/// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
+/// use rkllm::{mock::MockModel, FinishReason, GenerateOptions, Model, Runtime};
+/// let file = MockModel::new().answer("Hello there, friend").write_temp_file()?;
+/// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
+/// let mut session = model.session()?;
+/// let mut stream = session.generate("Hi", &GenerateOptions::new().stop_string(","))?;
+/// let mut text = String::new();
+/// for token in stream.by_ref() {
+///     text.push_str(&token?.text);
+/// }
+/// assert_eq!(text, "Hello there");
+/// assert_eq!(stream.finish_reason(), Some(&FinishReason::StopString(",".into())));
+/// # Ok(()) }
+/// # #[cfg(not(feature = "mock"))] fn main() {}
+/// ```
+///
+/// An owned stream, moved to another thread:
+///
+/// ```
+/// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
+/// use rkllm::{mock::MockModel, GenerateOptions, Model, Runtime, Session, TokenStream};
+/// fn start(session: Session, prompt: &str) -> rkllm::Result<TokenStream> {
+///     Ok(session.into_generate(prompt, &GenerateOptions::new())?)
+/// }
+/// let file = MockModel::new().answer("Hello from a thread").write_temp_file()?;
+/// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
+/// let stream = start(model.session()?, "Hi")?;
+/// let worker = std::thread::spawn(move || {
+///     let mut stream = stream;
+///     let text: String = stream.by_ref().map(|t| t.unwrap().text).collect();
+///     (text, stream.into_session())
+/// });
+/// let (text, _session) = worker.join().unwrap();
+/// assert_eq!(text, "Hello from a thread");
+/// # Ok(()) }
+/// # #[cfg(not(feature = "mock"))] fn main() {}
+/// ```
+pub struct TokenStream<S = Session> {
+    // Declared first: the run is let go before the session is dropped.
+    pub(crate) core: RunCore,
+    pub(crate) session: S,
+}
+
+impl<S> std::fmt::Debug for TokenStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenStream")
+            .field("tokens", &self.core.timings().generated_tokens)
+            .field("finish", &self.core.finish_reason())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> TokenStream<S> {
+    /// Why the run stopped, once it has (after the iterator returned `None`).
+    pub fn finish_reason(&self) -> Option<&FinishReason> {
+        self.core.finish_reason()
+    }
+
+    /// How the runtime ended the run, once it has.
+    pub fn run_end(&self) -> Option<RunEnd> {
+        self.core.run_end()
+    }
+
+    /// Stops the run: no more tokens are delivered, and the stream ends with
+    /// [`FinishReason::Aborted`]. Never waits (the runtime is asked to abort on a thread of
+    /// its own), so an async consumer can abort, then poll the stream to its end.
+    pub fn abort(&mut self) {
+        self.core.abort();
+    }
+
+    /// A handle that stops this run, and only this run, from any thread. Once the run is
+    /// over it does nothing.
+    pub fn abort_handle(&self) -> AbortHandle {
+        self.core.abort_handle()
+    }
+
+    /// Timings so far (final once the stream has ended).
+    pub fn timings(&self) -> Timings {
+        self.core.timings()
+    }
+
+    /// Generated token ids so far, in order, including those of tokens that were not
+    /// yielded because their text was empty (stop and end tokens are not included).
+    pub fn token_ids(&self) -> &[u32] {
+        self.core.token_ids()
+    }
+
+    /// Stops the run (if it is not over) and waits until the runtime has returned, at most
+    /// the model's stop timeout; the stream then ends with [`FinishReason::Aborted`] (or how
+    /// it had ended already).
+    ///
+    /// # Errors
+    /// [`Error::ModelUnusable`] when the runtime did not return in time.
+    pub fn stop(&mut self) -> Result<()> {
+        self.core.stop()
+    }
+
+    /// The async form of [`stop`](TokenStream::stop): resolves once the runtime has returned
+    /// (or the stop timeout has passed). Executor-agnostic; it never blocks the thread that
+    /// polls it.
+    pub fn stop_async(&mut self) -> impl std::future::Future<Output = Result<()>> + '_ {
+        std::future::poll_fn(move |cx| self.core.poll_stop(cx))
+    }
+
+    /// Runs to the end and collects the text, token ids, finish reason and timings.
+    pub fn complete(mut self) -> Result<Completion> {
+        self.core.complete()
+    }
+
+    /// Runs to the end (blocking) and collects the result; the session comes back with it.
+    pub fn complete_with_session(mut self) -> (Result<Completion>, S) {
+        let completion = self.core.complete();
+        (completion, self.into_session())
+    }
+
+    /// Gives the session back. A run that is not over is let go as when the stream is
+    /// dropped (without waiting); the session's next call waits for it.
+    pub fn into_session(self) -> S {
+        let TokenStream { core, session } = self;
+        drop(core);
+        session
+    }
+
+    /// Runs to the end and returns the hidden states the run delivered.
+    pub(crate) fn into_hidden(mut self) -> Result<HiddenStates> {
+        self.core.take_hidden()
+    }
+
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Token>>> {
+        self.core.poll_item(cx)
+    }
+}
+
+impl<S> Iterator for TokenStream<S> {
+    type Item = Result<Token>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.core.next_blocking()
+    }
+}
+
+impl<S: BorrowMut<Session>> TokenStream<S> {
+    /// Starts a run on `session`, which the stream holds (see [`Session::generate`]): any
+    /// owner of a session, such as a [`FairGuard`](crate::wait::FairGuard). When the run cannot
+    /// start, the session comes back in the [`Refused`] value.
+    pub fn new(
+        mut session: S,
+        input: impl Into<Input>,
+        options: &GenerateOptions,
+    ) -> std::result::Result<Self, Refused<S>> {
+        match session
+            .borrow_mut()
+            .start_core(input.into(), options, false)
+        {
+            Ok(core) => Ok(TokenStream { core, session }),
+            Err(error) => Err(Refused::new(error, session)),
+        }
+    }
+}
+
 impl Drop for Session {
     fn drop(&mut self) {
-        if let Err(e) = self.inner.handle.stop_active() {
-            log::error!(target: "rkllm", "stopping the session's run: {e}");
-        }
+        // Never blocks: a run still in flight (its stream leaked) is asked to stop; the next
+        // holder of the session, or the model's drop, waits for it.
+        self.inner.handle.stop_active_in_background();
         // The next waiter (first come, first served) gets the session.
         self.inner.session_gate.release();
     }

@@ -1,7 +1,8 @@
-//! The token stream of a run, and its collected form.
+//! What a run delivers (its tokens, how it ended, its timings) and the state that turns the
+//! runtime's callbacks into them ([`RunCore`]); the stream type itself is
+//! [`TokenStream`](crate::TokenStream), in `session`.
 
 use std::collections::VecDeque;
-use std::marker::PhantomData;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -22,12 +23,12 @@ use crate::utf8::Utf8Assembler;
 #[non_exhaustive]
 pub struct Token {
     /// The token id.
-    pub id: i32,
+    pub id: u32,
     /// Complete UTF-8 text that this token made available, never empty: a token whose text
     /// is empty (part of a character completed by a later token, or special-token text the
     /// runtime hides) is not yielded at all; its id is still counted in
     /// [`Timings::generated_tokens`] and listed in [`Completion::token_ids`] and
-    /// [`TokenStream::token_ids`]. With stop strings, text that may begin one is held back,
+    /// [`TokenStream::token_ids`](crate::TokenStream::token_ids). With stop strings, text that may begin one is held back,
     /// and tokens are delivered once their text is decided; concatenating every token's text
     /// gives the output exactly.
     pub text: String,
@@ -46,18 +47,17 @@ pub struct Token {
 pub enum FinishReason {
     /// The runtime ended the run (end of sequence, its `max_new_tokens`, or the context).
     Finished,
-    /// The model ended its turn: Gemma's `<end_of_turn>` or `<eos>` was generated. A chat
-    /// turn ([`Session::chat`](crate::Session::chat)) stops there by itself; a generation
-    /// does when these ids are among its stop tokens
-    /// ([`GenerateOptions::gemma`](crate::GenerateOptions::gemma)). The end token is not
-    /// part of the output.
+    /// The model ended its turn: one of the run's end tokens
+    /// ([`GenerateOptions::end_token`](crate::GenerateOptions::end_token)) was generated. A
+    /// chat turn ([`Session::chat`](crate::Session::chat)) ends at its template's end tokens
+    /// by itself. The end token is not part of the output.
     EndOfTurn,
     /// [`GenerateOptions::max_tokens`](crate::GenerateOptions::max_tokens) was reached.
     MaxTokens,
     /// A stop token id chosen with
     /// [`GenerateOptions::stop_token`](crate::GenerateOptions::stop_token) was generated
-    /// (Gemma's end ids give [`EndOfTurn`](Self::EndOfTurn) instead).
-    StopToken(i32),
+    /// (an end token gives [`EndOfTurn`](Self::EndOfTurn) instead).
+    StopToken(u32),
     /// A stop string was generated (and cut from the output).
     StopString(String),
     /// The run was aborted ([`AbortHandle`](crate::AbortHandle), or the stream was dropped).
@@ -102,7 +102,7 @@ pub struct Timings {
     pub prompt_tokens: Option<usize>,
     /// Whether [`prompt_tokens`](Self::prompt_tokens) is an estimate: a text prompt's
     /// length is not known on this side without a tokenizer, so it is estimated at one token
-    /// per four UTF-8 bytes (about right for English with Gemma's tokenizer; special
+    /// per four UTF-8 bytes (about right for English with common tokenizers; special
     /// tokens of a chat prompt count as their text).
     pub prompt_tokens_estimated: bool,
     /// Tokens generated.
@@ -131,7 +131,7 @@ pub struct Completion {
     /// The generated text (stop strings cut).
     pub text: String,
     /// Generated token ids, in order (a stop token is not included).
-    pub token_ids: Vec<i32>,
+    pub token_ids: Vec<u32>,
     /// Why the run stopped.
     pub finish_reason: FinishReason,
     /// Timings measured on this side.
@@ -154,113 +154,6 @@ pub struct RunEnd {
 struct Held {
     item: Result<Token>,
     end: usize,
-}
-
-/// The tokens of one run, as they are generated. Created by
-/// [`Session::generate`](crate::Session::generate).
-///
-/// An `Iterator` of `Result<Token>`: errors ([`Error::Run`], [`Error::Call`],
-/// [`Error::InvalidUtf8`]) arrive in order, where they happened in the text; after the last
-/// item the run has returned. Dropping the stream early aborts the run and waits for the
-/// runtime to return (at most the model's
-/// [stop timeout](crate::ModelBuilder::stop_timeout)). A panic in the runtime callback is
-/// re-raised here, on the consumer's thread.
-///
-/// The stream borrows its session; to return a run from a function or move it into a
-/// `'static` thread or task, use [`OwnedTokenStream`](crate::OwnedTokenStream) ([`Session::into_generate`](crate::Session::into_generate)). With the
-/// `async` feature both are also a `futures_core::Stream`. Iterating (a blocking `next`)
-/// inside an async task blocks an executor thread for the whole run: in async code, poll
-/// the `Stream` instead.
-///
-/// ```
-/// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
-/// use rkllm::{mock::MockModel, FinishReason, GenerateOptions, Model, Runtime};
-/// let file = MockModel::new().answer("Hello there, friend").write_temp_file()?;
-/// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
-/// let mut session = model.session()?;
-/// let mut stream = session.generate("Hi", &GenerateOptions::new().stop_string(","))?;
-/// let mut text = String::new();
-/// for token in stream.by_ref() {
-///     text.push_str(&token?.text);
-/// }
-/// assert_eq!(text, "Hello there");
-/// assert_eq!(stream.finish_reason(), Some(&FinishReason::StopString(",".into())));
-/// # Ok(()) }
-/// # #[cfg(not(feature = "mock"))] fn main() {}
-/// ```
-pub struct TokenStream<'s> {
-    core: RunCore,
-    /// The stream borrows its session: one run per session at a time.
-    _session: PhantomData<&'s mut ()>,
-}
-
-impl std::fmt::Debug for TokenStream<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenStream")
-            .field("tokens", &self.core.tokens)
-            .field("finish", &self.core.finish)
-            .finish_non_exhaustive()
-    }
-}
-
-impl TokenStream<'_> {
-    pub(crate) fn new(core: RunCore) -> Self {
-        TokenStream {
-            core,
-            _session: PhantomData,
-        }
-    }
-
-    /// Why the run stopped, once it has (after the iterator returned `None`).
-    pub fn finish_reason(&self) -> Option<&FinishReason> {
-        self.core.finish_reason()
-    }
-
-    /// How the runtime ended the run, once it has.
-    pub fn run_end(&self) -> Option<RunEnd> {
-        self.core.run_end()
-    }
-
-    /// Stops the run: no more tokens are delivered, and the stream ends with
-    /// [`FinishReason::Aborted`].
-    pub fn abort(&mut self) {
-        self.core.abort();
-    }
-
-    /// A handle that stops this run, and only this run, from any thread. Once the run is
-    /// over it does nothing.
-    pub fn abort_handle(&self) -> AbortHandle {
-        self.core.abort_handle()
-    }
-
-    /// Timings so far (final once the stream has ended).
-    pub fn timings(&self) -> Timings {
-        self.core.timings()
-    }
-
-    /// Generated token ids so far, in order, including those of tokens that were not
-    /// yielded because their text was empty (stop and end tokens are not included).
-    pub fn token_ids(&self) -> &[i32] {
-        self.core.token_ids()
-    }
-
-    /// Runs to the end and collects the text, token ids, finish reason and timings.
-    pub fn complete(mut self) -> Result<Completion> {
-        self.core.complete()
-    }
-
-    /// Runs to the end and returns the hidden states the run delivered.
-    pub(crate) fn into_hidden(mut self) -> Result<HiddenStates> {
-        self.core.take_hidden()
-    }
-}
-
-impl Iterator for TokenStream<'_> {
-    type Item = Result<Token>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        self.core.next_blocking()
-    }
 }
 
 /// A run that could not start, with what it was given back, so nothing is lost (a
@@ -313,7 +206,7 @@ impl<T> From<Refused<T>> for Error {
 }
 
 /// The state of one run as its consumer sees it, without a lifetime: the token processing
-/// shared by [`TokenStream`], [`OwnedTokenStream`] and the async `Stream` forms.
+/// shared by [`TokenStream`] and the chat stream, blocking and async alike.
 pub(crate) struct RunCore {
     /// Weak, so a leaked stream (`mem::forget`) does not keep the handle from being
     /// destroyed; the session that the stream borrows keeps it alive meanwhile.
@@ -322,7 +215,7 @@ pub(crate) struct RunCore {
     run: RunTicket,
     utf8: Utf8Assembler,
     stop: StopMatcher,
-    stop_tokens: Vec<i32>,
+    stop_tokens: Vec<u32>,
     max_tokens: Option<usize>,
     queue: VecDeque<Result<Token>>,
     held: VecDeque<Held>,
@@ -333,28 +226,25 @@ pub(crate) struct RunCore {
     end: RunEnd,
     hidden: Option<HiddenStates>,
     tokens: usize,
-    token_ids: Vec<i32>,
+    token_ids: Vec<u32>,
     started: Instant,
     first: Option<Instant>,
     last: Option<Instant>,
     ended: Option<Instant>,
     prompt_tokens: Option<usize>,
     prompt_estimated: bool,
-    /// Ids that end a chat turn ([`FinishReason::EndOfTurn`]).
-    end_tokens: Vec<i32>,
-    #[cfg_attr(not(feature = "async"), allow(dead_code))]
-    /// When the async consumer last asked the runtime again to stop.
-    last_abort: Option<Instant>,
+    /// Ids that end a turn ([`FinishReason::EndOfTurn`]).
+    end_tokens: Vec<u32>,
 }
 
 /// What a stream is asked to do besides delivering tokens.
 pub(crate) struct StreamOptions {
-    pub stop_tokens: Vec<i32>,
+    pub stop_tokens: Vec<u32>,
     pub stop_strings: Vec<String>,
     pub max_tokens: Option<usize>,
     pub prompt_tokens: Option<usize>,
     pub prompt_estimated: bool,
-    pub end_tokens: Vec<i32>,
+    pub end_tokens: Vec<u32>,
     pub started: Instant,
 }
 
@@ -394,12 +284,11 @@ impl RunCore {
             prompt_tokens: options.prompt_tokens,
             prompt_estimated: options.prompt_estimated,
             end_tokens: options.end_tokens,
-            last_abort: None,
         }
     }
 
     /// Generated token ids so far, in order (stop and end tokens not included).
-    pub(crate) fn token_ids(&self) -> &[i32] {
+    pub(crate) fn token_ids(&self) -> &[u32] {
         &self.token_ids
     }
 
@@ -425,10 +314,68 @@ impl RunCore {
         handle.abort_handle(Some(self.run.shared.id()))
     }
 
-    /// Aborts this run (if it is still the current one).
+    /// Asks the runtime to stop this run (if it is still the current one), without waiting:
+    /// delivery stops at once, and `rkllm_abort` (which may block until the run has
+    /// stopped) is called on a thread of its own.
     fn abort_run(&self) {
         if let Some(handle) = self.handle.upgrade() {
-            handle.abort(Some(self.run.shared.id()));
+            handle.stop_in_background(self.run.shared.id());
+        }
+    }
+
+    /// Stops the run and waits for the runtime to return, at most the stop timeout; the
+    /// stream's items up to the end are then processed.
+    pub(crate) fn stop(&mut self) -> Result<()> {
+        if self.finish.is_some() {
+            return Ok(());
+        }
+        self.abort();
+        if let Some(handle) = self.handle.upgrade() {
+            if let Err(e) = handle.stop_run(self.run.shared.id()) {
+                self.finish = Some(FinishReason::Error);
+                return Err(e);
+            }
+        }
+        // The run has returned: what is left in the channel is read without waiting for it.
+        while self.next_blocking().is_some() {}
+        Ok(())
+    }
+
+    /// The async form of [`stop`](Self::stop): `Ready` once the run has returned, or with
+    /// [`Error::ModelUnusable`] once the stop timeout has passed.
+    pub(crate) fn poll_stop(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.finish.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        self.abort();
+        loop {
+            match self.poll_item(cx) {
+                Poll::Ready(Some(_)) => continue,
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => break,
+            }
+        }
+        let Some(handle) = self.handle.upgrade() else {
+            // The handle is gone: its drop stopped the run.
+            return Poll::Ready(Ok(()));
+        };
+        let id = self.run.shared.id();
+        match handle.stop_deadline(id) {
+            Some(deadline) if Instant::now() < deadline => {
+                crate::wait::wake_at(deadline, cx.waker().clone());
+                Poll::Pending
+            }
+            // The deadline has passed (or the stop could not be bounded): settle it now.
+            _ => match handle.stop_run(id) {
+                Ok(()) => {
+                    while self.next_blocking().is_some() {}
+                    Poll::Ready(Ok(()))
+                }
+                Err(e) => {
+                    self.finish = Some(FinishReason::Error);
+                    Poll::Ready(Err(e))
+                }
+            },
         }
     }
 
@@ -499,6 +446,15 @@ impl RunCore {
         if self.stopping.is_some() {
             return;
         }
+        // Ids cross the seam as the runtime's int32; a negative one is no token of any
+        // vocabulary.
+        let Ok(id) = u32::try_from(id) else {
+            self.queue.push_back(Err(Error::Call {
+                func: "the runtime's token callback (token_id)",
+                code: id,
+            }));
+            return;
+        };
         if self.run.shared.abort_requested() {
             // Aborted from another thread (an AbortHandle).
             self.stopping = Some(FinishReason::Aborted);
@@ -646,11 +602,7 @@ impl RunCore {
             match self.run.rx.recv_timeout(POLL) {
                 Ok(event) => return event,
                 Err(RecvTimeoutError::Timeout) => {
-                    if self.stopping.is_some() {
-                        // The runtime may not have seen the abort yet (it does not interrupt a
-                        // prefill); ask again.
-                        self.abort_run();
-                    }
+                    // The stopper thread asks the runtime again to stop, if it must.
                     if let Some(code) = self.run.shared.return_code() {
                         if self.run.rx.is_empty() {
                             return Event::Returned {
@@ -749,21 +701,12 @@ impl RunCore {
                 self.on_event(event);
                 continue;
             }
+            // The worker wakes it when rkllm_run returns, even once delivery has stopped; the
+            // stopper thread asks the runtime again to stop, if it must.
             self.run.shared.set_waker(cx.waker());
             if let Some(event) = self.try_event() {
                 self.on_event(event);
                 continue;
-            }
-            if self.stopping.is_some() {
-                // The runtime may not have seen the abort yet (it does not interrupt a
-                // prefill): ask again every POLL, as the blocking consumer does.
-                let now = Instant::now();
-                if self.last_abort.is_some_and(|t| now >= t + POLL) {
-                    self.abort_run();
-                    self.last_abort = Some(now);
-                }
-                self.last_abort.get_or_insert(now);
-                crate::wait::wake_at(now + POLL, cx.waker().clone());
             }
             return Poll::Pending;
         }
@@ -775,14 +718,11 @@ impl Drop for RunCore {
         if self.finish.is_some() {
             return;
         }
-        // Stop delivery, abort, and wait for rkllm_run to return, at most the stop timeout
-        // (after which the model is marked unusable and its handle leaked, never freed
-        // under the runtime).
-        if let Some(handle) = self.handle.upgrade() {
-            if let Err(e) = handle.stop_run(self.run.shared.id()) {
-                log::error!(target: "rkllm", "stopping a dropped run: {e}");
-            }
-        }
+        // Never blocks: delivery stops and the runtime is asked to abort on a thread of its
+        // own. The handle's next call (or its drop) waits for rkllm_run to return, at most
+        // the stop timeout from now (after which the model is marked unusable and its
+        // handle leaked, never freed under the runtime).
+        self.abort_run();
         if self.run.shared.take_panic().is_some() {
             log::error!(target: "rkllm", "the runtime callback panicked during a dropped run");
         }

@@ -314,7 +314,7 @@ struct Slot<T> {
 /// rolling prompt cache carries over from request to request, and each request takes the
 /// session with [`lock_async`](FairMutex::lock_async). The guard is `'static`, so it can move
 /// into the owned stream of the request's run
-/// ([`OwnedChatStream`](crate::chat::OwnedChatStream)); the next request gets its turn when
+/// ([`ChatStream`](crate::chat::ChatStream)); the next request gets its turn when
 /// that stream is dropped.
 ///
 /// ```

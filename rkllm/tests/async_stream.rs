@@ -8,7 +8,7 @@ use futures::StreamExt;
 use rkllm::chat::{ChatSession, Conversation, SystemStyle};
 use rkllm::mock::{MockModel, RunFailure};
 use rkllm::wait::WaitError;
-use rkllm::{AsyncTokenStream, FinishReason, GenerateOptions, Model, Runtime};
+use rkllm::{AsyncStream, FinishReason, GenerateOptions, Model, Runtime, TokenStream};
 
 fn load(mock: &MockModel) -> Model {
     let path = mock.write_temp_file().expect("write mock model");
@@ -20,7 +20,7 @@ fn load(mock: &MockModel) -> Model {
 
 const ANSWER: &str = "Streams arrive, wörd by wörd ✓";
 
-async fn collect(stream: &mut AsyncTokenStream) -> (String, usize) {
+async fn collect(stream: &mut AsyncStream<TokenStream>) -> (String, usize) {
     let (mut text, mut n) = (String::new(), 0);
     while let Some(token) = stream.next().await {
         text.push_str(&token.unwrap().text);
@@ -44,7 +44,7 @@ async fn a_generation_moves_into_a_tokio_task_and_matches_the_iterator() {
     let (text, tokens, session) = tokio::spawn(async move {
         let (text, n) = collect(&mut stream).await;
         assert_eq!(stream.finish_reason(), Some(&FinishReason::Finished));
-        (text, n, stream.into_session())
+        (text, n, stream.into_inner().into_session())
     })
     .await
     .unwrap();
@@ -99,7 +99,7 @@ async fn a_chat_turn_streams_in_a_task_and_records_the_reply() {
             text.push_str(&token.unwrap().text);
         }
         assert_eq!(stream.finish_reason(), Some(&FinishReason::EndOfTurn));
-        (text, stream.into_parts())
+        (text, stream.into_inner().into_parts())
     });
     let (text, (chat, conversation)) = handle.await.unwrap();
     assert_eq!(text, "First.");
@@ -107,7 +107,7 @@ async fn a_chat_turn_streams_in_a_task_and_records_the_reply() {
     let (done, _) = chat
         .into_chat(conversation, "Again", &GenerateOptions::new())
         .unwrap()
-        .complete();
+        .complete_with_parts();
     assert_eq!(done.unwrap().text, "Second.");
 }
 
@@ -211,4 +211,87 @@ async fn async_waiters_get_the_session_in_order_with_timeout_and_bound() {
     assert_eq!(model.session_waiting(), 0);
     drop(held);
     assert!(model.session().is_ok());
+}
+
+/// A prefill `rkllm_abort` cannot cut short, and an `rkllm_abort` that blocks until the run
+/// has stopped: dropping or stopping the stream must still never block the executor.
+fn uninterruptible_prefill() -> MockModel {
+    MockModel::new()
+        .answer("after the prefill")
+        .prefill_seconds_per_token(0.1)
+        .with_runtime(|r| {
+            r.abort_interrupts_prefill = false;
+            r.abort_blocks_until_stopped = true;
+        })
+}
+
+/// Ten prompt tokens: a prefill of about a second.
+const TEN_TOKENS: [u32; 10] = [2, 300, 301, 302, 303, 304, 305, 306, 307, 308];
+
+/// Yields to the executor until the runtime is inside `rkllm_run`.
+async fn until_running(model: &Model) {
+    while !model.runtime_reports_running() {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_stream_dropped_mid_prefill_in_a_task_never_blocks_it_and_stop_async_waits() {
+    let file = uninterruptible_prefill().write_temp_file().unwrap();
+    let model = Model::builder(&*file)
+        .runtime(Runtime::mock())
+        .build()
+        .unwrap();
+    let options = GenerateOptions::new();
+    let guarded = tokio::time::timeout(Duration::from_secs(60), async {
+        // Dropped in the prefill: the drop returns while the run is still in flight (the
+        // mock records a run once rkllm_run returns).
+        let stream = model
+            .session()
+            .unwrap()
+            .into_generate(rkllm::Input::tokens(TEN_TOKENS), &options)
+            .unwrap()
+            .into_async();
+        until_running(&model).await;
+        drop(stream);
+        let in_flight = (
+            rkllm::mock::runs_of_model(&*file).len(),
+            model.runtime_reports_running(),
+        );
+        // The next run waits for it (the session's next call), then streams in full.
+        let mut next = model
+            .session()
+            .unwrap()
+            .into_generate(rkllm::Input::tokens(TEN_TOKENS), &options)
+            .unwrap()
+            .into_async();
+        let mut text = String::new();
+        while let Some(token) = next.next().await {
+            text.push_str(&token.unwrap().text);
+        }
+        // stop_async resolves once the runtime has returned, without blocking the task.
+        let mut stopped = next
+            .into_inner()
+            .into_session()
+            .into_generate(rkllm::Input::tokens(TEN_TOKENS), &options)
+            .unwrap()
+            .into_async();
+        until_running(&model).await;
+        stopped.stop_async().await.unwrap();
+        let after_stop = (
+            model.runtime_reports_running(),
+            stopped.finish_reason().cloned(),
+            stopped.next().await.is_none(),
+        );
+        (in_flight, text, after_stop)
+    })
+    .await;
+    let (in_flight, text, after_stop) = guarded.expect("hang: the runs did not end in time");
+    assert_eq!(in_flight, (0, true));
+    assert_eq!(text, "after the prefill");
+    assert_eq!(after_stop, (false, Some(FinishReason::Aborted), true));
+    let runs = rkllm::mock::runs_of_model(&*file);
+    assert_eq!(runs.len(), 3);
+    assert!(runs[0].aborted && runs[0].generated_tokens == 0, "{runs:?}");
+    assert!(runs[2].aborted && runs[2].generated_tokens == 0, "{runs:?}");
 }

@@ -59,10 +59,17 @@ pub fn temp_path(name: &str) -> TempPath {
     TempPath(std::env::temp_dir().join(format!("rkllm-tests-{}-{name}", std::process::id())))
 }
 
+/// The mock's token ids (the C runtime's int32) as the crate's `u32` ids.
+pub fn ids_of(ids: Vec<i32>) -> Vec<u32> {
+    ids.into_iter()
+        .map(|id| u32::try_from(id).expect("the mock's ids are not negative"))
+        .collect()
+}
+
 /// Concatenated text of a stream that must not fail.
 pub fn collect_text(
     stream: impl Iterator<Item = rkllm::Result<rkllm::Token>>,
-) -> (String, Vec<i32>) {
+) -> (String, Vec<u32>) {
     let mut text = String::new();
     let mut ids = Vec::new();
     for token in stream {

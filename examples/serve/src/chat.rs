@@ -14,11 +14,9 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_core::Stream;
-use rkllm::chat::{
-    ChatError, ChatSession, ContextBudget, Conversation, Message, OwnedChatStream, Role,
-};
+use rkllm::chat::{ChatError, ChatSession, ChatStream, ContextBudget, Conversation, Message, Role};
 use rkllm::wait::{FairGuard, WaitError};
-use rkllm::AsyncChatStream;
+use rkllm::AsyncStream;
 use rkllm::{GenerateOptions, Input, Timings};
 use serde_json::{json, Value};
 
@@ -28,33 +26,15 @@ use crate::openai::{
 use crate::AppState;
 
 /// A turn holding the server's one chat session.
-type Turn = AsyncChatStream<FairGuard<ChatSession>>;
+type Turn = AsyncStream<ChatStream<FairGuard<ChatSession>>>;
 
-/// Owns a turn; when dropped before the turn ended (the client went away), aborts it and
-/// lets it stop on a blocking thread, so the executor never waits for the runtime.
+/// Owns a turn; dropping it before the turn ended (the client went away) stops the run
+/// without blocking the executor.
 struct Running(Option<Turn>);
 
 impl Running {
     fn turn(&mut self) -> &mut Turn {
         self.0.as_mut().expect("present until dropped")
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let Some(mut turn) = self.0.take() else {
-            return;
-        };
-        if turn.finish_reason().is_some() {
-            return;
-        }
-        turn.abort();
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn_blocking(move || drop(turn));
-            }
-            Err(_) => drop(turn),
-        }
     }
 }
 
@@ -201,11 +181,10 @@ async fn start_completion(state: Arc<AppState>, body: Bytes) -> Result<Response,
     }
     let session = take_session(&state).await?;
     // Starting the turn prepares the prompt and the prompt cache: blocking work.
-    let started = tokio::task::spawn_blocking(move || {
-        OwnedChatStream::new(session, conversation, user, &options)
-    })
-    .await
-    .map_err(|e| ApiError::server(format!("starting the run: {e}")))?;
+    let started =
+        tokio::task::spawn_blocking(move || ChatStream::new(session, conversation, user, &options))
+            .await
+            .map_err(|e| ApiError::server(format!("starting the run: {e}")))?;
     let turn = started.map_err(|refused| error_of(refused.error()))?;
     let turn = Running(Some(turn.into_async()));
     let meta = Meta {

@@ -8,10 +8,10 @@
 //! * each request waits for it in turn (first come, first served), at most
 //!   [`Config::queue_timeout`]; beyond [`Config::max_queue`] waiters a request gets 429, and
 //!   one that waited too long 503, both with `Retry-After`;
-//! * the turn runs as an [`OwnedChatStream`](rkllm::chat::OwnedChatStream) that holds the session's guard, polled as an
+//! * the turn runs as a [`ChatStream`](rkllm::chat::ChatStream) that holds the session's guard, polled as an
 //!   async `Stream`; the next request gets the session when it is dropped;
-//! * a client that goes away drops the stream, which aborts the run (off the executor, since
-//!   stopping waits for the runtime to return).
+//! * a client that goes away drops the stream, which aborts the run without blocking the
+//!   executor (the next request's run waits for it).
 
 mod chat;
 mod openai;

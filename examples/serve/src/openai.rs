@@ -114,8 +114,8 @@ pub struct EmbeddingRequest {
 pub enum EmbeddingInput {
     One(String),
     Many(Vec<String>),
-    Tokens(Vec<i32>),
-    TokenBatch(Vec<Vec<i32>>),
+    Tokens(Vec<u32>),
+    TokenBatch(Vec<Vec<u32>>),
 }
 
 /// An error answered in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.

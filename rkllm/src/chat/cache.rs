@@ -317,6 +317,10 @@ pub(crate) struct PromptCacheState {
     decode: Ratio,
     read: Ratio,
     write: Ratio,
+    /// A turn whose stream was dropped while its run was in flight, with its timings then:
+    /// the runtime may still be writing its cache file, so it is recorded (or abandoned) by
+    /// the session's next use of the cache, once the run has returned.
+    dropped: Option<(PendingTurn, bool, Timings)>,
 }
 
 impl PendingTurn {
@@ -361,6 +365,7 @@ impl PromptCacheState {
             decode: Ratio::default(),
             read: Ratio::default(),
             write: Ratio::default(),
+            dropped: None,
         })
     }
 
@@ -429,6 +434,7 @@ impl PromptCacheState {
         conversation: &Conversation,
         prompt: Prefix,
     ) -> Result<PendingTurn> {
+        self.settle(session)?;
         self.set_template(template_id(conversation, &prompt));
         let unit = unit_of(&prompt);
         let cost = self.cost(unit);
@@ -545,6 +551,27 @@ impl PromptCacheState {
         }
     }
 
+    /// Defers [`finish`](Self::finish) of a turn whose run may still be in flight (its
+    /// stream was dropped) to the session's next use of the cache.
+    pub(crate) fn finish_later(&mut self, turn: PendingTurn, ok: bool, timings: Timings) {
+        if let Some((earlier, ok, timings)) = self.dropped.replace((turn, ok, timings)) {
+            // Every turn settles the one before it first: there is none left here.
+            self.finish(earlier, ok, &timings);
+        }
+    }
+
+    /// Waits for a dropped turn's run to return (at most the stop timeout), then records it.
+    fn settle(&mut self, session: &mut Session) -> Result<()> {
+        let Some((turn, ok, timings)) = self.dropped.take() else {
+            return Ok(());
+        };
+        // When the run did not return in time the runtime may still write the file: it is
+        // neither recorded nor deleted (the model is unusable from now on anyway).
+        session.wait_idle()?;
+        self.finish(turn, ok, &timings);
+        Ok(())
+    }
+
     /// After the run: records the saved file (or deletes it, when the run failed) and the
     /// run's measurements.
     pub(crate) fn finish(&mut self, mut turn: PendingTurn, ok: bool, timings: &Timings) {
@@ -611,6 +638,7 @@ impl PromptCacheState {
         conversation: &Conversation,
         prefix: Prefix,
     ) -> Result<usize> {
+        self.settle(session)?;
         self.set_template(template_id(conversation, &prefix));
         let len = prefix.len();
         if len == 0 {
@@ -678,6 +706,7 @@ impl PromptCacheState {
 
     /// Releases the loaded cache; deletes every file unless they are kept.
     pub(crate) fn close(mut self, session: &mut Session) -> Result<()> {
+        self.settle(session)?;
         let released = if self.loaded.take().is_some() {
             session.release_cache_raw()
         } else {
@@ -715,16 +744,6 @@ fn template_id(conversation: &Conversation, prompt: &Prefix) -> String {
 pub(crate) fn to_input(prompt: &Prefix) -> Result<Input> {
     Ok(match prompt {
         Prefix::Text(s) => Input::Prompt(s.clone()),
-        Prefix::Tokens(ids) => Input::Tokens(
-            ids.iter()
-                .map(|&id| {
-                    i32::try_from(id).map_err(|_| {
-                        Error::InvalidInput(format!(
-                            "token id {id} does not fit the runtime's int32"
-                        ))
-                    })
-                })
-                .collect::<Result<_>>()?,
-        ),
+        Prefix::Tokens(ids) => Input::Tokens(ids.clone()),
     })
 }

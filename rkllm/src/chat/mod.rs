@@ -46,7 +46,7 @@ pub use error::ChatError;
 pub(crate) use lean_tokenizer::LoadError;
 pub use message::Message;
 pub use role::Role;
-pub use session::{ChatSession, ChatStream, OwnedChatStream};
+pub use session::{ChatSession, ChatStream};
 pub use template::{Bos, ChatTemplate, Gemma2Template, SpecialToken, SystemStyle, STOP_TOKEN_IDS};
 #[cfg(feature = "tokenizer")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokenizer")))]

@@ -8,17 +8,18 @@
 
 use std::borrow::BorrowMut;
 use std::ops::{Deref, DerefMut};
+use std::task::{Context, Poll};
 
 use super::cache::{
     to_input, CacheEstimates, ChatCacheStats, PendingTurn, PromptCacheConfig, PromptCacheState,
 };
 use super::prefix_store::Prefix;
+use super::template::ChatTemplate;
 use super::Conversation;
-use crate::error::Result;
-use crate::ffi::AbortHandle;
-use crate::input::{GenerateOptions, Input, GEMMA_END_OF_TURN, GEMMA_EOS};
-use crate::session::Session;
-use crate::stream::{Completion, FinishReason, Refused, RunCore, Timings, Token};
+use crate::error::{Error, Result};
+use crate::input::{GenerateOptions, Input};
+use crate::session::{Session, TokenStream};
+use crate::stream::{Completion, FinishReason, Refused, Token};
 
 impl Session {
     /// Adds `user` to `conversation`, runs the model on the whole conversation (kept within
@@ -55,20 +56,23 @@ impl Session {
         conversation: &'s mut Conversation,
         user: impl Into<String>,
         options: &GenerateOptions,
-    ) -> Result<ChatStream<'s>> {
+    ) -> Result<ChatStream<&'s mut Session, &'s mut Conversation>> {
         // Timings include preparing the prompt and the cache: both delay the first token.
         let started = std::time::Instant::now();
         conversation.push_user(user)?;
+        let options = chat_options(options, conversation);
         let prepared = prompt_of(conversation).and_then(|p| to_input(&p));
-        let core = prepared.and_then(|input| {
-            self.start_run(input, &chat_options(options), false, started, end_tokens())
-        });
+        let core = prepared.and_then(|input| self.start_run(input, &options, false, started));
         match core {
-            Ok(core) => Ok(ChatStream {
-                turn: ChatTurn::new(core, None),
+            Ok(core) => Ok(ChatStream::started(
+                TokenStream {
+                    core,
+                    session: self,
+                },
                 conversation,
-                cache: None,
-            }),
+                None,
+                no_cache,
+            )),
             Err(e) => {
                 conversation.pop();
                 Err(e)
@@ -77,15 +81,20 @@ impl Session {
     }
 }
 
-/// The options of a chat turn (the caller's own; Gemma's end tokens are [`end_tokens`]).
-fn chat_options(options: &GenerateOptions) -> GenerateOptions {
-    options.clone()
+/// The options of a chat turn: the caller's own, and the template's end tokens.
+fn chat_options(options: &GenerateOptions, conversation: &Conversation) -> GenerateOptions {
+    let ends = conversation.template().end_tokens();
+    options.clone().end_tokens(ends.iter().copied())
 }
 
-/// The ids that end a chat turn as [`FinishReason::EndOfTurn`]: Gemma's `<end_of_turn>` and
-/// `<eos>`.
-fn end_tokens() -> Vec<i32> {
-    vec![GEMMA_END_OF_TURN, GEMMA_EOS]
+/// A plain session has no prompt cache.
+fn no_cache<S>(_: &mut S) -> Option<&mut PromptCacheState> {
+    None
+}
+
+/// A chat session's prompt cache, if enabled.
+fn chat_cache<S: BorrowMut<ChatSession>>(session: &mut S) -> Option<&mut PromptCacheState> {
+    session.borrow_mut().cache.as_mut()
 }
 
 impl Deref for ChatSession {
@@ -263,27 +272,21 @@ impl ChatSession {
         conversation: &'s mut Conversation,
         user: impl Into<String>,
         options: &GenerateOptions,
-    ) -> Result<ChatStream<'s>> {
-        let turn = self.start_turn(conversation, user.into(), options)?;
-        Ok(ChatStream {
-            turn,
-            conversation,
-            cache: self.cache.as_mut(),
-        })
+    ) -> Result<ChatStream<&'s mut ChatSession, &'s mut Conversation>> {
+        ChatStream::new(self, conversation, user, options).map_err(Error::from)
     }
 
     /// Like [`chat`](ChatSession::chat), but the stream owns the chat session and the
     /// conversation: it can be returned from a function or moved into a `'static` thread or
-    /// task, and gives both back with [`OwnedChatStream::into_parts`]. When the turn cannot
+    /// task, and gives both back with [`ChatStream::into_parts`]. When the turn cannot
     /// start, both come back in the [`Refused`] value, the conversation unchanged.
     pub fn into_chat(
         self,
         conversation: Conversation,
         user: impl Into<String>,
         options: &GenerateOptions,
-    ) -> std::result::Result<OwnedChatStream<ChatSession>, Refused<(ChatSession, Conversation)>>
-    {
-        OwnedChatStream::new(self, conversation, user, options)
+    ) -> std::result::Result<ChatStream<ChatSession>, Refused<(ChatSession, Conversation)>> {
+        ChatStream::new(self, conversation, user, options)
     }
 
     /// Adds `user` to the conversation and starts the turn; on failure the conversation is
@@ -293,14 +296,14 @@ impl ChatSession {
         conversation: &mut Conversation,
         user: String,
         options: &GenerateOptions,
-    ) -> Result<ChatTurn> {
+    ) -> Result<(crate::stream::RunCore, Option<PendingTurn>)> {
         // Timings include preparing the prompt and the cache: both delay the first token.
         let started = std::time::Instant::now();
         conversation.push_user(user)?;
         match self.prepare_chat(conversation, options) {
             Ok((input, options, pending)) => {
-                match self.start_run(input, &options, false, started, end_tokens()) {
-                    Ok(core) => Ok(ChatTurn::new(core, pending)),
+                match self.start_run(input, &options, false, started) {
+                    Ok(core) => Ok((core, pending)),
                     Err(e) => {
                         if let (Some(cache), Some(turn)) = (self.cache.as_mut(), pending) {
                             cache.abandon(turn);
@@ -326,7 +329,7 @@ impl ChatSession {
     ) -> Result<(Input, GenerateOptions, Option<PendingTurn>)> {
         let prompt = prompt_of(conversation)?;
         let input = to_input(&prompt)?;
-        let mut options = chat_options(options);
+        let mut options = chat_options(options, conversation);
         let ChatSession { session, cache } = self;
         let session = session.as_mut().expect("present until into_session");
         let Some(cache) = cache.as_mut() else {
@@ -374,190 +377,34 @@ fn prompt_of(conversation: &mut Conversation) -> Result<Prefix> {
     Ok(Prefix::Text(conversation.render(true)?))
 }
 
-/// A chat turn's run and what it records, without lifetimes: shared by [`ChatStream`] and
-/// [`OwnedChatStream`].
-struct ChatTurn {
-    core: RunCore,
-    pending: Option<PendingTurn>,
-    reply: String,
-    finished: bool,
-    /// Set when the turn failed on this side (an error item met by `complete`).
-    failed: bool,
-}
-
-impl ChatTurn {
-    fn new(core: RunCore, pending: Option<PendingTurn>) -> ChatTurn {
-        ChatTurn {
-            core,
-            pending,
-            reply: String::new(),
-            finished: false,
-            failed: false,
-        }
-    }
-
-    fn record(&mut self, item: &Option<Result<Token>>) {
-        if let Some(Ok(token)) = item {
-            self.reply.push_str(&token.text);
-        }
-    }
-
-    fn next_blocking(&mut self) -> Option<Result<Token>> {
-        let item = self.core.next_blocking();
-        self.record(&item);
-        item
-    }
-
-    #[cfg(feature = "async")]
-    fn poll_item(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Token>>> {
-        let item = self.core.poll_item(cx);
-        if let std::task::Poll::Ready(item) = &item {
-            self.record(item);
-        }
-        item
-    }
-
-    /// Runs to the end (blocking) and collects the reply; an error item fails the turn.
-    fn complete(&mut self) -> Result<Completion> {
-        while let Some(token) = self.next_blocking() {
-            if let Err(e) = token {
-                self.failed = true;
-                return Err(e);
-            }
-        }
-        Ok(self.core.completion(self.reply.clone()))
-    }
-
-    /// Stops the run if it is not over and lets it end, so what was generated is recorded.
-    fn stop(&mut self) {
-        if self.core.finish_reason().is_none() {
-            self.core.abort();
-            while self.next_blocking().is_some() {}
-        }
-    }
-
-    /// Records the turn in the conversation and the prompt cache, once. The run is over.
-    fn finish(&mut self, conversation: &mut Conversation, cache: Option<&mut PromptCacheState>) {
-        if self.finished {
-            return;
-        }
-        self.finished = true;
-        let failed =
-            self.failed || matches!(self.core.finish_reason(), Some(FinishReason::Error) | None);
-        if failed {
-            conversation.pop();
-        } else if let Err(e) = conversation.push_assistant(std::mem::take(&mut self.reply)) {
-            log::warn!(target: "rkllm", "recording the chat reply: {e}");
-        }
-        if let (Some(cache), Some(turn)) = (cache, self.pending.take()) {
-            cache.finish(turn, !failed, &self.core.timings());
-        }
-    }
-}
-
 /// The reply of one chat turn, streamed. Created by [`Session::chat`] and
-/// [`ChatSession::chat`].
+/// [`ChatSession::chat`] (borrowing the session and the conversation), or by
+/// [`ChatSession::into_chat`] and [`ChatStream::new`] (owning them: `'static` when `S` and
+/// `C` are, so it can be returned from a function, sent to another thread or moved into an
+/// async task). `S` is how the stream holds its session: `&mut Session`, `&mut ChatSession`,
+/// a `ChatSession`, or any owner of one, such as the [`FairGuard`](crate::wait::FairGuard) a
+/// server takes from its [`FairMutex`](crate::wait::FairMutex); `C` is how it holds the
+/// [`Conversation`].
 ///
-/// Yields the reply's tokens like a [`TokenStream`](crate::TokenStream) (tokens with empty
-/// text are not yielded; [`token_ids`](ChatStream::token_ids) has every id); when it ends or
-/// is dropped, the reply is added to the conversation (see [`Session::chat`] for what is
-/// kept). A normal end of the turn (Gemma's `<end_of_turn>` or `<eos>`) is
-/// [`FinishReason::EndOfTurn`]. For a turn that owns its session and conversation, see
-/// [`OwnedChatStream`].
-pub struct ChatStream<'s> {
-    turn: ChatTurn,
-    conversation: &'s mut Conversation,
-    cache: Option<&'s mut PromptCacheState>,
-}
-
-impl std::fmt::Debug for ChatStream<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ChatStream")
-            .field("finish", &self.turn.core.finish_reason())
-            .finish_non_exhaustive()
-    }
-}
-
-impl ChatStream<'_> {
-    /// Stops the reply; it ends with [`FinishReason::Aborted`] and is kept as far as it got.
-    pub fn abort(&mut self) {
-        self.turn.core.abort();
-    }
-
-    /// A handle that stops this reply, and only this one, from any thread.
-    pub fn abort_handle(&self) -> AbortHandle {
-        self.turn.core.abort_handle()
-    }
-
-    /// Why the reply stopped, once it has.
-    pub fn finish_reason(&self) -> Option<&FinishReason> {
-        self.turn.core.finish_reason()
-    }
-
-    /// Timings so far (final once the stream has ended). The prompt's token count is exact
-    /// when the conversation has a tokenizer, an estimate otherwise
-    /// ([`Timings::prompt_tokens_estimated`]).
-    pub fn timings(&self) -> Timings {
-        self.turn.core.timings()
-    }
-
-    /// The reply's token ids so far, every one (see
-    /// [`TokenStream::token_ids`](crate::TokenStream::token_ids)).
-    pub fn token_ids(&self) -> &[i32] {
-        self.turn.core.token_ids()
-    }
-
-    /// Runs to the end and collects the reply. On an error item the turn counts as failed:
-    /// the run is stopped, the user message is taken back out of the conversation (as for
-    /// a failed run), and the error is returned.
-    pub fn complete(mut self) -> Result<Completion> {
-        self.turn.complete()
-    }
-}
-
-impl Iterator for ChatStream<'_> {
-    type Item = Result<Token>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let item = self.turn.next_blocking();
-        if item.is_none() {
-            self.turn
-                .finish(self.conversation, self.cache.as_deref_mut());
-        }
-        item
-    }
-}
-
-impl Drop for ChatStream<'_> {
-    fn drop(&mut self) {
-        if !self.turn.finished {
-            self.turn.stop();
-            self.turn
-                .finish(self.conversation, self.cache.as_deref_mut());
-        }
-    }
-}
-
-/// A chat turn that owns its [`ChatSession`] and its [`Conversation`]: `'static` when `S`
-/// is, so it can be returned from a function, sent to another thread or moved into an async
-/// task. Created by [`ChatSession::into_chat`], or [`OwnedChatStream::new`] for any owner of
-/// a chat session, such as the [`FairGuard`](crate::wait::FairGuard) a server takes from its
-/// [`FairMutex`](crate::wait::FairMutex).
+/// Yields the reply's tokens like a [`TokenStream`] (tokens with empty text are not yielded;
+/// `token_ids` has every id), and dereferences to the [`TokenStream`] of its run for
+/// everything else: [`abort`](TokenStream::abort), [`abort_handle`](TokenStream::abort_handle),
+/// [`finish_reason`](TokenStream::finish_reason), [`timings`](TokenStream::timings),
+/// [`token_ids`](TokenStream::token_ids), [`stop`](TokenStream::stop),
+/// [`stop_async`](TokenStream::stop_async). The prompt's token count in its timings is exact
+/// when the conversation has a tokenizer, an estimate otherwise. A normal end of the turn
+/// (one of the template's end tokens, Gemma's `<end_of_turn>` or `<eos>`) is
+/// [`FinishReason::EndOfTurn`].
 ///
-/// It yields what a [`ChatStream`] yields as an `Iterator` (with the `async` feature,
-/// `into_async` makes it a `futures_core::Stream`, an `AsyncChatStream`), and records the turn in the conversation the same way.
-/// [`into_parts`](OwnedChatStream::into_parts) gives the session and the conversation back
-/// (stopping the run first if it is not over). Dropping the stream aborts the run, waits for
-/// the runtime to return (at most the model's stop timeout), then drops both.
+/// When it ends or is dropped, the reply is added to the conversation (see [`Session::chat`]
+/// for what is kept; a dropped reply is kept as far as it was read). Dropping it never
+/// blocks, as for a [`TokenStream`]: the session's next call waits for the run.
 ///
 /// ```
 /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
-/// use rkllm::chat::{ChatSession, Conversation, OwnedChatStream, SystemStyle};
+/// use rkllm::chat::{ChatSession, ChatStream, Conversation, SystemStyle};
 /// use rkllm::{mock::MockModel, GenerateOptions, Model, Runtime};
-/// fn turn(chat: ChatSession, conversation: Conversation) -> rkllm::Result<OwnedChatStream> {
+/// fn turn(chat: ChatSession, conversation: Conversation) -> rkllm::Result<ChatStream> {
 ///     Ok(chat.into_chat(conversation, "Hello", &GenerateOptions::new())?)
 /// }
 /// let file = MockModel::new().answer("Hi there!").write_temp_file()?;
@@ -575,132 +422,195 @@ impl Drop for ChatStream<'_> {
 /// # Ok(()) }
 /// # #[cfg(not(feature = "mock"))] fn main() {}
 /// ```
-pub struct OwnedChatStream<S: BorrowMut<ChatSession> = ChatSession> {
-    // Declared first: its run is stopped before the session is dropped.
-    turn: ChatTurn,
+pub struct ChatStream<S = ChatSession, C: BorrowMut<Conversation> = Conversation> {
+    /// The run, holding the session; present until `into_parts`.
+    run: Option<TokenStream<S>>,
     /// Present until `into_parts`.
-    session: Option<S>,
-    conversation: Option<Conversation>,
+    conversation: Option<C>,
+    /// What the prompt cache arranged for this turn.
+    pending: Option<PendingTurn>,
+    /// The reply as far as it was read.
+    reply: String,
+    /// Set once the turn is recorded.
+    finished: bool,
+    /// Set when the turn failed on this side (an error item met by `complete`).
+    failed: bool,
+    /// The session's prompt cache, if it has one.
+    cache_of: fn(&mut S) -> Option<&mut PromptCacheState>,
 }
 
-impl<S: BorrowMut<ChatSession>> std::fmt::Debug for OwnedChatStream<S> {
+impl<S, C: BorrowMut<Conversation>> std::fmt::Debug for ChatStream<S, C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OwnedChatStream")
-            .field("finish", &self.turn.core.finish_reason())
+        f.debug_struct("ChatStream")
+            .field("finish", &self.run.as_ref().and_then(|r| r.finish_reason()))
             .finish_non_exhaustive()
     }
 }
 
-impl<S: BorrowMut<ChatSession>> OwnedChatStream<S> {
+impl<S: BorrowMut<ChatSession>, C: BorrowMut<Conversation>> ChatStream<S, C> {
     /// Adds `user` to `conversation` and starts the turn on `session` (see
     /// [`ChatSession::chat`]). When it cannot start, the session and the conversation
     /// (unchanged) come back in the [`Refused`] value.
     pub fn new(
         mut session: S,
-        mut conversation: Conversation,
+        mut conversation: C,
         user: impl Into<String>,
         options: &GenerateOptions,
-    ) -> std::result::Result<Self, Refused<(S, Conversation)>> {
-        match session
-            .borrow_mut()
-            .start_turn(&mut conversation, user.into(), options)
-        {
-            Ok(turn) => Ok(OwnedChatStream {
-                turn,
-                session: Some(session),
-                conversation: Some(conversation),
-            }),
+    ) -> std::result::Result<Self, Refused<(S, C)>> {
+        let started =
+            session
+                .borrow_mut()
+                .start_turn(conversation.borrow_mut(), user.into(), options);
+        match started {
+            Ok((core, pending)) => Ok(ChatStream::started(
+                TokenStream { core, session },
+                conversation,
+                pending,
+                chat_cache::<S>,
+            )),
             Err(error) => Err(Refused::new(error, (session, conversation))),
         }
     }
+}
 
-    /// Stops the reply; it ends with [`FinishReason::Aborted`] and is kept as far as it got.
-    /// Never waits, so an async consumer can abort, then poll the stream to its end.
-    pub fn abort(&mut self) {
-        self.turn.core.abort();
+impl<S, C: BorrowMut<Conversation>> ChatStream<S, C> {
+    fn started(
+        run: TokenStream<S>,
+        conversation: C,
+        pending: Option<PendingTurn>,
+        cache_of: fn(&mut S) -> Option<&mut PromptCacheState>,
+    ) -> Self {
+        ChatStream {
+            run: Some(run),
+            conversation: Some(conversation),
+            pending,
+            reply: String::new(),
+            finished: false,
+            failed: false,
+            cache_of,
+        }
     }
 
-    /// A handle that stops this reply, and only this one, from any thread.
-    pub fn abort_handle(&self) -> AbortHandle {
-        self.turn.core.abort_handle()
+    fn run_mut(&mut self) -> &mut TokenStream<S> {
+        self.run.as_mut().expect("present until into_parts")
     }
 
-    /// Why the reply stopped, once it has.
-    pub fn finish_reason(&self) -> Option<&FinishReason> {
-        self.turn.core.finish_reason()
-    }
-
-    /// Timings so far (see [`ChatStream::timings`]).
-    pub fn timings(&self) -> Timings {
-        self.turn.core.timings()
-    }
-
-    /// The reply's token ids so far, every one.
-    pub fn token_ids(&self) -> &[i32] {
-        self.turn.core.token_ids()
-    }
-
-    /// The reply so far.
+    /// The reply so far, as far as it was read.
     pub fn reply(&self) -> &str {
-        &self.turn.reply
+        &self.reply
     }
 
-    /// Runs to the end (blocking) and collects the reply (see [`ChatStream::complete`]);
-    /// the session and the conversation come back with it.
-    pub fn complete(mut self) -> (Result<Completion>, (S, Conversation)) {
-        let completion = self.turn.complete();
+    /// Runs to the end and collects the reply. On an error item the turn counts as failed:
+    /// the run is stopped, the user message is taken back out of the conversation (as for
+    /// a failed run), and the error is returned.
+    pub fn complete(mut self) -> Result<Completion> {
+        self.complete_turn()
+    }
+
+    /// Runs to the end (blocking) and collects the reply (see
+    /// [`complete`](ChatStream::complete)); the session and the conversation come back
+    /// with it.
+    pub fn complete_with_parts(mut self) -> (Result<Completion>, (S, C)) {
+        let completion = self.complete_turn();
         (completion, self.into_parts())
     }
 
-    /// Gives the chat session and the conversation back, with the turn recorded. A run that
-    /// is not over is stopped first, within the model's stop timeout.
-    pub fn into_parts(mut self) -> (S, Conversation) {
+    /// Gives the session and the conversation back, with the turn recorded. A run that is
+    /// not over is let go as when the stream is dropped (without waiting).
+    pub fn into_parts(mut self) -> (S, C) {
         self.finish();
-        (
-            self.session.take().expect("present until into_parts"),
-            self.conversation.take().expect("present until into_parts"),
-        )
+        let run = self.run.take().expect("present until into_parts");
+        let conversation = self.conversation.take().expect("present until into_parts");
+        (run.into_session(), conversation)
     }
 
+    fn complete_turn(&mut self) -> Result<Completion> {
+        while let Some(item) = self.next() {
+            if let Err(e) = item {
+                self.failed = true;
+                return Err(e);
+            }
+        }
+        let reply = self.reply.clone();
+        Ok(self.run_mut().core.completion(reply))
+    }
+
+    fn record(&mut self, item: &Option<Result<Token>>) {
+        match item {
+            Some(Ok(token)) => self.reply.push_str(&token.text),
+            Some(Err(_)) => {}
+            None => self.finish(),
+        }
+    }
+
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Token>>> {
+        let item = self.run_mut().core.poll_item(cx);
+        if let Poll::Ready(item) = &item {
+            self.record(item);
+        }
+        item
+    }
+
+    /// Records the turn in the conversation and the prompt cache, once. A run that is not
+    /// over (the stream was dropped) is asked to stop without waiting, and its cache file is
+    /// recorded by the session's next use of the cache.
     fn finish(&mut self) {
-        if self.turn.finished {
+        if self.finished {
             return;
         }
-        self.turn.stop();
-        let (Some(session), Some(conversation)) = (&mut self.session, &mut self.conversation)
+        self.finished = true;
+        let (Some(run), Some(conversation)) = (self.run.as_mut(), self.conversation.as_mut())
         else {
             return;
         };
-        self.turn
-            .finish(conversation, session.borrow_mut().cache.as_mut());
-    }
-
-    #[cfg(feature = "async")]
-    pub(crate) fn poll_item(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<Token>>> {
-        let item = self.turn.poll_item(cx);
-        if let std::task::Poll::Ready(None) = item {
-            self.finish();
+        let over = run.finish_reason().is_some();
+        if !over {
+            run.abort();
         }
-        item
+        let failed = self.failed || matches!(run.finish_reason(), Some(FinishReason::Error));
+        let conversation = conversation.borrow_mut();
+        if failed {
+            conversation.pop();
+        } else if let Err(e) = conversation.push_assistant(self.reply.clone()) {
+            log::warn!(target: "rkllm", "recording the chat reply: {e}");
+        }
+        let timings = run.timings();
+        if let (Some(turn), Some(cache)) = (self.pending.take(), (self.cache_of)(&mut run.session))
+        {
+            if over {
+                cache.finish(turn, !failed, &timings);
+            } else {
+                cache.finish_later(turn, !failed, timings);
+            }
+        }
     }
 }
 
-impl<S: BorrowMut<ChatSession>> Iterator for OwnedChatStream<S> {
+impl<S, C: BorrowMut<Conversation>> Deref for ChatStream<S, C> {
+    type Target = TokenStream<S>;
+    fn deref(&self) -> &TokenStream<S> {
+        self.run.as_ref().expect("present until into_parts")
+    }
+}
+
+impl<S, C: BorrowMut<Conversation>> DerefMut for ChatStream<S, C> {
+    fn deref_mut(&mut self) -> &mut TokenStream<S> {
+        self.run_mut()
+    }
+}
+
+impl<S, C: BorrowMut<Conversation>> Iterator for ChatStream<S, C> {
     type Item = Result<Token>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let item = self.turn.next_blocking();
-        if item.is_none() {
-            self.finish();
-        }
+        let item = self.run_mut().core.next_blocking();
+        self.record(&item);
         item
     }
 }
 
-impl<S: BorrowMut<ChatSession>> Drop for OwnedChatStream<S> {
+impl<S, C: BorrowMut<Conversation>> Drop for ChatStream<S, C> {
     fn drop(&mut self) {
         self.finish();
     }

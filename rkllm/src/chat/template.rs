@@ -33,10 +33,10 @@ impl SpecialToken {
     /// The token's id in the Gemma 2 vocabulary.
     pub const fn id(self) -> u32 {
         match self {
-            SpecialToken::Bos => gemma::BOS.unsigned_abs(),
-            SpecialToken::Eos => gemma::EOS.unsigned_abs(),
-            SpecialToken::StartOfTurn => gemma::START_OF_TURN.unsigned_abs(),
-            SpecialToken::EndOfTurn => gemma::END_OF_TURN.unsigned_abs(),
+            SpecialToken::Bos => gemma::BOS,
+            SpecialToken::Eos => gemma::EOS,
+            SpecialToken::StartOfTurn => gemma::START_OF_TURN,
+            SpecialToken::EndOfTurn => gemma::END_OF_TURN,
         }
     }
 
@@ -55,7 +55,7 @@ impl SpecialToken {
 ///
 /// With `skip_special_token` the runtime hides their text, so a caller watches the result's
 /// `token_id` for these.
-pub const STOP_TOKEN_IDS: [i32; 2] = [gemma::END_OF_TURN, gemma::EOS];
+pub const STOP_TOKEN_IDS: [u32; 2] = gemma::END_TOKENS;
 
 /// Where a system message goes. See the crate's Gemma 2 chat reference for the rules.
 ///
@@ -152,6 +152,10 @@ pub trait ChatTemplate {
         messages: &[Message],
         add_generation_prompt: bool,
     ) -> Result<String, ChatError>;
+
+    /// The token ids that end the model's reply in this template's format: a chat turn
+    /// ends there cleanly ([`FinishReason::EndOfTurn`](crate::FinishReason::EndOfTurn)).
+    fn end_tokens(&self) -> &'static [u32];
 }
 
 /// One element of a rendered prompt: a control token or a run of plain text.
@@ -308,6 +312,11 @@ impl ChatTemplate for Gemma2Template {
         add_generation_prompt: bool,
     ) -> Result<String, ChatError> {
         Gemma2Template::render(self, messages, add_generation_prompt)
+    }
+
+    /// Gemma's `<end_of_turn>` and `<eos>` ([`STOP_TOKEN_IDS`]).
+    fn end_tokens(&self) -> &'static [u32] {
+        &STOP_TOKEN_IDS
     }
 }
 

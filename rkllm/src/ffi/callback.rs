@@ -534,7 +534,7 @@ pub(crate) mod tests {
             payload.downcast_ref::<&str>(),
             Some(&"injected callback panic")
         );
-        let done = session.complete("q", &GenerateOptions::gemma()).unwrap();
+        let done = session.complete("q", &GenerateOptions::new()).unwrap();
         assert_eq!(done.text, "abc def ghi");
     }
 }

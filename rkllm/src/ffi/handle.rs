@@ -146,10 +146,28 @@ impl AbortHandle {
     }
 }
 
-/// A run in flight: its state and the worker blocked in `rkllm_run`.
+/// A run in flight: its state, the worker blocked in `rkllm_run`, and, once its consumer
+/// asked it to stop, the thread that sends the runtime the abort.
 struct ActiveRun {
     shared: Arc<RunShared>,
     worker: JoinHandle<()>,
+    /// Started by [`Handle::stop_in_background`]; ends when the run has returned or at
+    /// `deadline`.
+    stopper: Option<JoinHandle<()>>,
+    /// When a stop was first asked for, plus the stop timeout: the bound of every wait for
+    /// this run from then on.
+    deadline: Option<Instant>,
+}
+
+impl ActiveRun {
+    /// Joins the worker and the stopper; the run has returned, so both end at once.
+    fn join(self) {
+        // Both threads catch every panic of their own; an Err here cannot carry one of ours.
+        let _ = self.worker.join();
+        if let Some(stopper) = self.stopper {
+            let _ = stopper.join();
+        }
+    }
 }
 
 /// What the consumer of a run holds.
@@ -220,11 +238,6 @@ impl Handle {
         }
     }
 
-    /// Aborts the current run if it is `run`; see [`AbortHandle::abort`].
-    pub(crate) fn abort(&self, run: Option<u64>) -> bool {
-        self.abort.abort(run)
-    }
-
     /// Starts `rkllm_run` on a worker thread. A run left behind by a leaked stream is
     /// stopped first (within the stop timeout).
     pub(crate) fn start_run(
@@ -273,6 +286,8 @@ impl Handle {
                 *lock(&self.active) = Some(ActiveRun {
                     shared: Arc::clone(&shared),
                     worker,
+                    stopper: None,
+                    deadline: None,
                 });
                 Ok(RunTicket { rx, shared })
             }
@@ -293,9 +308,58 @@ impl Handle {
             }
         };
         if let Some(active) = active {
-            // The worker catches every panic of its own; an Err here cannot carry one of ours.
-            let _ = active.worker.join();
+            active.join();
         }
+    }
+
+    /// Asks run `id` (if it is still active) to stop without waiting for it: token delivery
+    /// stops at once, and `rkllm_abort`, which may block until the run has stopped, is
+    /// called on a thread of its own, again every [`ABORT_RETRY`] until `rkllm_run` returns
+    /// or the stop timeout has passed. The run stays the handle's active run: the next call
+    /// on the handle (or its drop) waits for it, bounded by the same deadline.
+    pub(crate) fn stop_in_background(&self, id: u64) {
+        let mut slot = lock(&self.active);
+        let Some(active) = slot.as_mut().filter(|a| a.shared.id() == id) else {
+            return;
+        };
+        active.shared.request_abort();
+        if active.shared.return_code().is_some() {
+            // Over already: its threads end at once.
+            if let Some(active) = slot.take() {
+                drop(slot);
+                active.join();
+            }
+            return;
+        }
+        if active.stopper.is_some() {
+            return;
+        }
+        let deadline = Instant::now() + self.stop_timeout;
+        active.deadline = Some(deadline);
+        let abort = Arc::clone(&self.abort);
+        let shared = Arc::clone(&active.shared);
+        let spawned = std::thread::Builder::new()
+            .name("rkllm-stop".into())
+            .spawn(move || loop {
+                // Once the run has ended this sends nothing (the run is no longer current).
+                abort.abort(Some(id));
+                if shared.wait_returned(ABORT_RETRY) || Instant::now() >= deadline {
+                    return;
+                }
+            });
+        match spawned {
+            Ok(stopper) => active.stopper = Some(stopper),
+            // The next call on the handle aborts the run itself (Handle::stop).
+            Err(e) => log::warn!(target: "rkllm", "starting the thread that stops a run: {e}"),
+        }
+    }
+
+    /// When the wait for run `id` ends at the latest, once a stop was asked for.
+    pub(crate) fn stop_deadline(&self, id: u64) -> Option<Instant> {
+        lock(&self.active)
+            .as_ref()
+            .filter(|a| a.shared.id() == id)
+            .and_then(|a| a.deadline)
     }
 
     /// Stops run `id` (if it is still active) and waits for `rkllm_run` to return, at most
@@ -314,6 +378,15 @@ impl Handle {
         }
     }
 
+    /// Asks whatever run is active to stop, without waiting (see
+    /// [`stop_in_background`](Self::stop_in_background)).
+    pub(crate) fn stop_active_in_background(&self) {
+        let id = lock(&self.active).as_ref().map(|a| a.shared.id());
+        if let Some(id) = id {
+            self.stop_in_background(id);
+        }
+    }
+
     /// Stops whatever run is active (one whose stream was leaked), within the stop timeout.
     pub(crate) fn stop_active(&self) -> Result<()> {
         let active = lock(&self.active).take();
@@ -329,14 +402,17 @@ impl Handle {
             active.shared.stop_delivery();
             self.abort.abort(Some(id));
         }
-        let deadline = Instant::now() + self.stop_timeout;
+        // A stop asked for earlier (a dropped stream) is bounded from then.
+        let deadline = active
+            .deadline
+            .unwrap_or_else(|| Instant::now() + self.stop_timeout);
         loop {
             let now = Instant::now();
             if active
                 .shared
                 .wait_returned(ABORT_RETRY.min(deadline.saturating_duration_since(now)))
             {
-                let _ = active.worker.join();
+                active.join();
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -353,8 +429,9 @@ impl Handle {
         );
         log::error!(target: "rkllm", "{reason}");
         let _ = self.unusable.set(reason);
-        // Detach the worker: it owns the run's buffers until rkllm_run returns, if ever.
-        drop(active.worker);
+        // Detach the worker: it owns the run's buffers until rkllm_run returns, if ever. The
+        // stopper ends by itself (its deadline has passed).
+        drop(active);
         Err(Error::ModelUnusable {
             reason: self.unusable.get().cloned().unwrap_or_default(),
         })
@@ -363,6 +440,13 @@ impl Handle {
     /// Takes the call lock for a call on the idle handle.
     fn idle(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
         self.check_usable()?;
+        // A run that is being stopped (its stream was dropped) is waited for, bounded.
+        let stopping = lock(&self.active)
+            .as_ref()
+            .is_some_and(|a| a.deadline.is_some());
+        if stopping {
+            self.stop_active()?;
+        }
         let busy = lock(&self.active)
             .as_ref()
             .is_some_and(|a| a.shared.return_code().is_none());

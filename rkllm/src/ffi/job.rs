@@ -9,7 +9,7 @@ use rkllm_sys::{
 };
 
 use super::callback::userdata_of;
-use crate::error::{c_string, Result};
+use crate::error::{c_string, Error, Result};
 use crate::input::Input;
 
 /// The runtime's opaque handle.
@@ -50,7 +50,16 @@ impl RunJob {
         input.validate()?;
         let input = match input {
             Input::Prompt(p) => OwnedInput::Prompt(c_string("prompt", p)?),
-            Input::Tokens(ids) => OwnedInput::Tokens(ids),
+            // The runtime's ids are int32 (validate() refused larger ids already).
+            Input::Tokens(ids) => OwnedInput::Tokens(
+                ids.into_iter()
+                    .map(|id| {
+                        i32::try_from(id).map_err(|_| {
+                            Error::InvalidInput(format!("token input: id {id} is above i32::MAX"))
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            ),
             Input::Embeddings { data, n_tokens } => OwnedInput::Embed(data, n_tokens),
             Input::Multimodal {
                 prompt,

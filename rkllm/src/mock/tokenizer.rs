@@ -6,19 +6,23 @@ use crate::gemma;
 
 /// Gemma's special tokens, recognised as text in prompts by the built-in tokenizer.
 const SPECIALS: [(&str, i32); 5] = [
-    ("<pad>", gemma::PAD),
-    ("<eos>", gemma::EOS),
-    ("<bos>", gemma::BOS),
-    ("<start_of_turn>", gemma::START_OF_TURN),
-    ("<end_of_turn>", gemma::END_OF_TURN),
+    ("<pad>", gemma::PAD as i32),
+    ("<eos>", gemma::EOS as i32),
+    ("<bos>", gemma::BOS as i32),
+    ("<start_of_turn>", gemma::START_OF_TURN as i32),
+    ("<end_of_turn>", gemma::END_OF_TURN as i32),
 ];
 
-pub use crate::gemma::{BOS as BOS_ID, END_OF_TURN as END_OF_TURN_ID};
+/// Gemma's `<bos>` as the runtime's `int32` id (the mock is a C runtime).
+pub const BOS_ID: i32 = gemma::BOS as i32;
+/// Gemma's `<end_of_turn>` as the runtime's `int32` id.
+pub const END_OF_TURN_ID: i32 = gemma::END_OF_TURN as i32;
 /// Id of the byte-fallback token for byte 0x00 (Gemma's `<0x00>`); byte `b` is `217 + b`.
 pub const BYTE_TOKEN_BASE: i32 = 217;
 /// First id of the ASCII pieces (above every Gemma special and byte-fallback id).
 pub const PIECE_BASE: i32 = 512;
-use crate::gemma::VOCAB_SIZE;
+/// Gemma 2's vocabulary size, as the runtime's `int32` ids.
+const VOCAB_SIZE: i32 = crate::gemma::VOCAB_SIZE as i32;
 /// Longest piece of letters and digits, in characters.
 const WORD_MAX: usize = 3;
 /// Longest piece of whitespace, in characters.

@@ -4,7 +4,11 @@
 use super::answers::{EndOfTurn, Finding};
 use super::harness::{Instance, RunRecord};
 use super::{gemma_prompt, ProbeConfig};
-use crate::gemma::{END_OF_TURN as GEMMA_END_OF_TURN, EOS as GEMMA_EOS};
+use crate::gemma;
+
+/// The ids as the runtime's callback gives them (`int32`).
+const GEMMA_END_OF_TURN: i32 = gemma::END_OF_TURN as i32;
+const GEMMA_EOS: i32 = gemma::EOS as i32;
 
 const USER: &str = "Answer with one word: what colour is a clear daytime sky?";
 /// How many ids after `<end_of_turn>` the evidence shows.

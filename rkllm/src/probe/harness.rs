@@ -5,10 +5,11 @@
 //! own, and never calls the runtime's functions itself.
 //!
 //! What keeps the board in a good state is the seam's: `rkllm_run` runs on the seam's worker;
-//! a run past its time limit is stopped by dropping its stream, which aborts again and again
-//! for at most the instance's stop timeout ([`ABORT_GRACE`]); a run that does not return even
-//! then leaves the model unusable and its handle leaked rather than destroyed under a running
-//! task; a panic of the probe drops the stream the same way. The recorder never blocks a
+//! a run past its time limit is stopped with [`TokenStream::stop`], which aborts again and
+//! again for at most the instance's stop timeout ([`ABORT_GRACE`]); a run that does not return
+//! even then leaves the model unusable and its handle leaked rather than destroyed under a
+//! running task; a panic of the probe drops the stream, and the instance's next run or drop
+//! waits for it the same way. The recorder never blocks a
 //! callback for longer than the pause limit.
 
 use std::path::Path;
@@ -379,11 +380,13 @@ impl Instance {
             let observer: Arc<dyn RunObserver> = Arc::clone(&recorder) as _;
             let input = Input::prompt(plan.prompt);
             match session.start_stream_observed(input, &options, observer) {
-                Ok(stream) => {
+                Ok(mut stream) => {
                     supervise(model, &stream.abort_handle(), &recorder, plan, &mut record);
                     // Returns at once when the run has returned; otherwise aborts again and
-                    // again and waits at most the stop timeout.
-                    drop(stream);
+                    // again and waits at most the stop timeout (dropping would not wait).
+                    if let Err(e) = stream.stop() {
+                        log::error!(target: "rkllm", "stopping the probe's run: {e}");
+                    }
                 }
                 Err(e) => record.error = Some(e.to_string()),
             }
@@ -429,7 +432,7 @@ fn supervise(
             }
             Wake::Deadline => {
                 record.timed_out = true;
-                // The stream's drop aborts; a held callback must not wait for the pause limit.
+                // The stream's stop aborts; a held callback must not wait for the pause limit.
                 recorder.release();
                 break;
             }
