@@ -29,6 +29,7 @@ mod error;
 mod lean_tokenizer;
 mod message;
 pub mod prefix_store;
+mod reasoning;
 mod role;
 mod session;
 mod strip;
@@ -45,6 +46,10 @@ pub use error::ChatError;
 #[cfg(all(feature = "tokenizer", feature = "mock"))]
 pub(crate) use lean_tokenizer::LoadError;
 pub use message::Message;
+pub use reasoning::{
+    prompt_opens_reasoning, split_reasoning, ReasoningPiece, ReasoningSplit, ReasoningSplitter,
+    THINK_CLOSE, THINK_OPEN,
+};
 pub use role::Role;
 pub use session::{ChatSession, ChatStream, OwnedChatStream};
 pub use strip::{is_python_space, python_strip};
