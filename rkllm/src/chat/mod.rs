@@ -36,6 +36,7 @@ mod strip;
 mod template;
 #[cfg(feature = "tokenizer")]
 pub(crate) mod tokenizer;
+mod tool_calls;
 
 pub use cache::{
     CacheEstimates, ChatCacheStats, PromptCacheConfig, DEFAULT_BUDGET_BYTES,
@@ -57,6 +58,9 @@ pub use template::{Bos, ChatTemplate, Gemma2Template, SpecialToken, SystemStyle,
 #[cfg(feature = "tokenizer")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokenizer")))]
 pub use tokenizer::GemmaTokenizer;
+pub use tool_calls::{
+    parse_tool_calls, ParsedReply, ToolCall, ToolCallEvent, ToolCallFormat, ToolCallParser,
+};
 
 /// Gemma 2's vocabulary size (token ids are below it); see
 /// [`ModelBuilder::vocab_size`](crate::ModelBuilder::vocab_size).
