@@ -578,6 +578,8 @@ impl ToolCallParser {
                 self.step(c, events);
             }
             Outcome::Broken => {
+                let index = call.index.expect("a broken call was committed");
+                events.0.push(ToolCallEvent::Ended { index });
                 self.seen_call = true;
                 self.state = match self.format {
                     ToolCallFormat::Hermes => State::Dangling {
@@ -961,8 +963,8 @@ impl Lexer {
                     Err(())
                 }
             }
-            Expect::Done | Expect::Number(_) => Err(()),
             _ if matches!(c, ' ' | '\t' | '\n' | '\r') => Ok(marks),
+            Expect::Done | Expect::Number(_) => Err(()),
             Expect::ValueOrClose if c == ']' => self.close(Container::Array, marks),
             Expect::Value | Expect::ValueOrClose => {
                 marks.start = Some(depth);
@@ -1031,5 +1033,596 @@ impl Lexer {
         marks.end = Some(self.stack.len());
         self.expect = self.after_value();
         Ok(marks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ToolCallFormat::{Hermes, Llama3Json};
+
+    /// The events of one reply with consecutive content and arguments of one call merged,
+    /// so that replies cut differently compare equal.
+    fn normalize(events: Vec<ToolCallEvent>) -> Vec<ToolCallEvent> {
+        let mut out = Events::default();
+        for event in events {
+            match event {
+                ToolCallEvent::Content(text) => {
+                    assert!(!text.is_empty(), "empty content event");
+                    out.content(&text)
+                }
+                ToolCallEvent::Arguments { index, delta } => {
+                    assert!(!delta.is_empty(), "empty arguments event");
+                    out.arguments(index, &delta)
+                }
+                other => out.0.push(other),
+            }
+        }
+        out.0
+    }
+
+    #[derive(Debug, PartialEq)]
+    struct Outcome {
+        events: Vec<ToolCallEvent>,
+        content: String,
+        calls: Vec<ToolCall>,
+    }
+
+    fn parser(format: ToolCallFormat) -> ToolCallParser {
+        ToolCallParser::new(format).with_id_prefix("call_")
+    }
+
+    fn stream_with(mut parser: ToolCallParser, parts: &[&str]) -> Outcome {
+        let mut events = Vec::new();
+        for part in parts {
+            events.extend(parser.push(part));
+        }
+        events.extend(parser.finish());
+        let events = normalize(events);
+        let mut content = String::new();
+        let mut assembled: Vec<(String, String, String)> = Vec::new();
+        let mut open = Vec::new();
+        for event in &events {
+            match event {
+                ToolCallEvent::Content(text) => content.push_str(text),
+                ToolCallEvent::Started { index, id, name } => {
+                    assert_eq!(*index, assembled.len(), "calls start in order");
+                    assembled.push((id.clone(), name.clone(), String::new()));
+                    open.push(*index);
+                }
+                ToolCallEvent::Arguments { index, delta } => {
+                    assert!(open.contains(index), "arguments of a call not open");
+                    assembled[*index].2.push_str(delta);
+                }
+                ToolCallEvent::Ended { index } => {
+                    assert_eq!(open.pop(), Some(*index), "ended a call not open");
+                }
+            }
+        }
+        assert!(open.is_empty(), "calls left open after finish: {events:?}");
+        let calls = parser.into_calls();
+        let from_events: Vec<(String, String, String)> = calls
+            .iter()
+            .map(|c| (c.id.clone(), c.name.clone(), c.arguments.clone()))
+            .collect();
+        assert_eq!(assembled, from_events, "events and calls agree");
+        Outcome {
+            events,
+            content,
+            calls,
+        }
+    }
+
+    fn stream(format: ToolCallFormat, parts: &[&str]) -> Outcome {
+        stream_with(parser(format), parts)
+    }
+
+    fn one_shot(format: ToolCallFormat, text: &str) -> (String, Vec<(String, String)>) {
+        let outcome = stream(format, &[text]);
+        let parsed = parse_tool_calls(format, text);
+        assert_eq!(parsed.content, outcome.content);
+        assert_eq!(parsed.calls.len(), outcome.calls.len());
+        let calls: Vec<(String, String)> = outcome
+            .calls
+            .iter()
+            .map(|c| (c.name.clone(), c.arguments.clone()))
+            .collect();
+        for (call, (name, arguments)) in parsed.calls.iter().zip(&calls) {
+            assert_eq!((&call.name, &call.arguments), (name, arguments));
+            assert!(
+                call.id.starts_with("call_") && call.id.len() == 29,
+                "{}",
+                call.id
+            );
+        }
+        (outcome.content, calls)
+    }
+
+    fn calls(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, a)| (n.to_string(), a.to_string()))
+            .collect()
+    }
+
+    fn boundaries(text: &str) -> Vec<usize> {
+        (0..=text.len())
+            .filter(|&i| text.is_char_boundary(i))
+            .collect()
+    }
+
+    /// Every 2- and 3-way split at character boundaries, and one character at a time, gives
+    /// the events of the reply fed whole.
+    fn assert_split_invariant(format: ToolCallFormat, text: &str) {
+        let expected = stream(format, &[text]);
+        let cuts = boundaries(text);
+        for &i in &cuts {
+            let got = stream(format, &[&text[..i], &text[i..]]);
+            assert_eq!(got, expected, "split at {i} of {text:?}");
+            for &j in cuts.iter().filter(|&&j| j >= i) {
+                let got = stream(format, &[&text[..i], &text[i..j], &text[j..]]);
+                assert_eq!(got, expected, "split at {i}, {j} of {text:?}");
+            }
+        }
+        let chars: Vec<String> = text.chars().map(String::from).collect();
+        let parts: Vec<&str> = chars.iter().map(String::as_str).collect();
+        assert_eq!(stream(format, &parts), expected, "char by char: {text:?}");
+    }
+
+    const HERMES_CASES: &[&str] = &[
+        "",
+        "Plain answer.",
+        "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+        "<tool_call>\n{\"name\": \"a\", \"arguments\": {}}\n</tool_call>\n<tool_call>\n{\"name\": \"b\", \"arguments\": {\"x\": [1, 2.5e-3, true, null]}}\n</tool_call>\n",
+        "<tool_call>{\"arguments\": {\"q\": \"x\"}, \"name\": \"search\"}</tool_call>",
+        "<tool_call>{\"name\": \"now\"}</tool_call>",
+        "<tool_call>{\"name\": \"f\", \"parameters\": {\"a\": -0.5}}</tool_call>",
+        "<tool_call>\nnot json\n</tool_call> then text",
+        "<tool_call>{\"arguments\": {}}</tool_call>",
+        "<tool_call>{\"name\": 5, \"arguments\": {}}</tool_call>",
+        "<tool_call>{\"name\": \"f\", \"arguments\": \"{}\"}</tool_call>",
+        "<tool_call>{\"name\": \"f\", \"arguments\": {\"a\": ",
+        "<tool_call>{\"name\":\"f\",\"arguments\":{\"a\":1 x}}</tool_call>after",
+        "<tool_call>{\"name\": \"日本\\u00e9\\ud83e\\udd80\", \"arguments\": {\"t\": \"🦀 é\\n\\\"q\\\"\"}}</tool_call>",
+        "<tool_call>{\"name\":\"echo\",\"arguments\":{\"text\":\"<tool_call></tool_call>\"}}</tool_call>",
+        "hello <tool_c",
+        "<<tool_call>{\"name\":\"f\",\"arguments\":{}}</tool_call>",
+        "<tool_call>{\"name\":\"f\",\"arguments\":{}}</tool_call>\n\nDone.  \n",
+        "<tool_call>{\"name\":\"f\",\"arguments\":{}}<tool_call>{\"name\":\"g\",\"arguments\":{}}</tool_call>",
+        "<tool_call>{\"name\":\"f\",\"arguments\":{},\"id\":[1,{\"k\":false}],\"name\":\"g\"}</tool_call>",
+        "<tool_call>{\"name\":\"\",\"arguments\":{}}</tool_call>",
+        "<tool_call>{\"name\":\"f\",\"arguments\":{\"n\":01}}</tool_call>",
+        "<tool_call>{\"name\":\"f\",\"arguments\":{\"n\":1}}</tool_call junk",
+        "<tool_call>[{\"name\":\"f\"}]</tool_call>",
+        "</tool_call><tool_call>",
+    ];
+
+    const LLAMA_CASES: &[&str] = &[
+        "",
+        "Plain answer.",
+        "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}",
+        "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}",
+        "\n\n <|python_tag|> {\"name\": \"f\", \"arguments\": {}}",
+        "{\"answer\": 42}",
+        "{\"name\": \"Bob\", \"age\": 3}",
+        "{\"name\": \"f\"}",
+        "Sure! {\"name\": \"f\", \"parameters\": {}}",
+        "{\"name\": \"a\", \"parameters\": {\"x\": 1}}; {\"name\": \"b\", \"parameters\": {\"y\": [true]}}",
+        "{\"type\": \"function\", \"name\": \"f\", \"parameters\": {\"z\": \"日本 🦀\"}}",
+        "<|python_tag|>brave_search.call(query=\"x\")",
+        "<|python_",
+        "{\"name\": \"f\", \"parameters\": {}} and some text",
+        "{\"name\": \"f\", \"parameters\": {\"a\": tru",
+        "{\"name\": \"f\", \"parameters\": {}}; {\"oops\": 1}",
+        "{\"parameters\": {\"x\": {}}, \"name\": \"f\"}",
+        "{\"name\": \"f\", \"parameters\": {\"s\": \"\\u12\"}}",
+    ];
+
+    #[test]
+    fn every_split_matches_one_shot() {
+        for text in HERMES_CASES {
+            assert_split_invariant(Hermes, text);
+        }
+        for text in LLAMA_CASES {
+            assert_split_invariant(Llama3Json, text);
+        }
+    }
+
+    #[test]
+    fn hermes_calls_after_text() {
+        let (content, found) = one_shot(Hermes, HERMES_CASES[2]);
+        assert_eq!(content, "Let me check.\n");
+        assert_eq!(found, calls(&[("get_weather", r#"{"city": "Paris"}"#)]));
+    }
+
+    #[test]
+    fn hermes_several_calls_and_whitespace_between() {
+        let (content, found) = one_shot(Hermes, HERMES_CASES[3]);
+        assert_eq!(content, "");
+        assert_eq!(
+            found,
+            calls(&[("a", "{}"), ("b", r#"{"x": [1, 2.5e-3, true, null]}"#)])
+        );
+        let (content, _) = one_shot(Hermes, HERMES_CASES[17]);
+        assert_eq!(content, "\n\nDone.");
+    }
+
+    #[test]
+    fn hermes_keys_in_any_order_and_optional_arguments() {
+        assert_eq!(
+            one_shot(Hermes, HERMES_CASES[4]),
+            (String::new(), calls(&[("search", r#"{"q": "x"}"#)]))
+        );
+        assert_eq!(
+            one_shot(Hermes, HERMES_CASES[5]),
+            (String::new(), calls(&[("now", "{}")]))
+        );
+        assert_eq!(
+            one_shot(Hermes, HERMES_CASES[6]),
+            (String::new(), calls(&[("f", r#"{"a": -0.5}"#)]))
+        );
+        // Later duplicates and unknown keys are skipped.
+        assert_eq!(
+            one_shot(Hermes, HERMES_CASES[19]),
+            (String::new(), calls(&[("f", "{}")]))
+        );
+    }
+
+    #[test]
+    fn malformed_hermes_blocks_are_content() {
+        for &i in &[7, 8, 9, 10, 20, 23, 24] {
+            let text = HERMES_CASES[i];
+            assert_eq!(one_shot(Hermes, text), (text.to_string(), vec![]), "{text}");
+        }
+        assert_eq!(
+            one_shot(Hermes, "hello <tool_c"),
+            ("hello <tool_c".into(), vec![])
+        );
+        // A bad number (`01`) breaks the call after it was committed: it keeps what it had.
+        assert_eq!(
+            one_shot(Hermes, HERMES_CASES[21]),
+            (String::new(), calls(&[("f", r#"{"n":0"#)]))
+        );
+    }
+
+    #[test]
+    fn cut_off_and_broken_calls_keep_their_arguments() {
+        assert_eq!(
+            one_shot(Hermes, HERMES_CASES[11]),
+            (String::new(), calls(&[("f", r#"{"a": "#)]))
+        );
+        // The rest of a broken block is dropped up to its closing tag.
+        assert_eq!(
+            one_shot(Hermes, HERMES_CASES[12]),
+            ("after".into(), calls(&[("f", r#"{"a":1 "#)]))
+        );
+        // A missing close tag before the next call.
+        assert_eq!(
+            one_shot(Hermes, HERMES_CASES[18]),
+            (String::new(), calls(&[("f", "{}"), ("g", "{}")]))
+        );
+        // Text after the object that is not the close tag is content.
+        assert_eq!(
+            one_shot(Hermes, HERMES_CASES[22]),
+            ("</tool_call junk".into(), calls(&[("f", r#"{"n":1}"#)]))
+        );
+    }
+
+    #[test]
+    fn unicode_and_escapes() {
+        assert_eq!(
+            one_shot(Hermes, HERMES_CASES[13]),
+            (
+                String::new(),
+                calls(&[("日本é🦀", r#"{"t": "🦀 é\n\"q\""}"#)])
+            )
+        );
+        assert_eq!(
+            one_shot(Hermes, HERMES_CASES[14]),
+            (
+                String::new(),
+                calls(&[("echo", r#"{"text":"<tool_call></tool_call>"}"#)])
+            )
+        );
+        assert_eq!(
+            decode_string(r#""\ud800x\udc00\u0041""#),
+            "\u{fffd}x\u{fffd}A"
+        );
+        assert_eq!(decode_string(r#""\ud83e\ud83e\udd80""#), "\u{fffd}🦀");
+    }
+
+    #[test]
+    fn tag_prefixes_are_held_only_as_long_as_needed() {
+        let mut p = parser(Hermes);
+        assert_eq!(p.push("a <"), [ToolCallEvent::Content("a ".into())]);
+        assert_eq!(p.push("tool"), []);
+        assert_eq!(p.push("s"), [ToolCallEvent::Content("<tools".into())]);
+        assert_eq!(p.push("<<"), [ToolCallEvent::Content("<".into())]);
+        assert_eq!(p.finish(), [ToolCallEvent::Content("<".into())]);
+    }
+
+    #[test]
+    fn arguments_stream_as_they_arrive() {
+        let mut p = parser(Hermes);
+        assert_eq!(p.push("<tool_call>{\"name\": \"f\", "), []);
+        assert_eq!(
+            p.push("\"arguments\": {\"a\""),
+            [
+                ToolCallEvent::Started {
+                    index: 0,
+                    id: "call_0".into(),
+                    name: "f".into()
+                },
+                ToolCallEvent::Arguments {
+                    index: 0,
+                    delta: "{\"a\"".into()
+                },
+            ]
+        );
+        assert_eq!(
+            p.push(": 1}"),
+            [ToolCallEvent::Arguments {
+                index: 0,
+                delta: ": 1}".into()
+            }]
+        );
+        assert_eq!(p.push("}"), [ToolCallEvent::Ended { index: 0 }]);
+        assert_eq!(p.push("\n</tool_call>"), []);
+        assert_eq!(p.finish(), []);
+        assert_eq!(p.calls()[0].arguments, "{\"a\": 1}");
+    }
+
+    #[test]
+    fn offered_names_only() {
+        let text = "<tool_call>{\"name\": \"rm_rf\", \"arguments\": {}}</tool_call>";
+        let only =
+            |format, text| stream_with(parser(format).with_tool_names(["get_weather"]), &[text]);
+        let outcome = only(Hermes, text);
+        assert_eq!((outcome.content.as_str(), outcome.calls.len()), (text, 0));
+        let ok = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {}}</tool_call>";
+        assert_eq!(only(Hermes, ok).calls.len(), 1);
+        let outcome = only(Llama3Json, "{\"name\": \"Bob\", \"parameters\": {}}");
+        assert_eq!(outcome.calls.len(), 0);
+    }
+
+    #[test]
+    fn llama_calls() {
+        let weather = calls(&[("get_weather", r#"{"city": "Paris"}"#)]);
+        assert_eq!(
+            one_shot(Llama3Json, LLAMA_CASES[2]),
+            (String::new(), weather.clone())
+        );
+        assert_eq!(
+            one_shot(Llama3Json, LLAMA_CASES[3]),
+            (String::new(), weather)
+        );
+        assert_eq!(
+            one_shot(Llama3Json, LLAMA_CASES[4]),
+            (String::new(), calls(&[("f", "{}")]))
+        );
+        assert_eq!(
+            one_shot(Llama3Json, LLAMA_CASES[9]),
+            (
+                String::new(),
+                calls(&[("a", r#"{"x": 1}"#), ("b", r#"{"y": [true]}"#)])
+            )
+        );
+        assert_eq!(
+            one_shot(Llama3Json, LLAMA_CASES[10]),
+            (String::new(), calls(&[("f", r#"{"z": "日本 🦀"}"#)]))
+        );
+        assert_eq!(
+            one_shot(Llama3Json, LLAMA_CASES[13]),
+            (" and some text".into(), calls(&[("f", "{}")]))
+        );
+        assert_eq!(
+            one_shot(Llama3Json, LLAMA_CASES[16]),
+            (String::new(), calls(&[("f", r#"{"x": {}}"#)]))
+        );
+    }
+
+    #[test]
+    fn llama_json_answers_and_text_are_content() {
+        for &i in &[1, 5, 6, 7, 8, 11, 12] {
+            let text = LLAMA_CASES[i];
+            assert_eq!(
+                one_shot(Llama3Json, text),
+                (text.to_string(), vec![]),
+                "{text}"
+            );
+        }
+        // Cut off inside the arguments: the call keeps them.
+        assert_eq!(
+            one_shot(Llama3Json, LLAMA_CASES[14]),
+            (String::new(), calls(&[("f", r#"{"a": tru"#)]))
+        );
+        // A second object that is not a call is content.
+        assert_eq!(
+            one_shot(Llama3Json, LLAMA_CASES[15]),
+            ("; {\"oops\": 1}".into(), calls(&[("f", "{}")]))
+        );
+        // A bad escape breaks the call after it was committed.
+        assert_eq!(
+            one_shot(Llama3Json, LLAMA_CASES[17]),
+            ("\"}}".into(), calls(&[("f", r#"{"s": "\u12"#)]))
+        );
+    }
+
+    #[test]
+    fn a_json_answer_is_released_as_soon_as_it_is_not_a_call() {
+        let mut p = parser(Llama3Json);
+        assert_eq!(p.push("{\"answ"), []);
+        assert_eq!(
+            p.push("er\": 4"),
+            [ToolCallEvent::Content("{\"answer\": 4".into())]
+        );
+        assert_eq!(p.push("2}"), [ToolCallEvent::Content("2}".into())]);
+    }
+
+    #[test]
+    fn pushing_after_finish_is_content() {
+        let mut p = parser(Hermes);
+        p.finish();
+        assert_eq!(
+            p.push("<tool_call>"),
+            [ToolCallEvent::Content("<tool_call>".into())]
+        );
+    }
+
+    #[test]
+    fn random_ids_differ() {
+        let text = "<tool_call>{\"name\":\"f\",\"arguments\":{}}</tool_call>".repeat(2);
+        let a = parse_tool_calls(Hermes, &text);
+        let b = parse_tool_calls(Hermes, &text);
+        let ids: std::collections::BTreeSet<&str> = a
+            .calls
+            .iter()
+            .chain(&b.calls)
+            .map(|c| c.id.as_str())
+            .collect();
+        assert_eq!(ids.len(), 4, "{ids:?}");
+        for id in ids {
+            assert!(id.starts_with("call_") && id[5..].chars().all(|c| c.is_ascii_alphanumeric()));
+        }
+    }
+
+    #[test]
+    fn detect_format() {
+        let qwen = "{%- if tools %}...<tool_call>\\n{\\\"name\\\": <function-name>, \\\"arguments\\\": <args-json-object>}\\n</tool_call>";
+        assert_eq!(ToolCallFormat::detect(qwen), Some(Hermes));
+        let llama31 = "{{- \"<|python_tag|>\" + tool_call.name }}";
+        assert_eq!(ToolCallFormat::detect(llama31), Some(Llama3Json));
+        let llama32 = "{{- 'Respond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its value}.' }}{%- elif message.role == \"tool\" or message.role == \"ipython\" %}";
+        assert_eq!(ToolCallFormat::detect(llama32), Some(Llama3Json));
+        assert_eq!(ToolCallFormat::detect("{\"parameters\": 1}"), None);
+        assert_eq!(
+            ToolCallFormat::detect("{% for m in messages %}<start_of_turn>{% endfor %}"),
+            None
+        );
+    }
+
+    /// The lexer accepts exactly what serde_json accepts, on valid and broken documents.
+    #[test]
+    fn lexer_agrees_with_serde_json() {
+        let docs = [
+            "{}",
+            "[]",
+            "0",
+            "-0",
+            "01",
+            "1.",
+            ".5",
+            "1e5",
+            "1E+5",
+            "1e",
+            "-",
+            "--1",
+            "2.5e-3",
+            "true",
+            "tru",
+            "nul",
+            "null",
+            "\"a\\u00e9\"",
+            "\"\\x\"",
+            "\"\\u12g4\"",
+            "\"\n\"",
+            "{\"a\":1,}",
+            "[1,]",
+            "[1 2]",
+            "{\"a\" 1}",
+            "{1:2}",
+            "{\"a\":[{\"b\":null}]}",
+            " { \"k\" : [ true , false ] } ",
+            "[",
+            "{\"a\":1",
+            "\"🦀\"",
+            "[1]]",
+            "{\"a\":1}}",
+            "[{]",
+            "[}",
+            "{]",
+        ];
+        for doc in docs {
+            let mut lexer = Lexer::default();
+            let ours = doc.chars().all(|c| lexer.step(c).is_ok())
+                && match lexer.expect {
+                    Expect::Done => true,
+                    Expect::Number(n) => n.complete() && lexer.stack.is_empty(),
+                    _ => false,
+                };
+            let theirs = serde_json::from_str::<serde_json::Value>(doc).is_ok();
+            assert_eq!(ours, theirs, "{doc:?}");
+        }
+    }
+
+    /// Arguments of calls that were closed properly are valid JSON objects.
+    #[test]
+    fn complete_arguments_are_json_objects() {
+        for text in HERMES_CASES {
+            let parsed = parse_tool_calls(Hermes, text);
+            for call in parsed.calls.iter().filter(|c| c.arguments.ends_with('}')) {
+                let value: serde_json::Value = serde_json::from_str(&call.arguments)
+                    .unwrap_or_else(|e| panic!("{:?} in {text:?}: {e}", call.arguments));
+                assert!(value.is_object());
+            }
+        }
+    }
+
+    /// Random replies made of call fragments, cut at random places: the same events as fed
+    /// whole, and no panic.
+    #[test]
+    fn random_fragments() {
+        const FRAGMENTS: &[&str] = &[
+            "<tool_call>",
+            "</tool_call>",
+            "<|python_tag|>",
+            "{",
+            "}",
+            "[",
+            "]",
+            "\"name\"",
+            "\"arguments\"",
+            "\"parameters\"",
+            ":",
+            ",",
+            "\"f\"",
+            "1",
+            "\n",
+            " ",
+            "text",
+            "<",
+            "\\",
+            "\"",
+            "é",
+            "🦀",
+            ";",
+            "null",
+            "{\"name\": \"g\", \"arguments\": {\"a\": 1}}",
+        ];
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |bound: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % bound as u64) as usize
+        };
+        for _ in 0..400 {
+            let len = next(24);
+            let text: String = (0..len).map(|_| FRAGMENTS[next(FRAGMENTS.len())]).collect();
+            for format in [Hermes, Llama3Json] {
+                let expected = stream(format, &[&text]);
+                let cuts = boundaries(&text);
+                let mut parts = Vec::new();
+                let mut at = 0;
+                while at < text.len() {
+                    let end = cuts[cuts.partition_point(|&c| c <= at)..]
+                        .get(next(4))
+                        .copied()
+                        .unwrap_or(text.len());
+                    parts.push(&text[at..end]);
+                    at = end;
+                }
+                assert_eq!(stream(format, &parts), expected, "{text:?} as {parts:?}");
+            }
+        }
     }
 }
