@@ -29,14 +29,14 @@ mod error;
 mod lean_tokenizer;
 mod message;
 pub mod prefix_store;
-mod reasoning;
+pub mod reasoning;
 mod role;
 mod session;
 mod strip;
 mod template;
 #[cfg(feature = "tokenizer")]
 pub(crate) mod tokenizer;
-mod tool_calls;
+pub mod tool_calls;
 
 pub use cache::{
     CacheEstimates, ChatCacheStats, PromptCacheConfig, DEFAULT_BUDGET_BYTES,
@@ -47,10 +47,6 @@ pub use error::ChatError;
 #[cfg(all(feature = "tokenizer", feature = "mock"))]
 pub(crate) use lean_tokenizer::LoadError;
 pub use message::Message;
-pub use reasoning::{
-    prompt_opens_reasoning, split_reasoning, ReasoningPiece, ReasoningSplit, ReasoningSplitter,
-    THINK_CLOSE, THINK_OPEN,
-};
 pub use role::Role;
 pub use session::{ChatSession, ChatStream, OwnedChatStream};
 pub use strip::{is_python_space, python_strip};
@@ -58,9 +54,6 @@ pub use template::{Bos, ChatTemplate, Gemma2Template, SpecialToken, SystemStyle,
 #[cfg(feature = "tokenizer")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokenizer")))]
 pub use tokenizer::GemmaTokenizer;
-pub use tool_calls::{
-    parse_tool_calls, ParsedReply, ToolCall, ToolCallEvent, ToolCallFormat, ToolCallParser,
-};
 
 /// Gemma 2's vocabulary size (token ids are below it); see
 /// [`ModelBuilder::vocab_size`](crate::ModelBuilder::vocab_size).

@@ -37,7 +37,7 @@
 //! reasoning back, and a template that keeps it would feed the model its own old thoughts.
 //!
 //! ```
-//! use rkllm::chat::{prompt_opens_reasoning, ReasoningPiece, ReasoningSplitter};
+//! use rkllm::chat::reasoning::{prompt_opens_reasoning, ReasoningPiece, ReasoningSplitter};
 //!
 //! // DeepSeek-R1-Distill: the rendered prompt already opened the reasoning.
 //! let prompt = "<｜begin▁of▁sentence｜><｜User｜>2+2?<｜Assistant｜><think>\n";
@@ -76,7 +76,7 @@ fn is_newline(c: char) -> bool {
 /// opened (Qwen3 with `enable_thinking=false` appends `<think>\n\n</think>\n\n`) is false.
 ///
 /// ```
-/// use rkllm::chat::prompt_opens_reasoning;
+/// use rkllm::chat::reasoning::prompt_opens_reasoning;
 /// assert!(prompt_opens_reasoning("<｜Assistant｜><think>\n"));
 /// assert!(!prompt_opens_reasoning("<|im_start|>assistant\n<think>\n\n</think>\n\n"));
 /// assert!(!prompt_opens_reasoning("<|im_start|>assistant\n"));
@@ -142,7 +142,7 @@ enum State {
 /// After `finish` the splitter starts over, as constructed.
 ///
 /// ```
-/// use rkllm::chat::{ReasoningPiece, ReasoningSplitter};
+/// use rkllm::chat::reasoning::{ReasoningPiece, ReasoningSplitter};
 /// // The model opens the block itself (QwQ, Qwen3 in thinking mode).
 /// let mut splitter = ReasoningSplitter::new();
 /// assert_eq!(splitter.push("<thi"), []); // could be the tag: held
@@ -193,7 +193,7 @@ impl ReasoningSplitter {
     /// A splitter for a model whose block uses other tags. An empty tag never matches.
     ///
     /// ```
-    /// use rkllm::chat::{split_reasoning, ReasoningSplitter};
+    /// use rkllm::chat::reasoning::ReasoningSplitter;
     /// let mut splitter = ReasoningSplitter::with_tags("<|thought|>", "<|/thought|>", false);
     /// let mut reasoning = String::new();
     /// for piece in splitter.push("<|thought|>hm<|/thought|>ok") {
@@ -381,7 +381,7 @@ impl Pieces {
 /// [`prompt_opens_reasoning`] on the rendered prompt).
 ///
 /// ```
-/// use rkllm::chat::split_reasoning;
+/// use rkllm::chat::reasoning::split_reasoning;
 /// let split = split_reasoning("Let me add.\n</think>\n\n2 + 2 = 4", true);
 /// assert_eq!(split.reasoning.as_deref(), Some("Let me add."));
 /// assert_eq!(split.content, "2 + 2 = 4");

@@ -36,7 +36,7 @@
 //! * Cutting the reply into pieces differently never changes the result.
 //!
 //! ```
-//! use rkllm::chat::{parse_tool_calls, ToolCallFormat};
+//! use rkllm::chat::tool_calls::{parse_tool_calls, ToolCallFormat};
 //!
 //! let reply = "Let me check.\n<tool_call>\n{\"name\": \"get_weather\", \
 //!              \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
@@ -76,7 +76,7 @@ impl ToolCallFormat {
     /// `None` when the template shows no known form (it may take no tools at all).
     ///
     /// ```
-    /// use rkllm::chat::ToolCallFormat;
+    /// use rkllm::chat::tool_calls::ToolCallFormat;
     /// let qwen = r#"...For each function call, return a json object with function name and
     /// arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{"name": ..."#;
     /// assert_eq!(ToolCallFormat::detect(qwen), Some(ToolCallFormat::Hermes));
@@ -179,7 +179,7 @@ pub fn parse_tool_calls(format: ToolCallFormat, text: &str) -> ParsedReply {
 /// A server streaming OpenAI chat-completion chunks maps the events one to one:
 ///
 /// ```
-/// use rkllm::chat::{ToolCallEvent, ToolCallFormat, ToolCallParser};
+/// use rkllm::chat::tool_calls::{ToolCallEvent, ToolCallFormat, ToolCallParser};
 ///
 /// let mut parser = ToolCallParser::new(ToolCallFormat::Hermes).with_id_prefix("call_");
 /// let mut chunks = Vec::new();
@@ -666,7 +666,7 @@ impl Call {
             match self.member.take() {
                 Some(Member::Name) => {
                     let name = decode_string(&self.value);
-                    let offered = tool_names.is_none_or(|names| names.iter().any(|n| *n == name));
+                    let offered = tool_names.is_none_or(|names| names.contains(&name));
                     if name.is_empty() || !offered {
                         return failed;
                     }
