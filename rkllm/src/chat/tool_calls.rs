@@ -432,7 +432,12 @@ impl ToolCallParser {
     pub fn finish(&mut self) -> Vec<ToolCallEvent> {
         let mut events = Events::default();
         match std::mem::replace(&mut self.state, State::Plain) {
-            State::Text { held, .. } => events.content(&held),
+            State::Text { held, spaces } => {
+                if !held.is_empty() {
+                    events.content(&spaces);
+                    events.content(&held);
+                }
+            }
             State::LlamaStart { held } => events.content(&held),
             State::Call(call) => match call.index {
                 Some(index) => events.0.push(ToolCallEvent::Ended { index }),
@@ -1276,6 +1281,10 @@ mod tests {
         assert_eq!(
             one_shot(Hermes, "hello <tool_c"),
             ("hello <tool_c".into(), vec![])
+        );
+        assert_eq!(
+            one_shot(Hermes, "<tool_call>{\"name\":\"f\"}</tool_call>\n<tool_c"),
+            ("\n<tool_c".into(), calls(&[("f", "{}")]))
         );
         // A bad number (`01`) breaks the call after it was committed: it keeps what it had.
         assert_eq!(
