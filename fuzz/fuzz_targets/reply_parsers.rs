@@ -14,18 +14,38 @@
 //!   tool-call parser.
 #![no_main]
 
-use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use rkllm::chat::reasoning::{split_reasoning, ReasoningPiece, ReasoningSplitter};
 use rkllm::chat::tool_calls::{parse_tool_calls, ToolCallEvent, ToolCallFormat, ToolCallParser};
 
-#[derive(Debug, Arbitrary)]
+/// The fuzzer's bytes: a flags byte (bit 0: the reply starts inside the reasoning; bit 1:
+/// Llama 3 JSON calls, else Hermes), a count `n`, `n` cut offsets (two bytes each, little
+/// endian), then the reply's text (invalid UTF-8 replaced). A plain layout, so seeds are
+/// easy to write by hand (`fuzz/seeds/reply_parsers/`).
+#[derive(Debug)]
 struct Input {
     text: String,
-    /// Where to cut, as offsets into the text (rounded down to character boundaries).
     cuts: Vec<u16>,
     starts_in_reasoning: bool,
     llama: bool,
+}
+
+impl Input {
+    fn parse(data: &[u8]) -> Input {
+        let flags = data.first().copied().unwrap_or(0);
+        let n = usize::from(data.get(1).copied().unwrap_or(0));
+        let rest = data.get(2..).unwrap_or_default();
+        let (cut_bytes, text) = rest.split_at((2 * n).min(rest.len()));
+        Input {
+            text: String::from_utf8_lossy(text).into_owned(),
+            cuts: cut_bytes
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+            starts_in_reasoning: flags & 1 != 0,
+            llama: flags & 2 != 0,
+        }
+    }
 }
 
 /// `text` cut at `cuts`, in order.
@@ -141,7 +161,8 @@ fn tool_events(format: ToolCallFormat, parts: &[&str]) -> (Vec<ToolCallEvent>, S
     (events, content)
 }
 
-fuzz_target!(|input: Input| {
+fuzz_target!(|data: &[u8]| {
+    let input = Input::parse(data);
     let text = input.text.as_str();
     let parts = pieces(text, &input.cuts);
 
