@@ -354,12 +354,6 @@ enum Outcome {
     Broken,
 }
 
-impl Default for ToolCallParser {
-    fn default() -> Self {
-        ToolCallParser::new(ToolCallFormat::Hermes)
-    }
-}
-
 impl ToolCallParser {
     /// A parser for `format`, making random `call_…` ids.
     pub fn new(format: ToolCallFormat) -> ToolCallParser {
