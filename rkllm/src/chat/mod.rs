@@ -29,12 +29,14 @@ mod error;
 mod lean_tokenizer;
 mod message;
 pub mod prefix_store;
+pub mod reasoning;
 mod role;
 mod session;
 mod strip;
 mod template;
 #[cfg(feature = "tokenizer")]
 pub(crate) mod tokenizer;
+pub mod tool_calls;
 
 pub use cache::{
     CacheEstimates, ChatCacheStats, PromptCacheConfig, DEFAULT_BUDGET_BYTES,
