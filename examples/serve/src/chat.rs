@@ -278,7 +278,9 @@ pub async fn answer<S: Shape>(
     if !stream {
         let mut text = String::new();
         let outcome = turn
-            .run(&state, &stats, std::future::pending(), |t| text.push_str(&t))
+            .run(&state, &stats, std::future::pending(), |t| {
+                text.push_str(&t)
+            })
             .await;
         return match outcome {
             Outcome::Finished { finish, timings } => {
@@ -352,10 +354,7 @@ async fn chat_completion(
     let mut request: ChatRequest = read_json(&state, &headers, body).await?;
     state.check_model(request.model.as_deref())?;
     request.check_supported()?;
-    let reply_tokens = reply_tokens(
-        &state,
-        request.max_completion_tokens.or(request.max_tokens),
-    )?;
+    let reply_tokens = reply_tokens(&state, request.max_completion_tokens.or(request.max_tokens))?;
     let (conversation, user) = conversation_of(&state, &mut request, reply_tokens)?;
     let options = options(reply_tokens, request.stop.take())?;
     let stream = request.stream.unwrap_or(false);

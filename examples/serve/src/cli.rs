@@ -37,6 +37,22 @@ pub struct Args {
     /// it the mock echoes the user's message
     #[arg(long, value_name = "TEXT", help_heading = "Model")]
     pub mock_reply: Vec<String>,
+    /// Mock: seconds per prompt token (simulated prefill time)
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 0.0,
+        help_heading = "Model"
+    )]
+    pub mock_prefill_seconds: f64,
+    /// Mock: seconds per generated token (simulated decode time)
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 0.0,
+        help_heading = "Model"
+    )]
+    pub mock_decode_seconds: f64,
     /// The model id clients name and /v1/models lists
     #[arg(
         long,
@@ -65,16 +81,31 @@ pub struct Args {
     pub prompt_cache: Option<PathBuf>,
 
     /// Address to listen on
-    #[arg(long, value_name = "HOST", default_value = "127.0.0.1", help_heading = "Server")]
+    #[arg(
+        long,
+        value_name = "HOST",
+        default_value = "127.0.0.1",
+        help_heading = "Server"
+    )]
     pub host: String,
     /// Port (0 picks a free one)
-    #[arg(long, value_name = "PORT", default_value_t = 8080, help_heading = "Server")]
+    #[arg(
+        long,
+        value_name = "PORT",
+        default_value_t = 8080,
+        help_heading = "Server"
+    )]
     pub port: u16,
     /// Requests that may wait for the model; beyond, 429
     #[arg(long, value_name = "N", default_value_t = 16, help_heading = "Server")]
     pub max_queue: usize,
     /// Seconds a request waits for the model; then 503
-    #[arg(long, value_name = "SECS", default_value_t = 120, help_heading = "Server")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 120,
+        help_heading = "Server"
+    )]
     pub queue_timeout: u64,
     /// Open connections at most; at the cap, the oldest idle connection is closed for a new
     /// one (lowered to fit the open-files limit)
@@ -111,6 +142,8 @@ impl Args {
             tokenizer: self.tokenizer.clone(),
             mock: self.mock,
             mock_replies: self.mock_reply.clone(),
+            mock_prefill_seconds: self.mock_prefill_seconds,
+            mock_decode_seconds: self.mock_decode_seconds,
             system: self.system.clone(),
             style: self.style,
             max_context: self.max_context,

@@ -21,7 +21,11 @@ use crate::openai::{
 use crate::{AppState, MAX_EMBEDDING_INPUTS};
 
 /// Token ids from a request, checked against the vocabulary.
-pub fn token_ids(state: &AppState, ids: Vec<i64>, param: &'static str) -> Result<Vec<i32>, ApiError> {
+pub fn token_ids(
+    state: &AppState,
+    ids: Vec<i64>,
+    param: &'static str,
+) -> Result<Vec<i32>, ApiError> {
     if ids.is_empty() {
         return Err(ApiError::bad_request("an input has no tokens", Some(param)));
     }

@@ -19,9 +19,9 @@
 //!   graceful shutdown on SIGTERM/SIGINT.
 
 mod body;
+mod chat;
 pub mod cli;
 mod completions;
-mod chat;
 mod embed;
 mod log;
 mod metrics;

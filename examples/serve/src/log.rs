@@ -110,7 +110,9 @@ struct LogLine {
 }
 
 fn ms(d: Option<Duration>) -> tracing::field::DisplayValue<String> {
-    tracing::field::display(d.map_or_else(|| "-".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e3)))
+    tracing::field::display(
+        d.map_or_else(|| "-".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e3)),
+    )
 }
 
 fn count(n: Option<usize>) -> tracing::field::DisplayValue<String> {
@@ -133,11 +135,8 @@ impl Drop for LogLine {
             duration_ms = ms(Some(duration)),
             "request"
         );
-        self.state.metrics.record_request(
-            &self.method,
-            &self.path,
-            self.status,
-            f.first_token,
-        );
+        self.state
+            .metrics
+            .record_request(&self.method, &self.path, self.status, f.first_token);
     }
 }

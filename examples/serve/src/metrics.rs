@@ -137,8 +137,12 @@ impl Metrics {
     ) {
         // Paths outside the routes are one label, so scanners cannot grow the family.
         let path = match path {
-            "/v1/chat/completions" | "/v1/completions" | "/v1/embeddings" | "/v1/models"
-            | "/health" | "/metrics" => path,
+            "/v1/chat/completions"
+            | "/v1/completions"
+            | "/v1/embeddings"
+            | "/v1/models"
+            | "/health"
+            | "/metrics" => path,
             _ => "other",
         };
         let method = match *method {
@@ -169,7 +173,8 @@ impl Metrics {
         if let Some(n) = timings.prompt_tokens {
             self.prompt_tokens.inc_by(n as u64);
         }
-        self.generated_tokens.inc_by(timings.generated_tokens as u64);
+        self.generated_tokens
+            .inc_by(timings.generated_tokens as u64);
         if let Some(rate) = timings.prefill_tokens_per_second() {
             self.prefill_rate.set(rate);
         }
