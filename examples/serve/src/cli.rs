@@ -159,7 +159,6 @@ impl Args {
                 max_body_bytes: self.max_body_bytes,
                 max_embedding_tokens: self.max_embedding_tokens,
                 shutdown_grace: Duration::from_secs(self.shutdown_grace),
-                ..Limits::default()
             },
             ..Config::default()
         }

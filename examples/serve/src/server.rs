@@ -160,7 +160,10 @@ fn open_files_limit() -> Option<u64> {
     };
     // SAFETY: getrlimit writes one `rlimit` through a valid, exclusive pointer.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as u64)
+    // (`rlim_t` is `u64` on Linux, but not on every target.)
+    #[allow(clippy::unnecessary_cast)]
+    let current = limit.rlim_cur as u64;
+    (rc == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(current)
 }
 
 impl Server {
@@ -246,13 +249,8 @@ impl Server {
             spawn_connection(next_id, stream, &state, &app, &conns);
         }
         drop(self.listener);
-        // Every connection closes: idle ones at once, the others after their response.
-        {
-            let open = conns.open.lock().unwrap_or_else(|e| e.into_inner());
-            for c in open.values() {
-                c.close.notify_one();
-            }
-        }
+        // Every connection task sees the shutdown too and closes its connection: an idle one
+        // at once, the others after their response (within the grace period).
         let deadline = Instant::now() + state.config.limits.shutdown_grace + Duration::from_secs(5);
         while conns.len() > 0 && Instant::now() < deadline {
             let closed = conns.closed.notified();

@@ -32,8 +32,8 @@ impl BorrowMut<Session> for RawSession {
 }
 
 enum Turn {
-    Chat(AsyncChatStream<FairGuard<ChatSession>>),
-    Raw(AsyncTokenStream<RawSession>),
+    Chat(Box<AsyncChatStream<FairGuard<ChatSession>>>),
+    Raw(Box<AsyncTokenStream<RawSession>>),
 }
 
 /// How a reply ended.
@@ -69,7 +69,7 @@ impl Running {
         .await
         .map_err(|e| ApiError::server(format!("starting the run: {e}")))?;
         let turn = started.map_err(|refused| error_of(refused.error()))?;
-        Ok(Running(Some(Turn::Chat(turn.into_async()))))
+        Ok(Running(Some(Turn::Chat(Box::new(turn.into_async())))))
     }
 
     /// Starts a raw run of `input` (no template) on the session.
@@ -84,7 +84,7 @@ impl Running {
         .await
         .map_err(|e| ApiError::server(format!("starting the run: {e}")))?;
         let run = started.map_err(|refused| error_of(refused.error()))?;
-        Ok(Running(Some(Turn::Raw(run.into_async()))))
+        Ok(Running(Some(Turn::Raw(Box::new(run.into_async())))))
     }
 
     fn turn(&mut self) -> &mut Turn {
@@ -94,8 +94,8 @@ impl Running {
     async fn next(&mut self) -> Option<rkllm::Result<Token>> {
         use futures_core::Stream;
         std::future::poll_fn(|cx| match self.turn() {
-            Turn::Chat(t) => Pin::new(t).poll_next(cx),
-            Turn::Raw(t) => Pin::new(t).poll_next(cx),
+            Turn::Chat(t) => Pin::new(&mut **t).poll_next(cx),
+            Turn::Raw(t) => Pin::new(&mut **t).poll_next(cx),
         })
         .await
     }

@@ -289,11 +289,11 @@ async fn sigterm_during_three_streams_exits_0_ends_each_stream_and_leaves_no_fil
     // Let the first stream get going (the others wait in the queue).
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let sent = Instant::now();
-    // SAFETY: kill sends a signal to the child process this test started.
-    assert_eq!(
-        unsafe { libc::kill(server.child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
+    let pid = server.child.id() as libc::pid_t;
+    // SAFETY: kill sends a signal to the child process this test started (still running:
+    // it is reaped only below).
+    let sent_rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert_eq!(sent_rc, 0);
     let status =
         tokio::task::block_in_place(|| wait_exit(&mut server.child, Duration::from_secs(30)));
     eprintln!(
@@ -341,5 +341,62 @@ async fn sigterm_during_three_streams_exits_0_ends_each_stream_and_leaves_no_fil
             .count()
             >= 3,
         "{log:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_running_reply_finish_within_the_grace_period() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = serve(
+        &[
+            "--mock-reply",
+            &"word ".repeat(40),
+            "--mock-decode-seconds",
+            "0.05",
+            "--shutdown-grace",
+            "20",
+        ],
+        |command| {
+            command.env("TMPDIR", tmp.path());
+        },
+    );
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/chat/completions", server.base))
+        .json(&json!({ "messages": [{ "role": "user", "content": "go" }], "stream": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = tokio::spawn(response.text());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = server.child.id() as libc::pid_t;
+    // SAFETY: kill sends a signal to the child process this test started (still running:
+    // it is reaped only below).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let status =
+        tokio::task::block_in_place(|| wait_exit(&mut server.child, Duration::from_secs(30)));
+    assert_eq!(status.code(), Some(0));
+    let body = body.await.unwrap().unwrap();
+    let data: Vec<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .collect();
+    assert_eq!(data.last(), Some(&"[DONE]"));
+    let last: Value = serde_json::from_str(data[data.len() - 2]).unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop", "{body}");
+    let text: String = data[..data.len() - 1]
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(text, "word ".repeat(40));
+    assert_eq!(
+        files_in(tmp.path()),
+        Vec::<String>::new(),
+        "files left in TMPDIR"
     );
 }

@@ -1015,3 +1015,55 @@ async fn a_prompt_cache_in_ram_is_allowed() {
     assert!(dir.is_dir());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The `curl` commands of the README's Serving section, each as (path, JSON body if any).
+fn readme_curls() -> Vec<(String, Option<String>)> {
+    let readme = include_str!("../../../README.md");
+    let serving = &readme[readme.find("## Serving").unwrap()..];
+    let serving = &serving[..serving[3..].find("\n## ").unwrap()];
+    let mut commands = Vec::new();
+    let mut lines = serving.lines();
+    while let Some(line) = lines.next() {
+        if !line.starts_with("curl ") {
+            continue;
+        }
+        let mut command = line.to_owned();
+        // Continued by a trailing backslash, or by an open single-quoted body.
+        while command.ends_with('\\') || command.matches('\'').count() % 2 == 1 {
+            command = command.trim_end_matches('\\').to_owned();
+            command.push(' ');
+            command.push_str(lines.next().unwrap());
+        }
+        let url = command
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap();
+        let path = url["http://127.0.0.1:8080".len()..].to_owned();
+        let body = command
+            .find("-d '")
+            .map(|i| command[i + 4..command.rfind('\'').unwrap()].to_owned());
+        commands.push((path, body));
+    }
+    commands
+}
+
+#[tokio::test]
+async fn the_readmes_curl_commands_work_as_written() {
+    let base = server(Config::default()).await;
+    let commands = readme_curls();
+    assert!(commands.len() >= 4, "{commands:?}");
+    let client = reqwest::Client::new();
+    for (path, body) in commands {
+        let request = match &body {
+            Some(body) => client
+                .post(format!("{base}{path}"))
+                .header("content-type", "application/json")
+                .body(body.clone()),
+            None => client.get(format!("{base}{path}")),
+        };
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 200, "{path} {body:?}: {text}");
+    }
+}
