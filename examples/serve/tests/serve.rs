@@ -1067,3 +1067,37 @@ async fn the_readmes_curl_commands_work_as_written() {
         assert_eq!(status, 200, "{path} {body:?}: {text}");
     }
 }
+
+#[tokio::test]
+async fn a_stream_longer_than_the_head_timeout_is_not_cut() {
+    let reply = "slow ".repeat(60);
+    let base = server(Config {
+        mock_replies: vec![reply.clone()],
+        mock_decode_seconds: 0.05,
+        limits: rkllm_serve::Limits {
+            header_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+        ..Config::default()
+    })
+    .await;
+    // About 3 s of tokens, three head timeouts long.
+    let response = post(
+        &base,
+        "/v1/chat/completions",
+        json!({ "messages": user("go"), "stream": true }),
+    )
+    .await;
+    let data = sse_data(&response.text().await.unwrap());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let text: String = data[..data.len() - 1]
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(text, reply);
+}
