@@ -15,7 +15,7 @@ use crate::{Config, Limits};
 /// Endpoints: POST /v1/chat/completions and POST /v1/completions (streamed or not),
 /// POST /v1/embeddings, GET /v1/models, GET /health, GET /metrics.
 #[derive(Debug, Parser)]
-#[command(name = "serve", version, about, long_about = None)]
+#[command(name = "serve", version, long_about = None)]
 #[command(after_help = "\
 Without --model the server runs a built-in mock model (echoing the user, or the --mock-reply \
 texts). SIGTERM or SIGINT (Ctrl-C) stops it gracefully: no new connections, queued requests \
@@ -42,6 +42,8 @@ pub struct Args {
         long,
         value_name = "SECS",
         default_value_t = 0.0,
+        value_parser = parse_seconds,
+        allow_negative_numbers = true,
         help_heading = "Model"
     )]
     pub mock_prefill_seconds: f64,
@@ -50,6 +52,8 @@ pub struct Args {
         long,
         value_name = "SECS",
         default_value_t = 0.0,
+        value_parser = parse_seconds,
+        allow_negative_numbers = true,
         help_heading = "Model"
     )]
     pub mock_decode_seconds: f64,
@@ -127,6 +131,13 @@ pub struct Args {
     /// On SIGTERM/SIGINT, seconds the running reply may take to finish before it is ended
     #[arg(long, value_name = "SECS", default_value_t = Limits::default().shutdown_grace.as_secs(), help_heading = "Limits")]
     pub shutdown_grace: u64,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds (0 or more)")),
+    }
 }
 
 fn parse_style(s: &str) -> Result<SystemStyle, String> {

@@ -224,7 +224,8 @@ fn parse_npu_load(text: &str) -> Vec<(String, f64)> {
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let m = &state.metrics;
     m.queue_depth.set(state.chat.waiting() as i64);
-    if let Ok(text) = tokio::fs::read_to_string(NPU_LOAD).await {
+    let load = tokio::task::spawn_blocking(|| std::fs::read_to_string(NPU_LOAD)).await;
+    if let Ok(Ok(text)) = load {
         for (core, load) in parse_npu_load(&text) {
             m.npu_load.get_or_create(&CoreLabels { core }).set(load);
         }

@@ -124,6 +124,12 @@ fn help_lists_the_shared_flags_and_usage_errors_exit_2() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("lots"));
+    let bad = Command::new(BIN)
+        .args(["--mock-decode-seconds", "-1"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("-1"));
 }
 
 #[tokio::test]
