@@ -136,7 +136,7 @@ async fn embed(
                 format!(
                     "input {} has {tokens} tokens{}; the context holds {context}",
                     inputs.len(),
-                    if cfg!(feature = "tokenizer") && state_has_tokenizer(&state) {
+                    if state_has_tokenizer(&state) {
                         ""
                     } else {
                         " (an upper bound: the server counts bytes without --tokenizer)"
@@ -159,7 +159,6 @@ async fn embed(
         inputs.push(input);
         Ok(())
     };
-    let texts = |v: Vec<String>| v;
     match request.input {
         EmbeddingInput::One(s) => {
             check_text(&s)?;
@@ -167,7 +166,7 @@ async fn embed(
             add(Input::prompt(s), n)?;
         }
         EmbeddingInput::Many(v) => {
-            for s in texts(v) {
+            for s in v {
                 check_text(&s)?;
                 let n = text_tokens(&state, &s)?;
                 add(Input::prompt(s), n)?;
