@@ -24,56 +24,68 @@ use rkllm::chat::{
 use rkllm::{AbortHandle, FinishReason, GenerateOptions, Timings};
 
 mod common;
-use common::{Args, Backend, Failure, Lengths, Opt, Scratch, UsageError};
+use common::{Backend, Failure, Lengths, Pace, Scratch, TokenizerArg};
 
-const CLI: common::Cli = common::Cli {
-    about:
-        "An interactive Gemma 2 chat on the RKLLM runtime, streaming each reply as it is generated.",
-    usage: &["chat [OPTIONS]"],
-    sections: &[
-        (
-            "Model (without --model, the mock runtime runs and echoes your message)",
-            &[
-                common::MODEL,
-                common::LIB,
-                common::TOKENIZER,
-                common::MOCK,
-                Opt::repeated(
-                    "--mock-reply",
-                    "TEXT",
-                    "generated mock model: the reply of the next turn, in order\n\
-                     (repeatable; the last one repeats)",
-                ),
-                common::FAST,
-            ],
-        ),
-        (
-            "Chat",
-            &[
-                Opt::value("--system", "TEXT", "system prompt"),
-                Opt::value(
-                    "--style",
-                    "STYLE",
-                    "where the system prompt goes: merge (default), systemgemma2,\n\
-                     turn, strict (no system prompt allowed)",
-                ),
-                common::MAX_CONTEXT,
-                common::MAX_NEW_TOKENS,
-                Opt::value(
-                    "--prompt-cache",
-                    "DIR",
-                    "keep the conversation's prefill in a rolling prompt cache in\n\
-                     DIR, so a turn prefills only what is new",
-                ),
-            ],
-        ),
-    ],
-    after: "\
+const MODEL_HEADING: &str =
+    "Model (without --model, the mock runtime runs and echoes your message)";
+
+/// An interactive Gemma 2 chat on the RKLLM runtime, streaming each reply as it is generated.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "chat",
+    after_help = "\
 In the chat: /reset clears the history (the system prompt stays); /exit or end of input
 quits. Ctrl-C stops the reply being generated; Ctrl-C while waiting for input, or twice
 within a second, quits. The generated mock model takes the board's time while someone
-watches (stdin is a terminal and no --fast).",
-};
+watches (stdin is a terminal and no --fast)."
+)]
+struct Options {
+    #[command(flatten, next_help_heading = MODEL_HEADING)]
+    backend: Backend,
+    #[command(flatten, next_help_heading = MODEL_HEADING)]
+    tokenizer: TokenizerArg,
+    /// Generated mock model: the next turn's reply (repeatable; the last repeats)
+    #[arg(
+        long = "mock-reply",
+        value_name = "TEXT",
+        help_heading = MODEL_HEADING,
+        conflicts_with = "model"
+    )]
+    mock_replies: Vec<String>,
+    #[command(flatten, next_help_heading = MODEL_HEADING)]
+    pace: Pace,
+    /// System prompt
+    #[arg(long, value_name = "TEXT", help_heading = "Chat")]
+    system: Option<String>,
+    #[arg(
+        long,
+        value_name = "STYLE",
+        help = "Where the system prompt goes: merge (default), systemgemma2,\n\
+                turn, strict (no system prompt allowed)",
+        help_heading = "Chat",
+        default_value = "merge",
+        hide_default_value = true,
+        hide_possible_values = true,
+        value_parser = common::style_parser()
+    )]
+    style: SystemStyle,
+    #[command(flatten, next_help_heading = "Chat")]
+    lengths: Lengths,
+    #[arg(
+        long,
+        value_name = "DIR",
+        help = "Keep the prefill in a rolling prompt cache in DIR: a turn\n\
+                prefills only what is new",
+        help_heading = "Chat"
+    )]
+    prompt_cache: Option<PathBuf>,
+}
+
+fn check(options: &Options) -> Result<(), String> {
+    options.backend.check()?;
+    options.tokenizer.check()?;
+    options.lengths.check()
+}
 
 /// How much faster than an RK3588 the mock runs when paced: the board's rhythm (slow
 /// prefill, ~10 tokens/s decode) with shorter waits.
@@ -83,32 +95,8 @@ const MOCK_SPEEDUP: f64 = 2.0;
 /// Two Ctrl-C within this interval quit, even while a reply is being generated.
 const DOUBLE_PRESS: Duration = Duration::from_secs(1);
 
-struct Options {
-    backend: Backend,
-    mock_replies: Vec<String>,
-    system: Option<String>,
-    style: SystemStyle,
-    lengths: Lengths,
-    prompt_cache: Option<PathBuf>,
-}
-
-fn options(args: &Args) -> Result<Options, UsageError> {
-    let options = Options {
-        backend: Backend::from_args(args, true)?,
-        mock_replies: args.values("--mock-reply"),
-        system: args.value("--system").map(str::to_owned),
-        style: args
-            .parsed("--style", |s| s.parse().map_err(|e| format!("{e}")))?
-            .unwrap_or(SystemStyle::Merge),
-        lengths: Lengths::from_args(args)?,
-        prompt_cache: args.path("--prompt-cache"),
-    };
-    options.backend.only_generated_mock(args, "--mock-reply")?;
-    Ok(options)
-}
-
 fn main() -> ExitCode {
-    common::main(&CLI, options, run)
+    common::main(check, run)
 }
 
 /// What the main loop waits for: a line of input, its end, or a Ctrl-C.
@@ -139,7 +127,7 @@ fn run(args: Options, scratch: &mut Scratch) -> Result<ExitCode, Failure> {
         args.lengths.max_new_tokens,
     ));
     #[cfg(feature = "tokenizer")]
-    if let Some(tokenizer) = args.backend.tokenizer()? {
+    if let Some(tokenizer) = args.tokenizer.load()? {
         chat = chat.with_tokenizer(tokenizer);
     }
 
@@ -323,8 +311,9 @@ impl common::MockModelSource for Options {
         } else {
             mock.turns(self.mock_replies.clone())
         };
-        let paced = self.backend.paced(io::stdin().is_terminal());
-        self.backend.finish_mock(mock, paced, MOCK_SPEEDUP)
+        let paced = self.pace.paced(io::stdin().is_terminal());
+        self.backend
+            .finish_mock(mock, self.tokenizer.path(), paced, MOCK_SPEEDUP)
     }
 }
 

@@ -18,87 +18,49 @@ use rkllm::diagnosis::Preflight;
 use rkllm::{Error, GenerateOptions, Model, Runtime};
 
 mod common;
-use common::{Args, Backend, Failure, Opt, Scratch, UsageError};
+use common::{Backend, Failure, Scratch};
 
-const CLI: common::Cli = common::Cli {
-    about: "Checks whether an RKLLM model loads on this machine and explains why not.",
-    usage: &[
-        "doctor --model PATH [--lib PATH]",
-        "doctor --mock [--inject FAILURE]",
-    ],
-    sections: &[(
-        "Options",
-        &[
-            common::MODEL,
-            common::LIB,
-            common::MOCK,
-            Opt::value(
-                "--inject",
-                "FAILURE",
-                "generated mock model: make the load fail as the real\n\
-                 runtime does:\n  \
-                   oom         NPU memory allocation fails (e.g. w4a16 on RK3588)\n  \
-                   nofile      too many open files\n  \
-                   magic       invalid model magic (model from another toolkit)\n  \
-                   domain      no weight memory for IOMMU domain 1\n  \
-                   null        init returns success without a handle\n  \
-                   old-driver  rknpu driver 0.9.6, and the NPU allocation fails",
-            ),
-        ],
-    )],
-    after: "The exit code is 0 when the model loaded and ran, 1 otherwise, 2 for a usage error.",
-};
-
-/// A load failure the generated mock model simulates (`--inject`).
-#[derive(Clone, Copy)]
-enum Inject {
-    Oom,
-    Nofile,
-    Magic,
-    Domain,
-    Null,
-    OldDriver,
-}
-
-impl std::str::FromStr for Inject {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "oom" => Inject::Oom,
-            "nofile" => Inject::Nofile,
-            "magic" => Inject::Magic,
-            "domain" => Inject::Domain,
-            "null" => Inject::Null,
-            "old-driver" => Inject::OldDriver,
-            _ => {
-                return Err(
-                    "no such failure; use oom, nofile, magic, domain, null or old-driver".into(),
-                )
-            }
-        })
-    }
-}
-
+/// Checks whether an RKLLM model loads on this machine and explains why not.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "doctor",
+    group = clap::ArgGroup::new("runtime").args(["model", "mock"]).multiple(true).required(true),
+    after_help = "The exit code is 0 when the model loaded and ran, 1 otherwise, 2 for a usage \
+                  error."
+)]
 struct Options {
+    #[command(flatten)]
     backend: Backend,
+    /// Generated mock model: make the load fail as the real runtime does
+    #[arg(long, value_name = "FAILURE", conflicts_with = "model")]
     // Read by the mock model only.
     #[cfg_attr(not(feature = "mock"), allow(dead_code))]
     inject: Option<Inject>,
 }
 
-fn options(args: &Args) -> Result<Options, UsageError> {
-    let backend = Backend::from_args(args, false)?;
-    let inject = args.parsed("--inject", str::parse)?;
-    if inject.is_some() && !backend.is_mock() {
-        return Err("--inject works with the mock runtime only (add --mock)".into());
-    }
-    backend.only_generated_mock(args, "--inject")?;
-    Ok(Options { backend, inject })
+/// A load failure the generated mock model simulates (`--inject`).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Inject {
+    /// NPU memory allocation fails (e.g. w4a16 on RK3588)
+    Oom,
+    /// Too many open files
+    Nofile,
+    /// Invalid model magic (model from another toolkit)
+    Magic,
+    /// No weight memory for IOMMU domain 1
+    Domain,
+    /// Init returns success without a handle
+    Null,
+    /// Rknpu driver 0.9.6, and the NPU allocation fails
+    OldDriver,
+}
+
+fn check(options: &Options) -> Result<(), String> {
+    options.backend.check()
 }
 
 fn main() -> ExitCode {
-    common::main(&CLI, options, run)
+    common::main(check, run)
 }
 
 /// Prints the report; the exit code says whether the model loaded and ran.

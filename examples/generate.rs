@@ -17,74 +17,50 @@ use rkllm::chat::{Conversation, SystemStyle};
 use rkllm::{GenerateOptions, Timings, Token};
 
 mod common;
-use common::{Args, Backend, Failure, Lengths, Opt, Scratch, UsageError};
+use common::{Backend, Failure, Lengths, Pace, Scratch, TokenizerArg};
 
-const CLI: common::Cli = common::Cli {
-    about: "Generates one reply to a prompt on the RKLLM runtime, streaming it to stdout.",
-    usage: &["generate [OPTIONS] [--prompt TEXT]"],
-    sections: &[
-        (
-            "Prompt",
-            &[
-                Opt::value("--prompt", "TEXT", "the prompt (default: read from stdin)"),
-                Opt::value(
-                    "--system",
-                    "TEXT",
-                    "system prompt (merged into the user turn, as Gemma 2 expects)",
-                ),
-                Opt::flag(
-                    "--raw",
-                    "send the prompt as is, without the Gemma 2 chat format",
-                ),
-            ],
-        ),
-        (
-            "Model (without --model, the mock runtime runs and echoes the prompt)",
-            &[
-                common::MODEL,
-                common::LIB,
-                common::TOKENIZER,
-                common::MOCK,
-                common::FAST,
-                common::MAX_CONTEXT,
-                common::MAX_NEW_TOKENS,
-            ],
-        ),
-    ],
-    after: "The generated mock model takes the board's time while someone watches (stdout is a\n\
-            terminal and no --fast).",
-};
+/// Generates one reply to a prompt on the RKLLM runtime, streaming it to stdout.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "generate",
+    after_help = "\
+The generated mock model takes the board's time while someone watches (stdout is a
+terminal and no --fast)."
+)]
+struct Options {
+    /// The prompt (default: read from stdin)
+    #[arg(long, value_name = "TEXT", help_heading = "Prompt")]
+    prompt: Option<String>,
+    /// System prompt (merged into the user turn, as Gemma 2 expects)
+    #[arg(long, value_name = "TEXT", help_heading = "Prompt")]
+    system: Option<String>,
+    /// Send the prompt as is, without the Gemma 2 chat format
+    #[arg(long, help_heading = "Prompt", conflicts_with_all = ["system", "tokenizer"])]
+    raw: bool,
+    #[command(flatten, next_help_heading = MODEL_HEADING)]
+    backend: Backend,
+    #[command(flatten, next_help_heading = MODEL_HEADING)]
+    tokenizer: TokenizerArg,
+    #[command(flatten, next_help_heading = MODEL_HEADING)]
+    pace: Pace,
+    #[command(flatten, next_help_heading = MODEL_HEADING)]
+    lengths: Lengths,
+}
+
+const MODEL_HEADING: &str = "Model (without --model, the mock runtime runs and echoes the prompt)";
 
 /// How much faster than an RK3588 the mock runs when paced.
 #[cfg(feature = "mock")]
 const MOCK_SPEEDUP: f64 = 2.0;
 
-struct Options {
-    backend: Backend,
-    prompt: Option<String>,
-    system: Option<String>,
-    raw: bool,
-    lengths: Lengths,
-}
-
-fn options(args: &Args) -> Result<Options, UsageError> {
-    let options = Options {
-        backend: Backend::from_args(args, true)?,
-        prompt: args.value("--prompt").map(str::to_owned),
-        system: args.value("--system").map(str::to_owned),
-        raw: args.flag("--raw"),
-        lengths: Lengths::from_args(args)?,
-    };
-    if options.raw {
-        if let Some(other) = args.shown("--system").or(args.shown("--tokenizer")) {
-            return Err(format!("--raw sends the prompt as is: it cannot go with {other}").into());
-        }
-    }
-    Ok(options)
+fn check(options: &Options) -> Result<(), String> {
+    options.backend.check()?;
+    options.tokenizer.check()?;
+    options.lengths.check()
 }
 
 fn main() -> ExitCode {
-    common::main(&CLI, options, run)
+    common::main(check, run)
 }
 
 fn run(args: Options, scratch: &mut Scratch) -> Result<ExitCode, Failure> {
@@ -101,7 +77,7 @@ fn run(args: Options, scratch: &mut Scratch) -> Result<ExitCode, Failure> {
     }
     let mut chat = Conversation::new(SystemStyle::Merge);
     #[cfg(feature = "tokenizer")]
-    if let Some(tokenizer) = args.backend.tokenizer()? {
+    if let Some(tokenizer) = args.tokenizer.load()? {
         chat = chat.with_tokenizer(tokenizer);
     }
     if let Some(system) = &args.system {
@@ -168,7 +144,8 @@ impl common::MockModelSource for Options {
         let mock = rkllm::mock::MockModel::new()
             .name("generate-example-mock")
             .echo();
-        let paced = self.backend.paced(io::stdout().is_terminal());
-        self.backend.finish_mock(mock, paced, MOCK_SPEEDUP)
+        let paced = self.pace.paced(io::stdout().is_terminal());
+        self.backend
+            .finish_mock(mock, self.tokenizer.path(), paced, MOCK_SPEEDUP)
     }
 }

@@ -15,43 +15,37 @@ use std::process::ExitCode;
 use rkllm::probe::{self, ProbeConfig, Question};
 
 mod common;
-use common::{Args, Backend, Failure, Opt, Scratch, UsageError};
+use common::{Backend, Failure, Scratch, TokenizerArg};
 
-const CLI: common::Cli = common::Cli {
-    about: "Finds out how this board's RKLLM runtime behaves where it is undocumented, and\n\
-            prints a report to paste into a bug report.",
-    usage: &["probe --model PATH [OPTIONS]", "probe --mock [OPTIONS]"],
-    sections: &[(
-        "Options",
-        &[
-            common::MODEL,
-            common::LIB,
-            common::TOKENIZER,
-            common::MOCK,
-            Opt::flag(
-                "--skip-second-model",
-                "skip the question whether a second model loads in the same\n\
-                 process (it needs the NPU memory of two)",
-            ),
-        ],
-    )],
-    after: "It takes a minute or two; the runtime's own log lines appear as it goes.",
-};
-
+/// Finds out how this board's RKLLM runtime behaves where it is undocumented.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "probe",
+    group = clap::ArgGroup::new("runtime").args(["model", "mock"]).multiple(true).required(true),
+    after_help = "\
+It prints a report to paste into a bug report. It takes a minute or two; the runtime's own
+log lines appear as it goes."
+)]
 struct Options {
+    #[command(flatten)]
     backend: Backend,
+    #[command(flatten)]
+    tokenizer: TokenizerArg,
+    #[arg(
+        long,
+        help = "Skip the question whether a second model loads in the same\n\
+                process (it needs the NPU memory of two)"
+    )]
     skip_second_model: bool,
 }
 
-fn options(args: &Args) -> Result<Options, UsageError> {
-    Ok(Options {
-        backend: Backend::from_args(args, false)?,
-        skip_second_model: args.flag("--skip-second-model"),
-    })
+fn check(options: &Options) -> Result<(), String> {
+    options.backend.check()?;
+    options.tokenizer.check()
 }
 
 fn main() -> ExitCode {
-    common::main(&CLI, options, run)
+    common::main(check, run)
 }
 
 fn run(args: Options, scratch: &mut Scratch) -> Result<ExitCode, Failure> {
@@ -65,12 +59,12 @@ fn run(args: Options, scratch: &mut Scratch) -> Result<ExitCode, Failure> {
     }
     // A bad tokenizer file is reported now rather than as a note after the long run.
     #[cfg(feature = "tokenizer")]
-    args.backend.tokenizer()?;
+    args.tokenizer.load()?;
     let model = args.backend.model_path(&args, scratch)?;
     let runtime = args.backend.runtime()?;
     let origin = runtime.origin().to_owned();
     let mut config = ProbeConfig::new(runtime, &model);
-    if let Some(path) = args.backend.tokenizer_path() {
+    if let Some(path) = args.tokenizer.path() {
         config = config.tokenizer(path);
     }
     if args.skip_second_model {

@@ -7,7 +7,8 @@
 # as the real one does, and model loads pass them on: well over a thousand lines, among them
 # the `E RKNN: … errno: 14` of the out-of-memory tests, that would bury the results. The tests
 # that check those lines capture them and see every byte; on the terminal they are left out
-# here. The whole output, runtime lines included, is kept in target/test-output.log;
+# here. The whole output, runtime lines included, is kept in test-output.log in the target
+# directory cargo uses (`CARGO_TARGET_DIR`, a config's `build.target-dir`, else ./target);
 # RKLLM_TEST_LOG=show prints everything instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +16,11 @@ scripts/fetch-gemma-tokenizer.sh
 if [ "${RKLLM_TEST_LOG:-}" = show ]; then
   exec cargo test --workspace "$@"
 fi
-mkdir -p target
-log=target/test-output.log
+target=$(cargo metadata --format-version 1 --no-deps |
+  sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+target=${target:-target}
+mkdir -p "$target"
+log="$target/test-output.log"
 # A runtime line starts with its level mark and tag. Written while libtest was between
 # `test NAME ... ` and its result, it is cut out of that line; after `--quiet` progress dots,
 # the dots are kept.

@@ -163,7 +163,8 @@ fn is_running_is_reported_the_right_way_round() {
 
 #[test]
 fn running_sense_follows_the_setting() {
-    use rkllm::{Model, RunningSense, Runtime};
+    use rkllm::settings::RunningSense;
+    use rkllm::{Model, Runtime};
     let path = slow(MockModel::new())
         .with_runtime(|r| r.is_running_sense = RunningSense::NonZeroWhileRunning)
         .write_temp_file()

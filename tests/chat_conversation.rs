@@ -332,6 +332,9 @@ mod with_tokenizer {
     fn chat_conversation_encode_needs_a_tokenizer() {
         let mut chat = Conversation::default();
         chat.push_user("hi").unwrap();
-        assert!(matches!(chat.encode(true), Err(rkllm::Error::Tokenizer(_))));
+        assert!(matches!(
+            chat.encode(true),
+            Err(rkllm::Error::Tokenizer { .. })
+        ));
     }
 }

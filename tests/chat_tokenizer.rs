@@ -132,7 +132,16 @@ fn chat_tokenizer_load_errors_name_the_cause() {
     let missing = GemmaTokenizer::from_file("/nonexistent/tokenizer.json").unwrap_err();
     assert!(matches!(missing, rkllm::Error::Io { .. }), "{missing:?}");
     let garbage = GemmaTokenizer::from_bytes(b"{ not json").unwrap_err();
-    assert!(matches!(garbage, rkllm::Error::Tokenizer(_)), "{garbage:?}");
+    assert!(
+        matches!(garbage, rkllm::Error::Tokenizer { .. }),
+        "{garbage:?}"
+    );
+    // The parser's own error is kept as the source, not repeated in the message.
+    let source = std::error::Error::source(&garbage).expect("the parse error is the source");
+    assert!(
+        !garbage.to_string().contains(&source.to_string()),
+        "{garbage}"
+    );
 }
 
 #[test]

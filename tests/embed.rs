@@ -3,9 +3,10 @@
 
 mod common;
 
+use rkllm::embed::Pooling;
 use rkllm::embed::{embedding, embedding_from_rows, l2_normalize};
 use rkllm::mock::{hidden_value, MockModel};
-use rkllm::{Error, Input, Pooling};
+use rkllm::{Error, Input};
 
 fn length(v: &[f32]) -> f64 {
     v.iter()

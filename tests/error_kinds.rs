@@ -14,6 +14,7 @@ fn the_suggested_statuses_and_whose_fault_it_is() {
         (ErrorKind::TooLong, 413, true),
         (ErrorKind::NotFound, 404, true),
         (ErrorKind::Busy, 429, false),
+        (ErrorKind::TimedOut, 503, false),
         (ErrorKind::Unavailable, 503, false),
         (ErrorKind::Runtime, 500, false),
         (ErrorKind::System, 500, false),
@@ -172,18 +173,20 @@ fn system_failures_and_an_unusable_model() {
         ),
     };
     assert_eq!(spawn.kind(), ErrorKind::System);
-    assert!(spawn
-        .to_string()
-        .contains("Resource temporarily unavailable"));
+    // The OS error is the source, and only the source: a reporter that prints the chain
+    // shows it once.
+    assert_shown_once(&spawn, "Resource temporarily unavailable");
     assert!(
-        std::error::Error::source(&spawn).is_some(),
-        "the OS error is kept as the source"
+        spawn.to_string().contains("thread or memory limit"),
+        "{spawn}"
     );
     let io = Error::Io {
         path: "/var/cache/rkllm".into(),
-        source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        source: std::io::Error::other("Permission denied (os error 13)"),
     };
     assert_eq!(io.kind(), ErrorKind::System);
+    assert_shown_once(&io, "Permission denied");
+    assert!(io.to_string().contains("/var/cache/rkllm"), "{io}");
 
     let unusable = Error::ModelUnusable {
         reason: "a run did not stop within 5 s of rkllm_abort".into(),
@@ -195,4 +198,36 @@ fn system_failures_and_an_unusable_model() {
         text.contains("did not stop") && text.contains("load it again"),
         "{text}"
     );
+}
+
+/// `needle` appears exactly once in the error's chain as a reporter prints it (each error's
+/// `Display`, then its sources'), and it comes from a source, not the top message.
+fn assert_shown_once(err: &Error, needle: &str) {
+    let mut chain = vec![err.to_string()];
+    let mut at = std::error::Error::source(err);
+    while let Some(e) = at {
+        chain.push(e.to_string());
+        at = e.source();
+    }
+    let shown = chain.join(": ");
+    assert_eq!(shown.matches(needle).count(), 1, "{shown}");
+    assert!(!chain[0].contains(needle), "{shown}");
+}
+
+#[test]
+fn a_full_queue_and_a_queue_timeout_are_told_apart() {
+    use rkllm::wait::WaitError;
+    let full = Error::from(WaitError::QueueFull { limit: 64 });
+    assert!(matches!(full, Error::QueueFull { limit: 64 }), "{full:?}");
+    assert_eq!(full.kind(), ErrorKind::Busy);
+    assert_eq!(full.kind().http_status(), 429);
+    let waited = std::time::Duration::from_secs(120);
+    let timed_out = Error::from(WaitError::TimedOut { waited });
+    assert!(
+        matches!(timed_out, Error::QueueTimedOut { waited: w } if w == waited),
+        "{timed_out:?}"
+    );
+    assert_eq!(timed_out.kind(), ErrorKind::TimedOut);
+    assert_eq!(timed_out.kind().http_status(), 503);
+    assert!(!timed_out.kind().is_caller_error());
 }

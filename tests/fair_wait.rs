@@ -7,7 +7,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rkllm::mock::MockModel;
-use rkllm::{FairMutex, GenerateOptions, WaitError};
+use rkllm::wait::{FairMutex, WaitError};
+use rkllm::GenerateOptions;
 
 /// Waits (with a generous hang guard) until `n` callers are queued.
 fn until(mut queued: impl FnMut() -> bool) {
@@ -53,8 +54,10 @@ fn a_waiter_gives_up_after_its_timeout_and_leaves_the_queue() {
     assert!(matches!(err, WaitError::TimedOut { waited } if waited >= Duration::from_millis(80)));
     assert!(started.elapsed() >= Duration::from_millis(80));
     assert_eq!(model.session_waiting(), 0);
-    // It converts to Error::Busy for `?` users.
-    assert!(matches!(rkllm::Error::from(err), rkllm::Error::Busy));
+    // It converts to Error::QueueTimedOut (503, not the full queue's 429) for `?` users.
+    let err = rkllm::Error::from(err);
+    assert!(matches!(err, rkllm::Error::QueueTimedOut { .. }), "{err:?}");
+    assert_eq!(err.kind().http_status(), 503);
     drop(held);
     assert!(
         model.session().is_ok(),

@@ -8,10 +8,10 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use rkllm::mock::{self, MockModel, RuntimeBehaviour};
-use rkllm::probe::{
-    self, AbortEnding, AddsBos, CallbackThread, ContextOverflow, EndOfTurn, FinishText,
-    ProbeConfig, ProbeReport, PromptCacheReuse, Question, RunningSense, SecondModel, Verdict,
-    WaitingText,
+use rkllm::probe::{self, AbortEnding, EndOfTurn, ProbeConfig, ProbeReport, Question, Verdict};
+use rkllm::settings::{
+    AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
+    SecondModel, WaitingText,
 };
 use rkllm::{Error, Runtime};
 

@@ -8,10 +8,10 @@
 use std::time::Duration;
 
 use rkllm::mock::{KvGeometry, MockModel};
-use rkllm::probe::{self, CacheCost, ProbeConfig, ProbeReport, Question};
+use rkllm::probe::{self, MeasuredCacheCost, ProbeConfig, ProbeReport, Question};
 use rkllm::Runtime;
 
-fn probe_cache(mock: &MockModel) -> (ProbeReport, CacheCost) {
+fn probe_cache(mock: &MockModel) -> (ProbeReport, MeasuredCacheCost) {
     let path = mock.write_temp_file().expect("write the mock model");
     let mut config = ProbeConfig::new(Runtime::mock(), &path)
         .run_timeout(Duration::from_secs(60))

@@ -136,7 +136,7 @@ fn token_ids_are_checked_against_a_known_vocabulary() {
     let file = MockModel::new().answer("ok").write_temp_file().unwrap();
     let model = Model::builder(&*file)
         .runtime(Runtime::mock())
-        .vocab_size(rkllm::chat::GEMMA2_VOCAB_SIZE)
+        .vocab_size(rkllm::gemma::VOCAB_SIZE.unsigned_abs())
         .build()
         .unwrap();
     let mut session = model.session().unwrap();

@@ -211,7 +211,8 @@ fn token_input_is_decoded_by_the_runtime() {
 
 #[test]
 fn waiting_text_handling_matches_the_runtime() {
-    use rkllm::{Model, Runtime, WaitingText};
+    use rkllm::settings::WaitingText;
+    use rkllm::{Model, Runtime};
     let answer = "héllo 世界 🙂";
     // A runtime that repeats the whole character after WAITING: joining would duplicate
     // bytes; telling the builder so (WaitingText::PartialBytesThenWhole) gives the exact text.
@@ -261,7 +262,7 @@ fn waiting_text_handling_matches_the_runtime() {
 
 #[test]
 fn callbacks_on_the_calling_thread_work_the_same() {
-    use rkllm::mock::CallbackThread;
+    use rkllm::settings::CallbackThread;
     let answer = "same stream, ünïcode too";
     let model = common::load(
         &MockModel::new()

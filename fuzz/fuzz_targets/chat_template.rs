@@ -20,9 +20,15 @@
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use rkllm::chat::{
-    python_strip, Bos, ChatError, ContextBudget, Conversation, Gemma2Template, Message, Role,
+    Bos, ChatError, ContextBudget, Conversation, Gemma2Template, Message, Role,
     SystemStyle, TrimPolicy,
 };
+
+/// Python's `str.strip()`: Unicode `White_Space` plus U+001C..U+001F, as the Gemma templates
+/// trim (the crate's own implementation is private).
+fn python_strip(s: &str) -> &str {
+    s.trim_matches(|c: char| c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c))
+}
 
 const GENERATION_PROMPT: &str = "<start_of_turn>model\n";
 

@@ -38,7 +38,7 @@
 //!
 //! ## The server pattern
 //!
-//! One [`ChatSession`] in a [`FairMutex`](crate::FairMutex) for the whole server (its
+//! One [`ChatSession`] in a [`FairMutex`](crate::wait::FairMutex) for the whole server (its
 //! rolling prompt cache carries over from request to request); per request, wait in turn,
 //! start an [`OwnedChatStream`] that holds the session's guard, and poll it as a `Stream`.
 //! The repository's `examples/serve` is the full OpenAI-compatible server.
@@ -48,11 +48,11 @@
 //! use std::time::Duration;
 //! use futures::StreamExt;
 //! use rkllm::chat::{ChatSession, Conversation, OwnedChatStream, SystemStyle};
-//! use rkllm::{mock::MockModel, FairMutex, GenerateOptions, Model, Runtime};
+//! use rkllm::{mock::MockModel, wait::FairMutex, GenerateOptions, Model, Runtime};
 //!
 //! /// One request: wait in turn for the server's one chat session, then stream the reply.
 //! async fn reply(chat: FairMutex<ChatSession>, user: String) -> rkllm::Result<String> {
-//!     // Busy (a full queue or a timeout) is where a server answers 429 or 503.
+//!     // A full queue (Error::QueueFull, 429) or a timeout (Error::QueueTimedOut, 503).
 //!     let session = chat.lock_async(Duration::from_secs(120)).await?;
 //!     let conversation = Conversation::new(SystemStyle::Merge);
 //!     let options = GenerateOptions::new().max_tokens(256);

@@ -228,7 +228,7 @@ impl ModelBuilder {
     }
 
     /// How long stopping a run may take (default
-    /// [`DEFAULT_STOP_TIMEOUT`](crate::DEFAULT_STOP_TIMEOUT), 120 s).
+    /// [`DEFAULT_STOP_TIMEOUT`](crate::settings::DEFAULT_STOP_TIMEOUT), 120 s).
     ///
     /// Dropping a stream, a session or the model aborts the run in flight and waits for
     /// `rkllm_run` to return. The runtime does not cut a prefill short, so the wait can be
@@ -246,7 +246,7 @@ impl ModelBuilder {
     /// they reach the runtime (which would read out of bounds on an id past its vocabulary).
     /// The 1.1.1 runtime has no call that reports it, so unset, only negative ids are
     /// refused. Gemma 2's is 256,000
-    /// ([`chat::GEMMA2_VOCAB_SIZE`](crate::chat::GEMMA2_VOCAB_SIZE)). Must be positive.
+    /// ([`gemma::VOCAB_SIZE`](crate::gemma::VOCAB_SIZE)). Must be positive.
     pub fn vocab_size(mut self, n: u32) -> Self {
         self.settings.vocab_size = Some(n);
         self

@@ -58,7 +58,7 @@ impl Pooling {
     /// normalised.
     ///
     /// ```
-    /// use rkllm::Pooling;
+    /// use rkllm::embed::Pooling;
     /// let mean = Pooling::Mean.pool(&[1.0, 2.0, 3.0, 6.0], 2).unwrap();
     /// assert_eq!(mean, [2.0, 4.0]);
     /// ```
@@ -130,7 +130,7 @@ pub fn embedding_from_rows(rows: &[f32], embd_size: usize, pooling: Pooling) -> 
 ///
 /// ```
 /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
-/// use rkllm::{embed, mock::MockModel, Model, Pooling, Runtime};
+/// use rkllm::{embed, embed::Pooling, mock::MockModel, Model, Runtime};
 /// let path = MockModel::new().write_temp_file()?;
 /// let model = Model::builder(&path).runtime(Runtime::mock()).build()?;
 /// let mut session = model.session()?;

@@ -102,6 +102,25 @@ pub enum Error {
     )]
     Busy,
 
+    /// The queue for the model (or for a [`FairMutex`](crate::wait::FairMutex)) already held
+    /// its maximum number of waiters, so the caller was refused at once
+    /// ([`WaitError::QueueFull`](crate::wait::WaitError::QueueFull)). Kind
+    /// [`ErrorKind::Busy`]: a server answers 429 with `Retry-After`.
+    #[error("{limit} requests are already waiting for the model; try again later")]
+    QueueFull {
+        /// The maximum number of waiters.
+        limit: usize,
+    },
+
+    /// A caller waited in the queue for its whole timeout and its turn did not come
+    /// ([`WaitError::TimedOut`](crate::wait::WaitError::TimedOut)). Kind
+    /// [`ErrorKind::TimedOut`]: a server answers 503 with `Retry-After`.
+    #[error("waited {waited:?} in the queue and the model did not come free; try again later")]
+    QueueTimedOut {
+        /// How long the caller waited.
+        waited: std::time::Duration,
+    },
+
     /// A call that needs the handle idle (loading a LoRA adapter or a prompt cache, for
     /// example) came while a run was in progress. Finish, drop or abort the run's stream, then
     /// call again.
@@ -112,10 +131,10 @@ pub enum Error {
     RunInProgress,
 
     /// The thread that runs `rkllm_run` could not be started (the process is out of threads
-    /// or memory).
+    /// or memory). The operating system's error is the [`source`](std::error::Error::source).
     #[error(
-        "could not start the thread that runs the model: {source}; the process may be at its \
-         thread or memory limit"
+        "could not start the thread that runs the model; the process may be at its thread or \
+         memory limit"
     )]
     ThreadSpawn {
         /// What the operating system said.
@@ -171,8 +190,9 @@ pub enum Error {
         limit: u32,
     },
 
-    /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    /// A file could not be read or written. The I/O error is the
+    /// [`source`](std::error::Error::source) (print the chain to see it).
+    #[error("{}: could not be read or written", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -184,11 +204,19 @@ pub enum Error {
     #[error(transparent)]
     Chat(#[from] crate::chat::ChatError),
 
-    /// The tokenizer failed (feature `tokenizer`).
+    /// The tokenizer failed (feature `tokenizer`): a file that is not a usable Gemma 2
+    /// `tokenizer.json`, a text it could not encode, or no tokenizer where one is needed.
+    /// The underlying error, when there is one, is the [`source`](std::error::Error::source).
     #[cfg(feature = "tokenizer")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tokenizer")))]
-    #[error("tokenizer: {0}")]
-    Tokenizer(String),
+    #[error("tokenizer: {message}")]
+    Tokenizer {
+        /// What failed, in this crate's words.
+        message: String,
+        /// The tokenizer's own error, if one caused this.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
 }
 
 impl Error {
@@ -214,7 +242,8 @@ impl Error {
             Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                 ErrorKind::NotFound
             }
-            Error::Busy | Error::RunInProgress => ErrorKind::Busy,
+            Error::Busy | Error::RunInProgress | Error::QueueFull { .. } => ErrorKind::Busy,
+            Error::QueueTimedOut { .. } => ErrorKind::TimedOut,
             Error::ModelUnusable { .. } => ErrorKind::Unavailable,
             Error::Init(_)
             | Error::Call { .. }
@@ -223,7 +252,7 @@ impl Error {
             | Error::NoHiddenStates
             | Error::NonFiniteHiddenState { .. } => ErrorKind::Runtime,
             #[cfg(feature = "tokenizer")]
-            Error::Tokenizer(_) => ErrorKind::Runtime,
+            Error::Tokenizer { .. } => ErrorKind::Runtime,
             Error::Load(_) | Error::Io { .. } | Error::ThreadSpawn { .. } => ErrorKind::System,
         }
     }
@@ -240,7 +269,8 @@ impl Error {
 /// | `InvalidInput` | 400 Bad Request | the request is malformed |
 /// | `TooLong` | 413 Content Too Large | the prompt does not fit the context (an OpenAI-compatible server may prefer 400 with the code `context_length_exceeded`, as OpenAI answers) |
 /// | `NotFound` | 404 Not Found | a named adapter or file does not exist (when the server's own configuration names it, answer 500) |
-/// | `Busy` | 429 Too Many Requests | the model is running another request; send `Retry-After` (some servers prefer 503) |
+/// | `Busy` | 429 Too Many Requests | the model is running another request, or its queue is full; send `Retry-After` |
+/// | `TimedOut` | 503 Service Unavailable | a request waited in the queue for its whole timeout: the server is overloaded; send `Retry-After` |
 /// | `Unavailable` | 503 Service Unavailable | the model must be reloaded before it serves again |
 /// | `Runtime` | 500 Internal Server Error | the runtime failed the call or the run |
 /// | `System` | 500 Internal Server Error | the library, a file, a thread: the host failed |
@@ -256,9 +286,13 @@ pub enum ErrorKind {
     TooLong,
     /// Something named does not exist: a LoRA adapter that was not loaded, a missing file.
     NotFound,
-    /// The model is running another request ([`Error::Busy`], [`Error::RunInProgress`]);
-    /// the same call succeeds once it is done.
+    /// The model is running another request, or too many wait for it ([`Error::Busy`],
+    /// [`Error::RunInProgress`], [`Error::QueueFull`]); the same call succeeds once it is
+    /// done.
     Busy,
+    /// A wait for the model ended at its timeout ([`Error::QueueTimedOut`]): requests arrive
+    /// faster than the model serves them. Retrying later may succeed.
+    TimedOut,
     /// The model cannot serve until it is reloaded ([`Error::ModelUnusable`]).
     Unavailable,
     /// The runtime failed: initialisation, a call, a run, its output (bad UTF-8, missing or
@@ -286,7 +320,7 @@ impl ErrorKind {
             ErrorKind::TooLong => 413,
             ErrorKind::NotFound => 404,
             ErrorKind::Busy => 429,
-            ErrorKind::Unavailable => 503,
+            ErrorKind::Unavailable | ErrorKind::TimedOut => 503,
             ErrorKind::Runtime | ErrorKind::System => 500,
         }
     }

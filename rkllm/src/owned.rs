@@ -27,7 +27,7 @@ impl Session {
 /// A run that owns its session: `'static` when `S` is, so it can be returned from a
 /// function, sent to another thread or moved into an async task. Created by
 /// [`Session::into_generate`] (or [`OwnedTokenStream::new`] for any owner of a session, such
-/// as a [`FairGuard`](crate::FairGuard)).
+/// as a [`FairGuard`](crate::wait::FairGuard)).
 ///
 /// It yields the same items as [`TokenStream`](crate::TokenStream) as an `Iterator`; with the `async` feature,
 /// `into_async` turns it into a `futures_core::Stream` (an `AsyncTokenStream`). [`into_session`](OwnedTokenStream::into_session) gives the

@@ -44,6 +44,21 @@ impl Runtime {
     }
 
     /// Loads the runtime library from one explicit path.
+    ///
+    /// # Why this is safe to call
+    ///
+    /// Loading a shared library runs its initialisers, and this crate then calls its ten
+    /// RKLLM functions through the types of the 1.1.1 header; `libloading` marks loading
+    /// `unsafe` for that reason. Here the library has one purpose: the program names it as the
+    /// RKLLM runtime, and the loader checks that it exports the ten 1.1.x functions and none
+    /// of the 1.2-only ones (a 1.2 runtime, whose structures differ, is refused with
+    /// [`Error::Load`](crate::Error::Load)) before any is called. What remains is trusting
+    /// the runtime's code, which is the premise of this binding whichever way the library is
+    /// found: [`load`](Self::load) takes `RKLLM_LIB_PATH` or the loader's search path, and
+    /// feature `link` trusts the library linked at build time, both safe. An `unsafe` marker
+    /// here would be bypassed by setting `RKLLM_LIB_PATH` and calling `load`, so it would only
+    /// move the same trust elsewhere. Point it at a library built from Rockchip's RKLLM 1.1.x
+    /// release, never at a file an untrusted party controls.
     pub fn load_from(path: impl AsRef<Path>) -> Result<Runtime> {
         Ok(Runtime {
             lib: Arc::new(Library::find(Some(path.as_ref()))?),

@@ -92,7 +92,7 @@ impl Model {
     /// ```
     /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
     /// use std::time::Duration;
-    /// use rkllm::{mock::MockModel, Model, Runtime, WaitError};
+    /// use rkllm::{mock::MockModel, wait::WaitError, Model, Runtime};
     /// let file = MockModel::new().write_temp_file()?;
     /// let model = Model::builder(&*file).runtime(Runtime::mock()).build()?;
     /// let session = model.session_wait(Duration::from_secs(1))?;

@@ -11,7 +11,8 @@
 //!   newcomer never overtakes a waiter);
 //! * a caller waits at most its timeout, then gets [`WaitError::TimedOut`];
 //! * when the queue already holds its maximum, a caller gets [`WaitError::QueueFull`] at
-//!   once, so a server can answer 429 or 503 with `Retry-After` rather than pile up work;
+//!   once, so a server can answer 429 with `Retry-After` rather than pile up work (a timeout
+//!   answers 503; the two convert into distinct [`Error`] variants and kinds);
 //! * the async forms need no runtime: their timeouts are served by one helper thread that
 //!   only exists while a timeout is pending. Dropping an async wait leaves the queue.
 
@@ -22,7 +23,7 @@ use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -41,8 +42,8 @@ pub enum WaitError {
         /// How long the caller waited.
         waited: Duration,
     },
-    /// The queue already held its maximum number of waiters (a server answers 429 or 503
-    /// with `Retry-After`).
+    /// The queue already held its maximum number of waiters (a server answers 429 with
+    /// `Retry-After`).
     #[error("{limit} requests are already waiting for the model; try again later")]
     QueueFull {
         /// The maximum number of waiters.
@@ -50,10 +51,14 @@ pub enum WaitError {
     },
 }
 
-/// Both reasons mean the model is busy: [`Error::Busy`].
+/// A full queue is [`Error::QueueFull`] (kind `Busy`, 429); a timeout is
+/// [`Error::QueueTimedOut`] (kind `TimedOut`, 503).
 impl From<WaitError> for Error {
-    fn from(_: WaitError) -> Error {
-        Error::Busy
+    fn from(e: WaitError) -> Error {
+        match e {
+            WaitError::TimedOut { waited } => Error::QueueTimedOut { waited },
+            WaitError::QueueFull { limit } => Error::QueueFull { limit },
+        }
     }
 }
 
@@ -196,12 +201,19 @@ impl Gate {
 
     /// The async wait for the turn.
     pub(crate) fn wait(self: &Arc<Self>, timeout: Duration) -> GateWait {
+        self.wait_with(timeout, &TIMER)
+    }
+
+    /// [`wait`](Self::wait) with its timeout served by `timer`.
+    fn wait_with(self: &Arc<Self>, timeout: Duration, timer: &'static Timer) -> GateWait {
         let started = Instant::now();
         GateWait {
             gate: Arc::clone(self),
             started,
             deadline: started.checked_add(timeout),
             state: WaitState::Start,
+            timer,
+            wake_up: None,
         }
     }
 }
@@ -214,12 +226,18 @@ enum WaitState {
 }
 
 /// The async wait for a [`Gate`]'s turn; leaves the queue when dropped.
+///
+/// While it waits it holds one entry in the timer for its deadline, whatever the number of
+/// polls; the entry goes when the wait ends (granted, timed out or refused) or is dropped.
 #[derive(Debug)]
 pub(crate) struct GateWait {
     gate: Arc<Gate>,
     started: Instant,
     deadline: Option<Instant>,
     state: WaitState,
+    timer: &'static Timer,
+    /// The timer entry for the deadline, while queued.
+    wake_up: Option<TimerEntry>,
 }
 
 impl Future for GateWait {
@@ -247,6 +265,7 @@ impl Future for GateWait {
         if waiter.granted.load(Ordering::Acquire) {
             drop(state);
             this.state = WaitState::Done;
+            this.wake_up = None;
             return Poll::Ready(Ok(()));
         }
         let now = Instant::now();
@@ -254,6 +273,7 @@ impl Future for GateWait {
             state.waiters.retain(|w| !Arc::ptr_eq(w, waiter));
             drop(state);
             this.state = WaitState::Done;
+            this.wake_up = None;
             return Poll::Ready(Err(WaitError::TimedOut {
                 waited: now - this.started,
             }));
@@ -262,7 +282,11 @@ impl Future for GateWait {
         *lock(&waiter.waker) = Some(cx.waker().clone());
         drop(state);
         if let Some(deadline) = this.deadline {
-            wake_at(deadline, cx.waker().clone());
+            // One entry per wait: a re-poll updates its waker rather than adding another.
+            let pending = this.wake_up.as_ref().is_some_and(|e| e.update(cx.waker()));
+            if !pending {
+                this.wake_up = Some(this.timer.add(deadline, cx.waker().clone()));
+            }
         }
         Poll::Pending
     }
@@ -273,6 +297,7 @@ impl Drop for GateWait {
         if let WaitState::Queued(waiter) = &self.state {
             self.gate.cancel(waiter);
         }
+        // The timer entry (if any) goes with `wake_up`.
     }
 }
 
@@ -294,7 +319,7 @@ struct Slot<T> {
 ///
 /// ```
 /// use std::time::Duration;
-/// use rkllm::{FairMutex, WaitError};
+/// use rkllm::wait::{FairMutex, WaitError};
 /// let shared = FairMutex::new(0u32, 1);
 /// let mut first = shared.lock(Duration::ZERO).unwrap();
 /// *first += 1;
@@ -444,42 +469,82 @@ impl<T> Drop for FairGuard<T> {
     }
 }
 
-/// Wakes `waker` at `at` (or soon after), from one helper thread that exists only while
-/// such wake-ups are pending. A wake-up nobody needs any more is harmless.
+/// Wakes `waker` at `at` (or soon after), from the timer's helper thread. The entry stays
+/// until it is due; for short, repeated wake-ups. A wake-up nobody needs any more is harmless.
 pub(crate) fn wake_at(at: Instant, waker: Waker) {
-    struct Timer {
-        state: Mutex<TimerState>,
-        cv: Condvar,
+    TIMER.add(at, waker).forget();
+}
+
+/// The process's timer for async timeouts.
+static TIMER: Timer = Timer::new();
+
+/// Wakes registered wakers at their instants, from one helper thread that runs only while
+/// entries are pending: it exits when the last one is due or removed, and is started again
+/// by the next entry.
+#[derive(Debug)]
+pub(crate) struct Timer {
+    state: Mutex<TimerState>,
+    cv: Condvar,
+}
+
+#[derive(Debug)]
+struct TimerState {
+    wakers: BTreeMap<(Instant, u64), Waker>,
+    next: u64,
+    /// Whether the helper thread runs (set before it starts, cleared by it as it exits).
+    running: bool,
+}
+
+impl Timer {
+    pub(crate) const fn new() -> Timer {
+        Timer {
+            state: Mutex::new(TimerState {
+                wakers: BTreeMap::new(),
+                next: 0,
+                running: false,
+            }),
+            cv: Condvar::new(),
+        }
     }
-    struct TimerState {
-        wakers: BTreeMap<(Instant, u64), Waker>,
-        next: u64,
-        running: bool,
-    }
-    static TIMER: OnceLock<Timer> = OnceLock::new();
-    let timer = TIMER.get_or_init(|| Timer {
-        state: Mutex::new(TimerState {
-            wakers: BTreeMap::new(),
-            next: 0,
-            running: false,
-        }),
-        cv: Condvar::new(),
-    });
-    let mut state = lock(&timer.state);
-    let n = state.next;
-    state.next += 1;
-    state.wakers.insert((at, n), waker);
-    if state.running {
+
+    /// Registers `waker` to be woken at `at`; the entry is removed when it is due or when
+    /// the returned handle is dropped, whichever comes first.
+    pub(crate) fn add(&'static self, at: Instant, waker: Waker) -> TimerEntry {
+        let mut state = lock(&self.state);
+        let key = (at, state.next);
+        state.next += 1;
+        state.wakers.insert(key, waker);
+        let entry = TimerEntry {
+            timer: self,
+            key: Some(key),
+        };
+        if state.running {
+            drop(state);
+            self.cv.notify_all();
+            return entry;
+        }
+        state.running = true;
         drop(state);
-        timer.cv.notify_one();
-        return;
+        let spawned = std::thread::Builder::new()
+            .name("rkllm-wait-timer".into())
+            .spawn(move || self.serve());
+        if spawned.is_err() {
+            // No thread for timeouts: wake everything now, so the waiters poll again (and
+            // look at their deadlines) rather than sleep forever.
+            let mut state = lock(&self.state);
+            state.running = false;
+            let due = std::mem::take(&mut state.wakers);
+            drop(state);
+            due.into_values().for_each(Waker::wake);
+        }
+        entry
     }
-    state.running = true;
-    drop(state);
-    let spawned = std::thread::Builder::new()
-        .name("rkllm-wait-timer".into())
-        .spawn(move || loop {
-            let mut state = lock(&timer.state);
+
+    /// The helper thread: wakes what is due, sleeps until the next entry, exits when none is
+    /// left.
+    fn serve(&self) {
+        loop {
+            let mut state = lock(&self.state);
             let due = loop {
                 let now = Instant::now();
                 let later = state.wakers.split_off(&(now, u64::MAX));
@@ -491,7 +556,7 @@ pub(crate) fn wake_at(at: Instant, waker: Waker) {
                     state.running = false;
                     return;
                 };
-                state = timer
+                state = self
                     .cv
                     .wait_timeout(state, first - now)
                     .unwrap_or_else(PoisonError::into_inner)
@@ -499,14 +564,203 @@ pub(crate) fn wake_at(at: Instant, waker: Waker) {
             };
             drop(state);
             due.into_values().for_each(Waker::wake);
-        });
-    if spawned.is_err() {
-        // No thread for timeouts: wake everything now, so the waiters poll again (and look
-        // at their deadlines) rather than sleep forever.
-        let mut state = lock(&timer.state);
-        state.running = false;
-        let due = std::mem::take(&mut state.wakers);
-        drop(state);
-        due.into_values().for_each(Waker::wake);
+        }
+    }
+
+    /// How many entries are pending.
+    #[cfg(test)]
+    fn entries(&self) -> usize {
+        lock(&self.state).wakers.len()
+    }
+
+    /// Whether the helper thread runs.
+    #[cfg(test)]
+    fn running(&self) -> bool {
+        lock(&self.state).running
+    }
+}
+
+/// A pending wake-up of a [`Timer`]; dropping it removes the entry (if it is not due yet).
+pub(crate) struct TimerEntry {
+    timer: &'static Timer,
+    /// `None` once forgotten.
+    key: Option<(Instant, u64)>,
+}
+
+impl TimerEntry {
+    /// The instant the entry wakes at.
+    fn at(&self) -> Option<Instant> {
+        self.key.map(|(at, _)| at)
+    }
+
+    /// Makes the entry wake `waker` instead, unless it already would. Returns false when the
+    /// entry is no longer pending (it was due, or the timer had no thread).
+    fn update(&self, waker: &Waker) -> bool {
+        let Some(key) = self.key else {
+            return false;
+        };
+        let mut state = lock(&self.timer.state);
+        match state.wakers.get_mut(&key) {
+            Some(w) => {
+                if !w.will_wake(waker) {
+                    *w = waker.clone();
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Leaves the entry in place until it is due.
+    fn forget(mut self) {
+        self.key = None;
+    }
+}
+
+impl Drop for TimerEntry {
+    fn drop(&mut self) {
+        let Some(key) = self.key else {
+            return;
+        };
+        let mut state = lock(&self.timer.state);
+        if state.wakers.remove(&key).is_some() && state.wakers.is_empty() {
+            // Nothing left to wait for: let the helper thread see it and exit now rather than
+            // at the removed entry's instant.
+            drop(state);
+            self.timer.cv.notify_all();
+        }
+    }
+}
+
+impl fmt::Debug for TimerEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TimerEntry")
+            .field("at", &self.at())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counting_waker() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count::default());
+        (Arc::clone(&count), Waker::from(count))
+    }
+
+    fn poll(wait: &mut GateWait, waker: &Waker) -> Poll<Result<(), WaitError>> {
+        Pin::new(wait).poll(&mut Context::from_waker(waker))
+    }
+
+    /// Waits (a hang guard, not a speed check) until the timer's thread has exited.
+    fn until_stopped(timer: &Timer) {
+        let limit = Instant::now() + Duration::from_secs(30);
+        while timer.running() {
+            assert!(Instant::now() < limit, "the timer thread did not exit");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_wait_holds_one_timer_entry_however_often_it_is_polled_and_frees_it_when_granted() {
+        // A timer of the test's own, so other tests' waits do not show in its figures.
+        static TIMER: Timer = Timer::new();
+        let timer = &TIMER;
+        let gate = Arc::new(Gate::new(8));
+        assert!(gate.try_acquire());
+        let mut wait = gate.wait_with(Duration::from_secs(600), timer);
+        let (_, first) = counting_waker();
+        let (_, second) = counting_waker();
+        for waker in [&first, &first, &second, &first, &second] {
+            assert!(poll(&mut wait, waker).is_pending());
+            assert_eq!(timer.entries(), 1);
+        }
+        assert!(timer.running());
+        gate.release();
+        assert_eq!(poll(&mut wait, &first), Poll::Ready(Ok(())));
+        assert_eq!(timer.entries(), 0, "the granted wait's entry is removed");
+        // The thread slept towards a deadline 600 s away; with nothing left it exits now.
+        until_stopped(timer);
+        drop(wait);
+        gate.release();
+        assert!(gate.try_acquire(), "the turn was passed back");
+    }
+
+    #[test]
+    fn dropped_waits_free_their_entries_and_the_thread_stops_and_restarts_on_demand() {
+        // A timer of the test's own, so other tests' waits do not show in its figures.
+        static TIMER: Timer = Timer::new();
+        let timer = &TIMER;
+        let gate = Arc::new(Gate::new(10_000));
+        assert!(gate.try_acquire());
+        let (_, waker) = counting_waker();
+        // Fewer under Miri, where each cancellation's queue scan is slow.
+        const N: usize = if cfg!(miri) { 100 } else { 1_000 };
+        let mut waits: Vec<GateWait> = (0..N)
+            .map(|_| gate.wait_with(Duration::from_secs(600), timer))
+            .collect();
+        for _ in 0..3 {
+            for wait in &mut waits {
+                assert!(poll(wait, &waker).is_pending());
+            }
+        }
+        assert_eq!(timer.entries(), N);
+        assert_eq!(gate.waiting(), N);
+        // The requests end early (their clients went away).
+        waits.truncate(10);
+        assert_eq!(timer.entries(), 10);
+        waits.clear();
+        assert_eq!(timer.entries(), 0);
+        assert_eq!(gate.waiting(), 0);
+        until_stopped(timer);
+
+        // The next wait starts the thread again, and its timeout still fires.
+        let (count, waker) = counting_waker();
+        let mut wait = gate.wait_with(Duration::from_millis(20), timer);
+        assert!(poll(&mut wait, &waker).is_pending());
+        assert!(timer.running());
+        let limit = Instant::now() + Duration::from_secs(30);
+        while count.0.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < limit, "the timeout never woke the wait");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(matches!(
+            poll(&mut wait, &waker),
+            Poll::Ready(Err(WaitError::TimedOut { .. }))
+        ));
+        assert_eq!(timer.entries(), 0);
+        until_stopped(timer);
+        assert_eq!(gate.waiting(), 0);
+    }
+
+    #[test]
+    fn a_refused_or_immediate_wait_adds_no_timer_entry() {
+        // A timer of the test's own, so other tests' waits do not show in its figures.
+        static TIMER: Timer = Timer::new();
+        let timer = &TIMER;
+        let gate = Arc::new(Gate::new(0));
+        let (_, waker) = counting_waker();
+        let mut free = gate.wait_with(Duration::from_secs(600), timer);
+        assert_eq!(poll(&mut free, &waker), Poll::Ready(Ok(())));
+        let mut full = gate.wait_with(Duration::from_secs(600), timer);
+        assert_eq!(
+            poll(&mut full, &waker),
+            Poll::Ready(Err(WaitError::QueueFull { limit: 0 }))
+        );
+        assert_eq!(timer.entries(), 0);
+        assert!(!timer.running());
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use rkllm::chat::{ChatSession, Conversation, SystemStyle};
 use rkllm::mock::{MockModel, RunFailure};
-use rkllm::{AsyncTokenStream, FinishReason, GenerateOptions, Model, Runtime, WaitError};
+use rkllm::wait::WaitError;
+use rkllm::{AsyncTokenStream, FinishReason, GenerateOptions, Model, Runtime};
 
 fn load(mock: &MockModel) -> Model {
     let path = mock.write_temp_file().expect("write mock model");

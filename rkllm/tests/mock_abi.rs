@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use mock_support::*;
 use rkllm::mock::{
-    last_run_stats, live_handles_of_model, AfterLastTurn, BuiltinTokenizer, CallbackThread,
-    FinishText, MockModel, RunningSense, DEFAULT_ANSWER, END_OF_TURN_ID, NO_TOKEN,
+    last_run_stats, live_handles_of_model, AfterLastTurn, BuiltinTokenizer, MockModel,
+    DEFAULT_ANSWER, END_OF_TURN_ID, NO_TOKEN,
 };
+use rkllm::settings::{CallbackThread, FinishText, RunningSense};
 use rkllm_sys::{
     RKLLMInferParam, RKLLMInput, RKLLMLoraAdapter, RKLLM_RUN_FINISH, RKLLM_RUN_NORMAL,
 };
@@ -222,7 +223,7 @@ fn text_mode_adds_bos_only_when_the_knob_says_so() {
     let h = open(MockModel::new());
     run_prompt(&h, prompt);
     assert_eq!(last_run_stats(h.raw).unwrap().prompt_tokens, n);
-    let h = open(MockModel::new().with_runtime(|r| r.adds_bos = rkllm::mock::AddsBos::Always));
+    let h = open(MockModel::new().with_runtime(|r| r.adds_bos = rkllm::settings::AddsBos::Always));
     run_prompt(&h, prompt);
     assert_eq!(last_run_stats(h.raw).unwrap().prompt_tokens, n + 1);
 }

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mock_support::*;
-use rkllm::mock::{last_run_stats, BuiltinTokenizer, KvGeometry, MockModel, Timing, VOCAB_SIZE};
+use rkllm::gemma::VOCAB_SIZE;
+use rkllm::mock::{last_run_stats, BuiltinTokenizer, KvGeometry, MockModel, Timing};
 use rkllm_sys::{RKLLMInferParam, RKLLMPromptCacheParam};
 
 const PREFIX: &str = "<bos><start_of_turn>user\nYou are a helpful assistant. Answer briefly.\n\n";

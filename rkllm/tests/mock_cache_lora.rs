@@ -96,7 +96,7 @@ fn a_saved_prefix_is_reused_by_later_prompts() {
 #[test]
 fn prefix_reuse_can_be_switched_off() {
     let model = MockModel::new()
-        .with_runtime(|r| r.prompt_cache_reuse = rkllm::mock::PromptCacheReuse::NotReused);
+        .with_runtime(|r| r.prompt_cache_reuse = rkllm::settings::PromptCacheReuse::NotReused);
     let h = open(model);
     let cache_path = temp("cache-off.bin");
     let c_path = CString::new(cache_path.to_str().unwrap()).unwrap();

@@ -6,9 +6,9 @@ use std::ffi::CString;
 
 use mock_support::*;
 use rkllm::mock::{
-    hidden_value, last_run_stats, BuiltinTokenizer, MockModel, WaitingText, BYTE_TOKEN_BASE,
-    END_OF_TURN_ID,
+    hidden_value, last_run_stats, BuiltinTokenizer, MockModel, BYTE_TOKEN_BASE, END_OF_TURN_ID,
 };
+use rkllm::settings::WaitingText;
 use rkllm_sys::{
     RKLLMEmbedInput, RKLLMInferParam, RKLLMInput, RKLLMMultiModelInput, RKLLMTokenInput,
     RKLLM_INFER_GET_LAST_HIDDEN_LAYER, RKLLM_INPUT_EMBED, RKLLM_INPUT_MULTIMODAL,

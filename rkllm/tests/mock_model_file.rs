@@ -3,9 +3,10 @@
 mod mock_support;
 
 use rkllm::mock::{
-    is_mock_model_file, AfterLastTurn, Answer, CallbackThread, ContextOverflow, InitFailure,
-    MockModel, RunFailure, Timing, MOCK_MODEL_FORMAT,
+    is_mock_model_file, AfterLastTurn, Answer, InitFailure, MockModel, RunFailure, Timing,
+    MOCK_MODEL_FORMAT,
 };
+use rkllm::settings::{CallbackThread, ContextOverflow};
 
 #[test]
 fn the_file_starts_with_the_format_marker_and_round_trips() {
@@ -69,13 +70,13 @@ fn files_with_the_older_knob_names_still_read() {
     assert_eq!(r.context_overflow, ContextOverflow::Truncated);
     assert_eq!(
         r.is_running_sense,
-        rkllm::mock::RunningSense::NonZeroWhileRunning
+        rkllm::settings::RunningSense::NonZeroWhileRunning
     );
-    assert_eq!(r.adds_bos, rkllm::mock::AddsBos::Always);
-    assert_eq!(r.second_model, rkllm::mock::SecondModel::Refused);
+    assert_eq!(r.adds_bos, rkllm::settings::AddsBos::Always);
+    assert_eq!(r.second_model, rkllm::settings::SecondModel::Refused);
     assert_eq!(
         r.prompt_cache_reuse,
-        rkllm::mock::PromptCacheReuse::NotReused
+        rkllm::settings::PromptCacheReuse::NotReused
     );
     // Written back, the knobs take their current names, and read the same.
     let json = m.to_json();
@@ -102,7 +103,7 @@ fn a_minimal_hand_written_file_gets_the_defaults() {
             .turns_then(["Hi!", "Bye!"], AfterLastTurn::Cycle)
             .with_runtime(|r| {
                 r.finish_after_abort = false;
-                r.waiting_text = rkllm::mock::WaitingText::Null;
+                r.waiting_text = rkllm::settings::WaitingText::Null;
             })
     );
     assert!(MockModel::from_json(r#"{"format": "x", "version": 1}"#).is_err());

@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_core::Stream;
 use rkllm::chat::{ChatError, ChatSession, ContextBudget, Conversation, Message, Role};
-use rkllm::{FairGuard, GenerateOptions, Timings, WaitError};
+use rkllm::wait::{FairGuard, WaitError};
+use rkllm::{GenerateOptions, Timings};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 

@@ -176,6 +176,21 @@ impl Args {
     }
 }
 
+/// An error and its causes, `message: cause: cause`.
+fn with_causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The example's `main`: parses the flags, loads the model, serves until SIGTERM or SIGINT.
 pub fn main() -> ExitCode {
     let args = Args::parse();
@@ -184,7 +199,7 @@ pub fn main() -> ExitCode {
     let state = match crate::load(config) {
         Ok(state) => state,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", with_causes(&*e));
             return ExitCode::FAILURE;
         }
     };

@@ -41,7 +41,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rkllm::chat::{ChatSession, SystemStyle};
-use rkllm::{FairMutex, Model, Runtime};
+use rkllm::wait::FairMutex;
+use rkllm::{Model, Runtime};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -258,7 +259,7 @@ pub fn load(config: Config) -> Result<Arc<AppState>, Box<dyn std::error::Error>>
         };
         (config.model.clone().expect("checked above"), runtime)
     };
-    let vocab_size = rkllm::chat::GEMMA2_VOCAB_SIZE;
+    let vocab_size = rkllm::gemma::VOCAB_SIZE.unsigned_abs();
     let model = Model::builder(&path)
         .runtime(runtime)
         .max_context_len(config.max_context)

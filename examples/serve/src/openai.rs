@@ -404,7 +404,7 @@ pub fn error_of(e: &rkllm::Error) -> ApiError {
             let param = matches!(e, rkllm::Error::Chat(_)).then_some("messages");
             ApiError::bad_request(e.to_string(), param)
         }
-        ErrorKind::Busy | ErrorKind::Unavailable => ApiError {
+        ErrorKind::Busy | ErrorKind::Unavailable | ErrorKind::TimedOut => ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: e.to_string(),
             kind: "server_error",

@@ -7,9 +7,10 @@ use std::future::Future;
 use std::pin::Pin;
 
 use rkllm::chat::{ChatSession, Conversation, OwnedChatStream};
+use rkllm::wait::FairGuard;
 use rkllm::{
-    AsyncChatStream, AsyncTokenStream, FairGuard, GenerateOptions, Input, OwnedTokenStream,
-    Session, Timings, Token,
+    AsyncChatStream, AsyncTokenStream, GenerateOptions, Input, OwnedTokenStream, Session, Timings,
+    Token,
 };
 
 use crate::log::RequestStats;

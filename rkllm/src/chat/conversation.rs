@@ -559,10 +559,12 @@ impl Conversation {
     #[cfg_attr(docsrs, doc(cfg(feature = "tokenizer")))]
     pub fn encode(&mut self, add_generation_prompt: bool) -> Result<Vec<u32>> {
         let Counter::Exact(tokenizer) = self.counter.clone() else {
-            return Err(crate::Error::Tokenizer(
-                "this conversation has no tokenizer; build it with Conversation::with_tokenizer"
+            return Err(crate::Error::Tokenizer {
+                message: "this conversation has no tokenizer; build it with \
+                          Conversation::with_tokenizer"
                     .to_owned(),
-            ));
+                source: None,
+            });
         };
         self.fit()?;
         tokenizer.encode(&self.template, &self.messages, add_generation_prompt)

@@ -49,6 +49,8 @@ pub(crate) enum LoadError {
     Invalid(String),
 }
 
+impl std::error::Error for LoadError {}
+
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -5,7 +5,7 @@
 //!
 //! * [`Gemma2Template`] renders messages in one of four [`SystemStyle`]s, byte-identical to
 //!   the Hugging Face templates where the style names one (content trimmed with Python
-//!   `str.strip()` semantics, see [`python_strip`]).
+//!   `str.strip()` semantics).
 //! * `GemmaTokenizer` (feature `tokenizer`) encodes the same prompt to ids with message
 //!   content protected from control-token injection.
 //! * [`Conversation`] keeps the history and fits it into `max_context_len`;
@@ -47,12 +47,7 @@ pub(crate) use lean_tokenizer::LoadError;
 pub use message::Message;
 pub use role::Role;
 pub use session::{ChatSession, ChatStream, OwnedChatStream};
-pub use strip::{is_python_space, python_strip};
 pub use template::{Bos, ChatTemplate, Gemma2Template, SpecialToken, SystemStyle, STOP_TOKEN_IDS};
 #[cfg(feature = "tokenizer")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tokenizer")))]
 pub use tokenizer::GemmaTokenizer;
-
-/// Gemma 2's vocabulary size (token ids are below it); see
-/// [`ModelBuilder::vocab_size`](crate::ModelBuilder::vocab_size).
-pub const GEMMA2_VOCAB_SIZE: u32 = crate::gemma::VOCAB_SIZE.unsigned_abs();

@@ -296,7 +296,7 @@ impl PrefixStore {
             .find(|p| p.exists())
             .unwrap_or(Path::new("."));
         check_filesystem(
-            filesystem_magic(existing).map_err(io_err(existing))?,
+            crate::os::filesystem_magic(existing).map_err(io_err(existing))?,
             options.allow_tmpfs,
         )
         .map_err(|reason| Error::InvalidParameter {
@@ -644,30 +644,6 @@ fn check_filesystem(magic: Option<i64>, allow_tmpfs: bool) -> std::result::Resul
         ),
         _ => Ok(()),
     }
-}
-
-/// The `statfs` filesystem type of `dir` (`None` where the platform has no such call).
-#[cfg(target_os = "linux")]
-fn filesystem_magic(dir: &Path) -> std::io::Result<Option<i64>> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| std::io::Error::other("the path contains a NUL byte"))?;
-    let mut stat = std::mem::MaybeUninit::<libc::statfs>::uninit();
-    // SAFETY: `c_path` is NUL-terminated and lives across the call; `stat` is valid for writing
-    // a `statfs`, which the call fills in completely when it returns 0.
-    let rc = unsafe { libc::statfs(c_path.as_ptr(), stat.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: statfs returned 0, so it initialised the struct.
-    let stat = unsafe { stat.assume_init() };
-    #[allow(clippy::useless_conversion)] // `f_type`'s type differs between targets.
-    Ok(Some(i64::from(stat.f_type)))
-}
-
-#[cfg(not(target_os = "linux"))]
-fn filesystem_magic(_dir: &Path) -> std::io::Result<Option<i64>> {
-    Ok(None)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -115,7 +115,7 @@ impl Drop for ChatSession {
 /// A [`Session`] with the prompt cache for multi-turn chat (see below).
 ///
 /// The cache's state lives here: a server keeps one `ChatSession` for its model for its
-/// whole life (in a [`FairMutex`](crate::FairMutex), which its requests take in turn), not
+/// whole life (in a [`FairMutex`](crate::wait::FairMutex), which its requests take in turn), not
 /// one per request, or every request starts with a cold cache. It
 /// dereferences to the session, so every run of the session is at
 /// hand; [`chat`](ChatSession::chat) runs a turn through the cache once it is enabled.
@@ -544,8 +544,8 @@ impl Drop for ChatStream<'_> {
 /// A chat turn that owns its [`ChatSession`] and its [`Conversation`]: `'static` when `S`
 /// is, so it can be returned from a function, sent to another thread or moved into an async
 /// task. Created by [`ChatSession::into_chat`], or [`OwnedChatStream::new`] for any owner of
-/// a chat session, such as the [`FairGuard`](crate::FairGuard) a server takes from its
-/// [`FairMutex`](crate::FairMutex).
+/// a chat session, such as the [`FairGuard`](crate::wait::FairGuard) a server takes from its
+/// [`FairMutex`](crate::wait::FairMutex).
 ///
 /// It yields what a [`ChatStream`] yields as an `Iterator` (with the `async` feature,
 /// `into_async` makes it a `futures_core::Stream`, an `AsyncChatStream`), and records the turn in the conversation the same way.

@@ -5,25 +5,15 @@
 //! separators that Python counts as whitespace through their bidirectional class. Using
 //! `str::trim` would keep those four and render a different prompt than Hugging Face does.
 
-/// Whether Python's `str.isspace()` is true for `c` (the set `str.strip()` removes).
-///
-/// ```
-/// use rkllm::chat::is_python_space;
-/// assert!(is_python_space('\u{1f}')); // Rust's char::is_whitespace says false
-/// assert!(is_python_space('\u{3000}'));
-/// assert!(!is_python_space('\u{200b}')); // zero-width space: neither strips it
-/// ```
-pub fn is_python_space(c: char) -> bool {
+/// Whether Python's `str.isspace()` is true for `c` (the set `str.strip()` removes): true for
+/// U+001F, which Rust's `char::is_whitespace` rejects, false for the zero-width space U+200B,
+/// which neither strips.
+pub(crate) fn is_python_space(c: char) -> bool {
     matches!(c, '\u{1c}'..='\u{1f}') || c.is_whitespace()
 }
 
 /// `s` with leading and trailing whitespace removed exactly as Python's `str.strip()` does.
-///
-/// ```
-/// use rkllm::chat::python_strip;
-/// assert_eq!(python_strip("\u{1c} hi \t\n"), "hi");
-/// ```
-pub fn python_strip(s: &str) -> &str {
+pub(crate) fn python_strip(s: &str) -> &str {
     s.trim_matches(is_python_space)
 }
 

@@ -216,7 +216,7 @@ impl GemmaTokenizer {
                 path: path.to_owned(),
                 source,
             },
-            SharedLoadError::Load(e) => Error::Tokenizer(e.to_string()),
+            SharedLoadError::Load(e) => not_a_tokenizer(e),
         })?;
         Self::checked(shared)
     }
@@ -227,8 +227,7 @@ impl GemmaTokenizer {
     /// # Errors
     /// As [`from_file`](Self::from_file), without the I/O part.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        let shared =
-            SharedTokenizer::from_bytes(bytes).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let shared = SharedTokenizer::from_bytes(bytes).map_err(not_a_tokenizer)?;
         Self::checked(Arc::new(shared))
     }
 
@@ -242,11 +241,14 @@ impl GemmaTokenizer {
         ] {
             let found = shared.inner.token_to_id(token.text());
             if found != Some(token.id()) {
-                return Err(Error::Tokenizer(format!(
-                    "not a Gemma 2 tokenizer: {} has id {found:?}, expected {}",
-                    token.text(),
-                    token.id()
-                )));
+                return Err(Error::Tokenizer {
+                    message: format!(
+                        "not a Gemma 2 tokenizer: {} has id {found:?}, expected {}",
+                        token.text(),
+                        token.id()
+                    ),
+                    source: None,
+                });
             }
         }
         Ok(GemmaTokenizer { shared })
@@ -361,5 +363,15 @@ impl std::fmt::Debug for GemmaTokenizer {
 }
 
 fn tok_err(e: tokenizers::Error) -> Error {
-    Error::Tokenizer(e.to_string())
+    Error::Tokenizer {
+        message: "the tokenizer could not encode the text".to_owned(),
+        source: Some(e),
+    }
+}
+
+fn not_a_tokenizer(e: LoadError) -> Error {
+    Error::Tokenizer {
+        message: "the file is not a usable tokenizer.json".to_owned(),
+        source: Some(Box::new(e)),
+    }
 }

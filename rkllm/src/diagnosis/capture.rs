@@ -26,7 +26,8 @@
 //!   threads wrote meanwhile still reach the original descriptors, and nothing else.
 //! - Under Miri, which cannot redirect descriptors (nor call foreign code, so the runtime is
 //!   the mock), the descriptors are left alone and the mock hands its lines to the capture
-//!   directly ([`tap_record`]); the diagnosis reads them as usual.
+//!   directly ([`tap_record`]); the diagnosis reads them as usual. A mock model whose lines
+//!   go to the `log` facade or nowhere (`RuntimeLog`) hands them over the same way.
 
 // Under Miri the descriptor machinery below is compiled but not used.
 #![cfg_attr(miri, allow(dead_code, unused_imports))]
@@ -37,10 +38,10 @@ use std::os::fd::RawFd;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::fd::{
+use super::log::{clean_line, is_runtime_line, level_mark};
+use crate::os::fd::{
     bytes_available, dup2, flush_c_stdio, pipe, read, wait_readable, write_all, Fd, Wake,
 };
-use super::log::{clean_line, is_runtime_line, level_mark};
 
 /// The `log` target captured runtime lines are forwarded to.
 pub(crate) const LOG_TARGET: &str = "rkllm::runtime";
@@ -104,34 +105,46 @@ pub(crate) fn capture<R>(f: impl FnOnce() -> R) -> (R, String) {
             return (f(), String::new());
         }
     };
+    // Lines a mock model hands over directly (not through the descriptors).
+    let level = tap::Level::open();
     // On a panic in `f`, dropping `redirect` restores the descriptors during unwinding.
     let result = f();
-    let text = redirect.finish();
+    let mut text = redirect.finish();
+    text.push_str(&level.close());
     forward_to_log(&text);
     (result, text)
 }
 
-/// Hands `bytes` (whole lines the mock runtime writes to fd 1 or 2) to the captures in
-/// progress. Under Miri, the only way the capture sees the runtime's lines.
-#[cfg(miri)]
-pub(crate) fn tap_record(bytes: &[u8]) {
-    tap::record(bytes);
+/// Hands `bytes` (whole lines the mock runtime prints) to the captures in progress; false
+/// when there is none. Under Miri, the only way the capture sees the runtime's lines; else
+/// the way of a mock model whose lines do not go to the descriptors.
+#[cfg(any(feature = "mock", test))]
+pub(crate) fn tap_record(bytes: &[u8]) -> bool {
+    tap::record(bytes)
 }
 
-/// The captures in progress under Miri, outermost first (a nested capture's lines reach the
-/// outer one too, as with descriptors). Captures are serialised, so one stack serves the
-/// process; the mock's lines come from any thread, as they would through fds 1 and 2.
-#[cfg(miri)]
+/// Sends one line of the runtime to the `log` facade (target `rkllm::runtime`), as a capture
+/// forwards the lines it read.
+#[cfg(feature = "mock")]
+pub(crate) fn log_runtime_line(line: &str) {
+    forward_to_log(line);
+}
+
+/// The captures in progress, outermost first (a nested capture's lines reach the outer one
+/// too, as with descriptors). Captures are serialised, so one stack serves the process; the
+/// mock's lines come from any thread, as they would through fds 1 and 2.
 mod tap {
     use std::sync::{Mutex, PoisonError};
 
     static OPEN: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-    pub(super) fn record(bytes: &[u8]) {
+    #[cfg(any(feature = "mock", test))]
+    pub(super) fn record(bytes: &[u8]) -> bool {
         let mut open = OPEN.lock().unwrap_or_else(PoisonError::into_inner);
         for level in open.iter_mut() {
             level.extend_from_slice(bytes);
         }
+        !open.is_empty()
     }
 
     /// One capture's level of the stack; closed on drop too (a panic in the closure).
@@ -481,30 +494,7 @@ mod tests {
     use super::*;
     use std::panic::{catch_unwind, AssertUnwindSafe};
 
-    /// Writes all of `bytes` to `fd` with `write(2)`, as C code would.
-    fn c_write(fd: RawFd, bytes: &[u8]) {
-        let mut off = 0;
-        while off < bytes.len() {
-            // SAFETY: the slice is valid for reads of its length.
-            let n = unsafe { libc::write(fd, bytes[off..].as_ptr().cast(), bytes.len() - off) };
-            assert!(
-                n > 0,
-                "write to fd {fd} failed: {}",
-                std::io::Error::last_os_error()
-            );
-            off += n as usize;
-        }
-    }
-
-    /// (device, inode) of what `fd` points at.
-    fn identity(fd: RawFd) -> (u64, u64) {
-        // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: `st` is valid for writes for the duration of the call.
-        let rc = unsafe { libc::fstat(fd, &mut st) };
-        assert_eq!(rc, 0, "fstat({fd}): {}", std::io::Error::last_os_error());
-        (st.st_dev as u64, st.st_ino as u64)
-    }
+    use crate::os::fd::testing::{c_write, fd_flags, identity};
 
     /// Serialises the tests that point fds 1 and 2 at pipes of their own or compare where
     /// they point: one such test would otherwise see the other's pipes.
@@ -787,10 +777,7 @@ mod tests {
     #[test]
     #[cfg_attr(miri, ignore = "Miri cannot redirect file descriptors")]
     fn own_descriptors_are_close_on_exec_and_above_the_standard_streams() {
-        let flags = |fd: &Fd| {
-            // SAFETY: F_GETFD only reads the descriptor's flags.
-            unsafe { libc::fcntl(fd.0, libc::F_GETFD) }
-        };
+        let flags = |fd: &Fd| fd_flags(fd.0);
         let (r, w) = pipe().unwrap();
         let saved = Fd::dup(1).unwrap();
         for fd in [&r, &w, &saved] {
@@ -803,9 +790,10 @@ mod tests {
         }
     }
 
+    /// Under Miri, the only way the mock's lines reach a capture; else the way of a mock
+    /// model whose lines do not go to the descriptors.
     #[test]
-    #[cfg(miri)]
-    fn under_miri_the_mocks_lines_are_handed_over() {
+    fn lines_handed_over_reach_the_capture() {
         let (n, text) = capture(|| 7);
         assert_eq!((n, text.as_str()), (7, ""));
         let ((inner, n), outer) = capture(|| {
@@ -823,8 +811,8 @@ mod tests {
             outer.contains("I rkllm: rkllm-runtime version"),
             "{outer:?}"
         );
-        // Outside a capture the lines go nowhere but the descriptors.
-        tap_record(b"I rkllm: after\n");
+        // Outside a capture (unless another test's is open) nobody takes the line.
+        let _ = tap_record(b"I rkllm: after\n");
     }
 
     #[test]

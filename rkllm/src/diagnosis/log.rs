@@ -7,6 +7,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
+use super::ParseError;
+
 /// Why `rkllm_init` failed, as read from the runtime's log.
 ///
 /// Each cause has a stable name ([`Cause::as_str`]) used in test fixtures and machine-readable
@@ -75,20 +77,15 @@ impl fmt::Display for Cause {
     }
 }
 
-/// A string that is not the stable name of a [`Cause`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown init failure cause `{0}`")]
-pub struct ParseCauseError(String);
-
 impl FromStr for Cause {
-    type Err = ParseCauseError;
+    type Err = ParseError;
 
     /// Parses a stable name as returned by [`Cause::as_str`].
-    fn from_str(s: &str) -> Result<Cause, ParseCauseError> {
+    fn from_str(s: &str) -> Result<Cause, ParseError> {
         Cause::ALL
             .into_iter()
             .find(|c| c.as_str() == s)
-            .ok_or_else(|| ParseCauseError(s.to_owned()))
+            .ok_or_else(|| ParseError::new("unknown init failure cause", s))
     }
 }
 

@@ -19,7 +19,6 @@
 
 mod capture;
 mod error;
-mod fd;
 mod log;
 pub(crate) mod preflight;
 mod version;
@@ -27,13 +26,31 @@ mod version;
 // The builder calls `run_captured`; `capture` and `LOG_TARGET` are there for other callers.
 #[allow(unused_imports)]
 pub(crate) use capture::{capture, run_captured, LOG_TARGET};
-// Under Miri the mock hands its log lines to the capture directly.
-#[cfg(all(miri, feature = "mock"))]
-pub(crate) use capture::tap_record;
+// The mock hands its log lines to the capture directly under Miri, and when a model's lines
+// do not go to the descriptors.
+#[cfg(feature = "mock")]
+pub(crate) use capture::{log_runtime_line, tap_record};
 pub use error::InitError;
-pub use log::{Cause, Diagnosis, ParseCauseError, RuntimeInfo};
+pub use log::{Cause, Diagnosis, RuntimeInfo};
 pub use preflight::{OpenFilesLimit, Preflight, PreflightReport, PreflightWarning};
-pub use version::{ParseVersionError, Version};
+pub use version::Version;
+
+/// Text that does not parse: not the stable name of a [`Cause`], or no [`Version`] in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{what} `{text}`")]
+pub struct ParseError {
+    what: &'static str,
+    text: String,
+}
+
+impl ParseError {
+    fn new(what: &'static str, text: &str) -> ParseError {
+        ParseError {
+            what,
+            text: text.to_owned(),
+        }
+    }
+}
 
 /// A byte count in human units with the exact figure: `221.4 MiB (232128512 bytes)`.
 pub(crate) fn human_bytes(bytes: u64) -> String {

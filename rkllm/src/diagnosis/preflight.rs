@@ -141,26 +141,17 @@ impl Preflight {
     /// This changes the limit for the whole process, including code of the host program that
     /// uses `select()`; call it only where the program agrees.
     pub fn raise_nofile_limit(&self) -> OpenFilesLimit {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        let mut limit = match get_nofile(&mut lim) {
-            Ok(limit) => limit,
+        let (mut limit, hard_raw) = match get_nofile() {
+            Ok(found) => found,
             Err(limit) => return limit,
         };
         let (before, hard) = (limit.before, limit.hard);
         let wanted = hard.min(NOFILE_TARGET);
         if before < wanted {
-            let new = libc::rlimit {
-                rlim_cur: wanted as libc::rlim_t,
-                rlim_max: lim.rlim_max,
-            };
-            // SAFETY: `new` is a valid `rlimit`; only the soft limit changes, within the hard one.
-            if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &new) } == 0 {
-                limit.after = wanted;
-            } else {
-                limit.error = Some(io::Error::last_os_error().to_string());
+            // Only the soft limit changes, within the hard one.
+            match crate::os::set_open_files_soft_limit(wanted as libc::rlim_t, hard_raw) {
+                Ok(()) => limit.after = wanted,
+                Err(e) => limit.error = Some(e.to_string()),
             }
         }
         limit
@@ -235,33 +226,31 @@ impl Preflight {
 
 /// This process's open-files limit, read only.
 fn open_files_limit() -> OpenFilesLimit {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    get_nofile(&mut lim).unwrap_or_else(|limit| limit)
+    get_nofile().map_or_else(|limit| limit, |(limit, _)| limit)
 }
 
-/// `getrlimit(RLIMIT_NOFILE)` into `lim`, as an unchanged [`OpenFilesLimit`]; on failure the
-/// error, as a limit that says so.
-fn get_nofile(lim: &mut libc::rlimit) -> Result<OpenFilesLimit, OpenFilesLimit> {
-    // SAFETY: `lim` is a valid, writable `rlimit` for the duration of the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, lim) } != 0 {
+/// `getrlimit(RLIMIT_NOFILE)` as an unchanged [`OpenFilesLimit`], with the raw hard limit;
+/// on failure the error, as a limit that says so.
+fn get_nofile() -> Result<(OpenFilesLimit, libc::rlim_t), OpenFilesLimit> {
+    match crate::os::open_files_limit() {
         // Cannot happen with a valid pointer; report it rather than guess a limit.
-        return Err(OpenFilesLimit {
+        Err(e) => Err(OpenFilesLimit {
             before: u64::MAX,
             after: u64::MAX,
             hard: u64::MAX,
-            error: Some(io::Error::last_os_error().to_string()),
-        });
+            error: Some(e.to_string()),
+        }),
+        Ok((soft, hard)) => {
+            let before = rlim_to_u64(soft);
+            let limit = OpenFilesLimit {
+                before,
+                after: before,
+                hard: rlim_to_u64(hard),
+                error: None,
+            };
+            Ok((limit, hard))
+        }
     }
-    let before = rlim_to_u64(lim.rlim_cur);
-    Ok(OpenFilesLimit {
-        before,
-        after: before,
-        hard: rlim_to_u64(lim.rlim_max),
-        error: None,
-    })
 }
 
 /// `MemAvailable:  1234 kB` → bytes.

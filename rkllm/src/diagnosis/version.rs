@@ -4,6 +4,8 @@ use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 
+use super::ParseError;
+
 /// How many components are kept; driver and runtime versions have three.
 const MAX_PARTS: usize = 4;
 
@@ -24,11 +26,6 @@ pub struct Version {
     parts: [u64; MAX_PARTS],
     len: usize,
 }
-
-/// Text that holds no version number.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no version number in `{0}`")]
-pub struct ParseVersionError(String);
 
 impl Version {
     /// The oldest rknpu driver the runtime accepts without warning (0.9.7).
@@ -92,11 +89,11 @@ impl Version {
 }
 
 impl std::str::FromStr for Version {
-    type Err = ParseVersionError;
+    type Err = ParseError;
 
     /// Parses the first version number in `s`, see [`Version::find_in`].
-    fn from_str(s: &str) -> Result<Version, ParseVersionError> {
-        Version::find_in(s).ok_or_else(|| ParseVersionError(s.to_owned()))
+    fn from_str(s: &str) -> Result<Version, ParseError> {
+        Version::find_in(s).ok_or_else(|| ParseError::new("no version number in", s))
     }
 }
 

@@ -21,7 +21,6 @@ use super::handle::{self, lock, Instance, Job, UserData};
 use super::init;
 use super::input::{self, path_from_bytes};
 use super::log;
-use super::model_file::LogStream;
 use super::prompt_cache;
 use crate::settings::{CallbackThread, RunningSense};
 
@@ -116,7 +115,7 @@ unsafe extern "C" fn rkllm_load_lora(handle: LLMHandle, lora: *mut RKLLMLoraAdap
         let Some(inst) = instance(handle) else {
             return -1;
         };
-        let stream = inst.model.spec.runtime_behaviour().error_log;
+        let stream = log::Out::of(&inst.model.spec);
         if lora.is_null() {
             log::rkllm_error(stream, "rkllm_load_lora: lora_adapter is NULL");
             return -1;
@@ -162,7 +161,7 @@ unsafe extern "C" fn rkllm_load_prompt_cache(handle: LLMHandle, path: *const c_c
         let Some(inst) = instance(handle) else {
             return -1;
         };
-        let stream = inst.model.spec.runtime_behaviour().error_log;
+        let stream = log::Out::of(&inst.model.spec);
         if path.is_null() {
             log::rkllm_error(stream, "rkllm_load_prompt_cache: prompt_cache_path is NULL");
             return -1;
@@ -238,7 +237,7 @@ unsafe fn start(
         return -1;
     };
     let rt = inst.model.spec.runtime_behaviour();
-    let stream: LogStream = rt.error_log;
+    let stream = log::Out::of(&inst.model.spec);
     // SAFETY: the caller's contract: a valid input with buffers of the stated lengths.
     let input = match unsafe { input::read_input(input, inst.model.spec.spec_embed_dim()) } {
         Ok(i) => i,

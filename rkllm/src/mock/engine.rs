@@ -158,25 +158,28 @@ impl<'a> Run<'a> {
         std::thread::sleep(self.stats.cache_save);
         self.stats.return_code = rc;
         if self.reached_prefill && self.inst.settings.log_level >= 1 {
-            log::perf_table(&[
-                log::Stage {
-                    name: "Prefill",
-                    millis: self.prefill_wall.as_secs_f64() * 1000.0,
-                    tokens: self.stats.prefilled_tokens,
-                },
-                log::Stage {
-                    name: "Generate",
-                    millis: self.decode_wall.as_secs_f64() * 1000.0,
-                    tokens: self.stats.generated_tokens,
-                },
-            ]);
+            log::perf_table(
+                log::Out::of(&self.inst.model.spec),
+                &[
+                    log::Stage {
+                        name: "Prefill",
+                        millis: self.prefill_wall.as_secs_f64() * 1000.0,
+                        tokens: self.stats.prefilled_tokens,
+                    },
+                    log::Stage {
+                        name: "Generate",
+                        millis: self.decode_wall.as_secs_f64() * 1000.0,
+                        tokens: self.stats.generated_tokens,
+                    },
+                ],
+            );
         }
         stats::record(self.stats);
         rc
     }
 
     fn error_line(&self, msg: &str) {
-        log::rkllm_error(self.rt.error_log, msg);
+        log::rkllm_error(log::Out::of(&self.inst.model.spec), msg);
     }
 
     fn aborted(&self) -> bool {

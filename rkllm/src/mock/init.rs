@@ -9,7 +9,7 @@ use super::handle::{self, Instance, LoadedModel, Settings};
 use super::input::path_from_bytes;
 use super::log;
 use super::memory;
-use super::model_file::{self, InitFailure, LogStream, MockModel, Parsed, TokenizerSpec};
+use super::model_file::{self, InitFailure, MockModel, Parsed, TokenizerSpec};
 use super::stats::normalise;
 use super::tokenizer::{BuiltinTokenizer, Tokenize};
 use crate::settings::SecondModel;
@@ -26,21 +26,25 @@ const DEFAULT_DRIVER: &str = "0.9.8";
 const DEFAULT_OOM_SIZE: u64 = 232_128_512;
 
 /// The version line (and the old-driver warning before it), printed on every init.
-fn version_lines(driver: &str) {
+fn version_lines(out: log::Out, driver: &str) {
     if model_file::parse_version(driver).is_some_and(|v| v < MIN_DRIVER) {
-        log::warn("Warning: Your rknpu driver version is too low, please upgrade to 0.9.7.");
+        log::warn(
+            out,
+            "Warning: Your rknpu driver version is too low, please upgrade to 0.9.7.",
+        );
     }
-    log::info(&format!(
+    let line = format!(
         "rkllm-runtime version: {RUNTIME_VERSION}, rknpu driver version: {driver}, platform: {PLATFORM}"
-    ));
+    );
+    log::info(out, &line);
 }
 
-fn load_error(stream: LogStream) {
+fn load_error(stream: log::Out) {
     log::rknn_error(stream, "load model file error!");
 }
 
 /// The NPU out-of-memory lines for an allocation of `size` bytes.
-fn npu_oom(stream: LogStream, size: u64) {
+fn npu_oom(stream: log::Out, size: u64) {
     log::rknn_error(
         stream,
         "failed to allocate handle, ret: -1, errno: 14, errstr: Bad address",
@@ -64,21 +68,22 @@ pub(crate) unsafe fn init(
     param: *mut RKLLMParam,
     callback: LLMResultCallback,
 ) -> i32 {
-    let stream = LogStream::default();
+    // Until the model file is read, the lines go where the real runtime prints them.
+    let stream = log::Out::default();
     if !handle_out.is_null() {
         // SAFETY: non-null, and valid for writes by the caller's contract. A failed init
         // leaves the handle NULL, as old runtimes do.
         unsafe { handle_out.write(std::ptr::null_mut()) };
     }
     if param.is_null() {
-        version_lines(DEFAULT_DRIVER);
+        version_lines(stream, DEFAULT_DRIVER);
         log::rkllm_error(stream, "rkllm_init: param is NULL");
         return -1;
     }
     // SAFETY: non-null, and a valid RKLLMParam by the caller's contract; copied at once.
     let param = unsafe { param.read() };
     if param.model_path.is_null() {
-        version_lines(DEFAULT_DRIVER);
+        version_lines(stream, DEFAULT_DRIVER);
         log::rknn_error(stream, "failed to open model file: (null)");
         load_error(stream);
         return -1;
@@ -92,7 +97,7 @@ pub(crate) unsafe fn init(
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) => {
-            version_lines(DEFAULT_DRIVER);
+            version_lines(stream, DEFAULT_DRIVER);
             log::rknn_error(
                 stream,
                 &format!("failed to open model file {}: {e}", path.display()),
@@ -104,13 +109,13 @@ pub(crate) unsafe fn init(
     let spec = match model_file::parse(&bytes) {
         Parsed::Model(m) => *m,
         Parsed::NotMock => {
-            version_lines(DEFAULT_DRIVER);
+            version_lines(stream, DEFAULT_DRIVER);
             log::rknn_error(stream, "invalid rknn llm model magic");
             load_error(stream);
             return -1;
         }
         Parsed::Invalid(e) => {
-            version_lines(DEFAULT_DRIVER);
+            version_lines(stream, DEFAULT_DRIVER);
             log::rkllm_error(
                 stream,
                 &format!("invalid mock model file {}: {e}", path.display()),
@@ -119,8 +124,8 @@ pub(crate) unsafe fn init(
             return -1;
         }
     };
-    let stream = spec.runtime_behaviour().error_log;
-    version_lines(spec.spec_driver_version());
+    let stream = log::Out::of(&spec);
+    version_lines(stream, spec.spec_driver_version());
     if handle_out.is_null() {
         log::rkllm_error(stream, "rkllm_init: handle is NULL");
         return -1;
@@ -179,7 +184,7 @@ pub(crate) unsafe fn init(
     }
     let (reservation, warning) = memory::reserve(spec.spec_npu_memory_bytes());
     if let Some(w) = warning {
-        log::warn(&w);
+        log::warn(stream, &w);
     }
     let reservation = match reservation {
         Ok(r) => r,

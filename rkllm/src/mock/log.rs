@@ -4,21 +4,58 @@
 //! cannot capture its lines; writing to the descriptors keeps the mock's lines where a
 //! log-capturing wrapper (a `dup2` onto a pipe) finds them. Each line goes out in one
 //! `write` call, so lines of concurrent threads do not interleave within a line.
+//!
+//! A model whose lines go elsewhere ([`RuntimeLog::Log`], [`RuntimeLog::Off`]) hands them to
+//! the init capture in progress, if any, so the diagnosis still reads them; otherwise they go
+//! to the `log` facade or nowhere.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::model_file::LogStream;
+use super::model_file::{LogStream, MockModel, RuntimeLog};
+
+/// Where one model's lines go: the destination and the stream of its `E` lines.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Out {
+    to: RuntimeLog,
+    errors: LogStream,
+}
+
+impl Out {
+    /// The lines of `model`.
+    pub(crate) fn of(model: &MockModel) -> Out {
+        Out {
+            to: model.spec_runtime_log(),
+            errors: model.runtime_behaviour().error_log,
+        }
+    }
+}
 
 /// Standard output.
 const STDOUT: libc::c_int = 1;
 /// Standard error.
 const STDERR: libc::c_int = 2;
 
-/// Writes `line` and a newline to `fd`, retrying short writes and `EINTR`.
-fn write_line(fd: libc::c_int, line: &str) {
+/// Sends `line` where `out` says: to `fd`, or to the `log` facade, or nowhere.
+fn emit(out: Out, fd: libc::c_int, line: &str) {
     let mut buf = Vec::with_capacity(line.len() + 1);
     buf.extend_from_slice(line.as_bytes());
     buf.push(b'\n');
+    match out.to {
+        RuntimeLog::Print => write_line(fd, &buf),
+        // A capture in progress (an init's) takes the line and passes it to the log itself.
+        RuntimeLog::Log => {
+            if !crate::diagnosis::tap_record(&buf) {
+                crate::diagnosis::log_runtime_line(line);
+            }
+        }
+        RuntimeLog::Off => {
+            let _ = crate::diagnosis::tap_record(&buf);
+        }
+    }
+}
+
+/// Writes `buf` (a line and its newline) to `fd`, retrying short writes and `EINTR`.
+fn write_line(fd: libc::c_int, buf: &[u8]) {
     let mut off = 0;
     while off < buf.len() {
         let rest = &buf[off..];
@@ -36,7 +73,7 @@ fn write_line(fd: libc::c_int, line: &str) {
     }
     // Miri cannot point the descriptors at a pipe, so the init capture takes the line here.
     #[cfg(miri)]
-    crate::diagnosis::tap_record(&buf);
+    let _ = crate::diagnosis::tap_record(buf);
 }
 
 fn fd_of(stream: LogStream) -> libc::c_int {
@@ -62,23 +99,27 @@ pub(crate) fn timestamp() -> String {
 }
 
 /// An `I rkllm: …` line, on standard output.
-pub(crate) fn info(msg: &str) {
-    write_line(STDOUT, &format!("I rkllm: {msg}"));
+pub(crate) fn info(out: Out, msg: &str) {
+    emit(out, STDOUT, &format!("I rkllm: {msg}"));
 }
 
 /// A `W rkllm: …` line, on standard output.
-pub(crate) fn warn(msg: &str) {
-    write_line(STDOUT, &format!("W rkllm: {msg}"));
+pub(crate) fn warn(out: Out, msg: &str) {
+    emit(out, STDOUT, &format!("W rkllm: {msg}"));
 }
 
-/// An `E rkllm: …` line (the LLM layer's own errors), on `stream`.
-pub(crate) fn rkllm_error(stream: LogStream, msg: &str) {
-    write_line(fd_of(stream), &format!("E rkllm: {msg}"));
+/// An `E rkllm: …` line (the LLM layer's own errors), on the error stream.
+pub(crate) fn rkllm_error(out: Out, msg: &str) {
+    emit(out, fd_of(out.errors), &format!("E rkllm: {msg}"));
 }
 
-/// An `E RKNN: [hh:mm:ss.mmm] …` line (the NPU layer's errors), on `stream`.
-pub(crate) fn rknn_error(stream: LogStream, msg: &str) {
-    write_line(fd_of(stream), &format!("E RKNN: [{}] {msg}", timestamp()));
+/// An `E RKNN: [hh:mm:ss.mmm] …` line (the NPU layer's errors), on the error stream.
+pub(crate) fn rknn_error(out: Out, msg: &str) {
+    emit(
+        out,
+        fd_of(out.errors),
+        &format!("E RKNN: [{}] {msg}", timestamp()),
+    );
 }
 
 /// One stage of the performance table.
@@ -89,11 +130,14 @@ pub(crate) struct Stage {
 }
 
 /// The per-run performance table printed when `RKLLM_LOG_LEVEL=1`, on standard output.
-pub(crate) fn perf_table(stages: &[Stage]) {
+pub(crate) fn perf_table(out: Out, stages: &[Stage]) {
     let rule = "-".repeat(86);
-    info(&rule);
-    info(" Stage         Total Time (ms)  Tokens    Time per Token (ms)      Tokens per Second");
-    info(&rule);
+    info(out, &rule);
+    info(
+        out,
+        " Stage         Total Time (ms)  Tokens    Time per Token (ms)      Tokens per Second",
+    );
+    info(out, &rule);
     for s in stages {
         let (per_token, per_second) = if s.tokens == 0 {
             (0.0, 0.0)
@@ -105,10 +149,13 @@ pub(crate) fn perf_table(stages: &[Stage]) {
                 s.tokens as f64 * 1000.0 / s.millis,
             )
         };
-        info(&format!(
-            " {:<13} {:<16.2} {:<9} {:<24.2} {:.2}",
-            s.name, s.millis, s.tokens, per_token, per_second
-        ));
+        info(
+            out,
+            &format!(
+                " {:<13} {:<16.2} {:<9} {:<24.2} {:.2}",
+                s.name, s.millis, s.tokens, per_token, per_second
+            ),
+        );
     }
-    info(&rule);
+    info(out, &rule);
 }

@@ -30,18 +30,19 @@
 //!   pool ([`set_npu_memory_capacity`]). Each failure prints the real runtime's kind of lines
 //!   and returns -1 with the handle NULL. `I`/`W` lines and the performance table go to file
 //!   descriptor 1, `E` lines to descriptor 2 (or 1, see [`RuntimeBehaviour::error_log`]),
-//!   written with `write(2)` as C code would.
+//!   written with `write(2)` as C code would; for quiet tests of your own, a model can send
+//!   them to the `log` facade or nowhere instead ([`MockModel::runtime_log`]).
 //! * **Handles** are registry ids, never pointers: any call on a NULL, destroyed or made-up
 //!   handle returns -1.
 //! * **Runs** (`rkllm_run`) block until every callback has been delivered, from a worker
-//!   thread the handle owns (or the caller's thread, see [`CallbackThread`]). Each token is
+//!   thread the handle owns (or the caller's thread, see [`CallbackThread`](crate::settings::CallbackThread)). Each token is
 //!   one NORMAL callback with its text (valid only during the callback) and id; a token that
 //!   leaves a UTF-8 character incomplete (non-ASCII text is byte-fallback tokens, one byte
 //!   each) is a WAITING callback; then one FINISH. The answer ends with `<end_of_turn>` (107),
 //!   whose text `skip_special_token` hides (the id still arrives). Generation also stops at
 //!   `max_new_tokens` (negative = unlimited; 0 = no token) and when prompt plus answer fill
 //!   `max_context_len`. A prompt of exactly `max_context_len` tokens generates nothing; a
-//!   longer one is a [`ContextOverflow`]. FINISH and ERROR carry token id -1.
+//!   longer one is a [`ContextOverflow`](crate::settings::ContextOverflow). FINISH and ERROR carry token id -1.
 //! * **Inputs**: prompt text (tokenized as given), token ids (decoded with the same tokenizer;
 //!   an id outside the vocabulary fails the run), embeddings (`n_tokens × embed_dim` floats;
 //!   the answer falls back to the script, [`DEFAULT_ANSWER`] for an echo model), multimodal
@@ -73,7 +74,7 @@
 //!   its [`MockModel::lora_answer`] if it has one.
 //! * **`rkllm_run_async`** copies the input, returns 0 at once and calls back from the
 //!   worker thread.
-//! * **`rkllm_is_running`** is 0 while a task runs and 1 otherwise ([`RunningSense`]);
+//! * **`rkllm_is_running`** is 0 while a task runs and 1 otherwise ([`RunningSense`](crate::settings::RunningSense));
 //!   -1 for an invalid handle. A second run on a busy handle returns -1.
 //! * **`RKLLM_LOG_LEVEL=1`** (read at init, or [`RuntimeBehaviour::log_level`]) prints a
 //!   Prefill/Generate performance table after each run; the Prefill token count is the
@@ -94,10 +95,6 @@ mod prompt_cache;
 mod stats;
 mod tokenizer;
 
-pub use crate::settings::{
-    AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
-    SecondModel, WaitingText,
-};
 pub use cost::{CacheCost, KvGeometry};
 pub use engine::{hidden_value, NO_TOKEN};
 pub use handle::live_handles_of_model;
@@ -108,13 +105,11 @@ pub use memory::{
 };
 pub use model_file::{
     is_mock_model_file, AfterLastTurn, Answer, InitFailure, LogStream, MockModel, MockModelFile,
-    RunFailure, RuntimeBehaviour, Timing, TokenizerSpec, DEFAULT_ANSWER, MOCK_MODEL_FORMAT,
-    MOCK_MODEL_VERSION,
+    RunFailure, RuntimeBehaviour, RuntimeLog, Timing, TokenizerSpec, DEFAULT_ANSWER,
+    MOCK_MODEL_FORMAT, MOCK_MODEL_VERSION,
 };
 pub use stats::{clear_run_log, last_run_stats, run_log, runs_of_model, InputKind, RunStats};
-pub use tokenizer::{
-    BuiltinTokenizer, BOS_ID, BYTE_TOKEN_BASE, END_OF_TURN_ID, PIECE_BASE, VOCAB_SIZE,
-};
+pub use tokenizer::{BuiltinTokenizer, BOS_ID, BYTE_TOKEN_BASE, END_OF_TURN_ID, PIECE_BASE};
 
 /// The origin the mock's [`rkllm_sys::Library`] reports (see
 /// [`Runtime::origin`](crate::Runtime::origin)).

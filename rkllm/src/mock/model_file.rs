@@ -211,6 +211,32 @@ pub enum LogStream {
     Stderr,
 }
 
+/// Where the mock runtime's log lines (`I rkllm: …`, `E RKNN: …`, the performance table) go.
+///
+/// The real runtime prints them to file descriptors 1 and 2, below Rust's `print!`
+/// machinery, so a test harness cannot capture them; the default does the same. In your own
+/// tests, [`Log`](Self::Log) or [`Off`](Self::Off) keeps them off the terminal. Lines printed
+/// before the model file is read (the file is missing, unreadable or not a mock model) always
+/// go to the descriptors, as the choice is in the file. Either way, a failed init still
+/// explains itself: the crate's init capture reads the lines the mock hands it and passes
+/// them to the `log` facade as it does the real runtime's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RuntimeLog {
+    /// Written to file descriptors 1 and 2 with `write(2)`, as the real runtime prints them
+    /// (`I`/`W` lines and the performance table on 1, `E` lines on
+    /// [`RuntimeBehaviour::error_log`]).
+    #[default]
+    Print,
+    /// Sent to the [`log`](https://docs.rs/log) facade instead, one record per line, target
+    /// `rkllm::runtime`, level by the line's mark (`E` error, `W` warn, `I` info); the
+    /// descriptors are left alone.
+    Log,
+    /// Dropped; the descriptors are left alone.
+    Off,
+}
+
 /// The runtime's behaviour where the real 1.1.1 runtime's is unknown or unconfirmed: each
 /// knob is one open question, so a probe can be tested against every answer. The defaults are
 /// the reference's most likely behaviour.
@@ -348,7 +374,8 @@ fn default_driver() -> String {
 ///   "init_failure": null,
 ///   "run_failure": { "kind": "error_after_tokens", "tokens": 3 },
 ///   "run_failure_on_run": 2,
-///   "runtime": { "callback_thread": "runtime_thread", "finish_after_abort": true }
+///   "runtime": { "callback_thread": "runtime_thread", "finish_after_abort": true },
+///   "runtime_log": "print"
 /// }
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -384,6 +411,8 @@ pub struct MockModel {
     run_failure_on_run: Option<u64>,
     #[serde(default)]
     runtime: RuntimeBehaviour,
+    #[serde(default)]
+    runtime_log: RuntimeLog,
 }
 
 impl Default for MockModel {
@@ -414,6 +443,7 @@ impl MockModel {
             run_failure: None,
             run_failure_on_run: None,
             runtime: RuntimeBehaviour::default(),
+            runtime_log: RuntimeLog::Print,
         }
     }
 
@@ -546,6 +576,21 @@ impl MockModel {
     /// the runtime's "driver version is too low" warning comes first.
     pub fn driver_version(mut self, version: impl Into<String>) -> Self {
         self.driver_version = version.into();
+        self
+    }
+
+    /// Where the runtime's log lines go (default [`RuntimeLog::Print`]: file descriptors 1
+    /// and 2, as the real runtime prints them). For your own tests, [`RuntimeLog::Log`]
+    /// sends them to the `log` facade and [`RuntimeLog::Off`] drops them.
+    ///
+    /// ```
+    /// use rkllm::mock::{MockModel, RuntimeLog};
+    ///
+    /// let quiet = MockModel::new().runtime_log(RuntimeLog::Off);
+    /// assert!(quiet.to_json().contains(r#""runtime_log": "off""#));
+    /// ```
+    pub fn runtime_log(mut self, log: RuntimeLog) -> Self {
+        self.runtime_log = log;
         self
     }
 
@@ -754,6 +799,9 @@ impl MockModel {
     }
     pub(crate) fn spec_max_context_limit(&self) -> i32 {
         self.max_context_limit
+    }
+    pub(crate) fn spec_runtime_log(&self) -> RuntimeLog {
+        self.runtime_log
     }
     pub(crate) fn spec_driver_version(&self) -> &str {
         &self.driver_version

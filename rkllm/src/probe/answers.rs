@@ -214,7 +214,7 @@ impl CacheTiming {
 /// What a prompt cache costs on this board, measured by the prompt-cache experiment: the
 /// saved file's size per prompt token, and the time its save and its load took.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CacheCost {
+pub struct MeasuredCacheCost {
     /// Prompt tokens the saved cache covers (the prefix's prefill, from the runtime's table).
     pub prompt_tokens: usize,
     /// The saved file's size.
@@ -228,7 +228,7 @@ pub struct CacheCost {
     pub prefill_seconds_per_token: f64,
 }
 
-impl CacheCost {
+impl MeasuredCacheCost {
     /// Cache bytes per prompt token.
     pub fn bytes_per_token(&self) -> f64 {
         self.file_bytes as f64 / self.prompt_tokens.max(1) as f64

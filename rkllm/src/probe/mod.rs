@@ -56,11 +56,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use crate::settings::{
-    AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
-    SecondModel, WaitingText,
+pub use answers::{
+    AbortEnding, CacheTiming, EndOfTurn, Finding, MeasuredCacheCost, Question, Verdict,
 };
-pub use answers::{AbortEnding, CacheCost, CacheTiming, EndOfTurn, Finding, Question, Verdict};
 pub use report::ProbeReport;
 
 use crate::error::{Error, Result};

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::answers::{CacheCost, CacheTiming, Finding};
+use super::answers::{CacheTiming, Finding, MeasuredCacheCost};
 use super::harness::{Instance, RunRecord};
 use super::ProbeConfig;
 use crate::settings::PromptCacheReuse;
@@ -61,7 +61,7 @@ pub(crate) fn probe(
 ) -> (
     Finding<PromptCacheReuse>,
     Option<CacheTiming>,
-    Option<CacheCost>,
+    Option<MeasuredCacheCost>,
 ) {
     let file = TempFile::new(&config.work_dir);
     let prefix = prefix(config.cache_prefix_words);
@@ -161,13 +161,15 @@ pub(crate) fn probe(
         Finding::unclear(evidence)
     };
     let cost = match (saved.prefill_tokens(), uncached.prefill_tokens(), save_time) {
-        (Some(tokens), Some(full), Some(save)) if tokens > 0 && full > 0 => Some(CacheCost {
-            prompt_tokens: tokens,
-            file_bytes: size,
-            save,
-            load: load_time,
-            prefill_seconds_per_token: u.as_secs_f64() / full as f64,
-        }),
+        (Some(tokens), Some(full), Some(save)) if tokens > 0 && full > 0 => {
+            Some(MeasuredCacheCost {
+                prompt_tokens: tokens,
+                file_bytes: size,
+                save,
+                load: load_time,
+                prefill_seconds_per_token: u.as_secs_f64() / full as f64,
+            })
+        }
         _ => None,
     };
     (finding, Some(timing), cost)

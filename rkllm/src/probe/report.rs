@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::answers::{AbortEnding, CacheCost, CacheTiming, EndOfTurn, Finding, Question};
+use super::answers::{AbortEnding, CacheTiming, EndOfTurn, Finding, MeasuredCacheCost, Question};
 use super::ProbeConfig;
 use crate::chat;
 use crate::diagnosis::{Diagnosis, RuntimeInfo};
@@ -82,7 +82,7 @@ pub struct ProbeReport {
     pub(crate) second_model: Finding<SecondModel>,
     pub(crate) prompt_cache: Finding<PromptCacheReuse>,
     pub(crate) cache_timing: Option<CacheTiming>,
-    pub(crate) cache_cost: Option<CacheCost>,
+    pub(crate) cache_cost: Option<MeasuredCacheCost>,
 }
 
 impl ProbeReport {
@@ -202,7 +202,7 @@ impl ProbeReport {
 
     /// What a prompt cache costs on this board (size per token, save and load time), when
     /// measured.
-    pub fn prompt_cache_cost(&self) -> Option<CacheCost> {
+    pub fn prompt_cache_cost(&self) -> Option<MeasuredCacheCost> {
         self.cache_cost
     }
 

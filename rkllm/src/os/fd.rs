@@ -1,5 +1,6 @@
-//! Thin, safe wrappers over the descriptor system calls the capture needs; all of the
-//! capture's `unsafe` is here.
+//! Thin, safe wrappers over the descriptor system calls the init capture
+//! (`diagnosis::capture`) needs: pipes, duplicates, `dup2` onto fds 1 and 2, `poll`, reads
+//! and writes.
 
 // Under Miri the capture does not redirect descriptors, so none of this is used.
 #![cfg_attr(miri, allow(dead_code))]
@@ -9,7 +10,7 @@ use std::os::fd::RawFd;
 
 /// Flushes every C stdio output stream (`fflush(NULL)`): a runtime's `printf` output may sit
 /// in a buffer that would otherwise reach the descriptor only after it was restored.
-pub(super) fn flush_c_stdio() {
+pub(crate) fn flush_c_stdio() {
     // SAFETY: `fflush(NULL)` is defined to flush all open output streams; no pointer of ours
     // is involved.
     unsafe {
@@ -23,7 +24,7 @@ pub(super) fn flush_c_stdio() {
 const FIRST_PRIVATE_FD: RawFd = 3;
 
 /// Why [`wait_readable`] returned.
-pub(super) enum Wake {
+pub(crate) enum Wake {
     /// The data pipe has bytes (or reached end-of-file).
     Data,
     /// The stop pipe was written or closed.
@@ -31,7 +32,7 @@ pub(super) enum Wake {
 }
 
 /// Blocks until the data pipe is readable or the stop pipe is closed.
-pub(super) fn wait_readable(data: &Fd, stop: &Fd) -> io::Result<Wake> {
+pub(crate) fn wait_readable(data: &Fd, stop: &Fd) -> io::Result<Wake> {
     let mut fds = [
         libc::pollfd {
             fd: data.0,
@@ -67,12 +68,12 @@ pub(super) fn wait_readable(data: &Fd, stop: &Fd) -> io::Result<Wake> {
 
 /// An owned file descriptor, closed on drop.
 #[derive(Debug)]
-pub(super) struct Fd(pub(super) RawFd);
+pub(crate) struct Fd(pub(crate) RawFd);
 
 impl Fd {
     /// A close-on-exec duplicate of `fd`, numbered 3 or above (children must not inherit
     /// our descriptors, and they must never take the place of a closed standard stream).
-    pub(super) fn dup(fd: RawFd) -> io::Result<Fd> {
+    pub(crate) fn dup(fd: RawFd) -> io::Result<Fd> {
         // SAFETY: F_DUPFD_CLOEXEC only reads the descriptor number; an invalid one fails with
         // EBADF, which is reported.
         let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, FIRST_PRIVATE_FD) };
@@ -82,7 +83,7 @@ impl Fd {
         Ok(Fd(new))
     }
 
-    pub(super) fn dup_raw(&self) -> io::Result<Fd> {
+    pub(crate) fn dup_raw(&self) -> io::Result<Fd> {
         Fd::dup(self.0)
     }
 
@@ -108,7 +109,7 @@ impl Drop for Fd {
 }
 
 /// A close-on-exec pipe: (read end, write end), both numbered 3 or above.
-pub(super) fn pipe() -> io::Result<(Fd, Fd)> {
+pub(crate) fn pipe() -> io::Result<(Fd, Fd)> {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: `fds` has room for the two descriptors `pipe2` writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
@@ -119,7 +120,7 @@ pub(super) fn pipe() -> io::Result<(Fd, Fd)> {
 }
 
 /// How many bytes the pipe `fd` holds, ready to read (`FIONREAD`).
-pub(super) fn bytes_available(fd: &Fd) -> io::Result<usize> {
+pub(crate) fn bytes_available(fd: &Fd) -> io::Result<usize> {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD writes one `int` through the pointer, which is valid for writes.
     if unsafe { libc::ioctl(fd.0, libc::FIONREAD, &mut n) } < 0 {
@@ -129,10 +130,10 @@ pub(super) fn bytes_available(fd: &Fd) -> io::Result<usize> {
 }
 
 /// `dup2`, retried when interrupted or racing another `open` (EBUSY).
-pub(super) fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
+pub(crate) fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
     loop {
-        // SAFETY: `dup2` only manipulates the descriptor table; `to` is 1 or 2, which this
-        // module owns for the duration of the capture.
+        // SAFETY: `dup2` only manipulates the descriptor table; `to` is 1 or 2, which the
+        // capture owns for its duration (its callers hold the capture's lock).
         if unsafe { libc::dup2(from, to) } >= 0 {
             return Ok(());
         }
@@ -143,7 +144,7 @@ pub(super) fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
     }
 }
 
-pub(super) fn read(fd: &Fd, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read(fd: &Fd, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
     let n = unsafe { libc::read(fd.0, buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
@@ -152,7 +153,7 @@ pub(super) fn read(fd: &Fd, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
-pub(super) fn write_all(fd: &Fd, mut bytes: &[u8]) -> io::Result<()> {
+pub(crate) fn write_all(fd: &Fd, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         // SAFETY: `bytes` is valid for reads of `bytes.len()` bytes.
         let n = unsafe { libc::write(fd.0, bytes.as_ptr().cast(), bytes.len()) };
@@ -166,4 +167,42 @@ pub(super) fn write_all(fd: &Fd, mut bytes: &[u8]) -> io::Result<()> {
         bytes = &bytes[n as usize..];
     }
     Ok(())
+}
+
+/// Test helpers for the capture's tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::os::fd::RawFd;
+
+    /// Writes all of `bytes` to `fd` with `write(2)`, as C code would; panics on failure.
+    pub(crate) fn c_write(fd: RawFd, bytes: &[u8]) {
+        let mut off = 0;
+        while off < bytes.len() {
+            // SAFETY: the slice is valid for reads of its length.
+            let n = unsafe { libc::write(fd, bytes[off..].as_ptr().cast(), bytes.len() - off) };
+            assert!(
+                n > 0,
+                "write to fd {fd} failed: {}",
+                std::io::Error::last_os_error()
+            );
+            off += n as usize;
+        }
+    }
+
+    /// (device, inode) of what `fd` points at; panics on failure.
+    pub(crate) fn identity(fd: RawFd) -> (u64, u64) {
+        // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: `st` is valid for writes for the duration of the call.
+        let rc = unsafe { libc::fstat(fd, &mut st) };
+        assert_eq!(rc, 0, "fstat({fd}): {}", std::io::Error::last_os_error());
+        #[allow(clippy::unnecessary_cast)] // the field types differ between targets
+        (st.st_dev as u64, st.st_ino as u64)
+    }
+
+    /// The descriptor flags of `fd` (`F_GETFD`), or -1.
+    pub(crate) fn fd_flags(fd: RawFd) -> i32 {
+        // SAFETY: F_GETFD only reads the descriptor's flags; a bad descriptor gives -1.
+        unsafe { libc::fcntl(fd, libc::F_GETFD) }
+    }
 }
