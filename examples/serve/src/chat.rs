@@ -1,84 +1,114 @@
-//! The chat completion and embedding handlers.
+//! `POST /v1/chat/completions`, and what the completion endpoints share: waiting for the
+//! session, the reply's length and stops, and the streamed and collected answers.
 
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use futures_core::Stream;
-use rkllm::chat::{ChatError, ChatSession, ChatStream, ContextBudget, Conversation, Message, Role};
+use rkllm::chat::{ChatError, ChatSession, ContextBudget, Conversation, Message, Role};
 use rkllm::wait::{FairGuard, WaitError};
-use rkllm::AsyncStream;
-use rkllm::{GenerateOptions, Input, Timings};
+use rkllm::{GenerateOptions, Timings};
 use serde_json::{json, Value};
+use tokio::sync::mpsc;
 
-use crate::openai::{
-    base64_f32, error_of, ApiError, ChatRequest, EmbeddingInput, EmbeddingRequest,
-};
+use crate::body::read_json;
+use crate::log::RequestStats;
+use crate::openai::{error_of, ApiError, ChatRequest, Stop};
+use crate::turn::{Outcome, Running};
 use crate::AppState;
 
-/// A turn holding the server's one chat session.
-type Turn = AsyncStream<ChatStream<FairGuard<ChatSession>>>;
-
-/// Owns a turn; dropping it before the turn ended (the client went away) stops the run
-/// without blocking the executor.
-struct Running(Option<Turn>);
-
-impl Running {
-    fn turn(&mut self) -> &mut Turn {
-        self.0.as_mut().expect("present until dropped")
-    }
-}
-
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid: {e}"), None))
-}
-
-fn unix_now() -> u64 {
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-fn completion_id() -> String {
+pub fn completion_id(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     format!(
-        "chatcmpl-{}-{}",
+        "{prefix}-{}-{}",
         unix_now(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
 
-/// Waits for the chat session in turn.
-async fn take_session(state: &AppState) -> Result<FairGuard<ChatSession>, ApiError> {
-    state
-        .chat
-        .lock_async(state.config.queue_timeout)
-        .await
-        .map_err(|e| {
+/// Waits for the chat session in turn; 503 at once when the server is shutting down.
+pub async fn take_session(
+    state: &AppState,
+    stats: &RequestStats,
+) -> Result<FairGuard<ChatSession>, ApiError> {
+    if state.shutting_down() {
+        return Err(ApiError::shutting_down());
+    }
+    let start = Instant::now();
+    let result = tokio::select! {
+        biased;
+        _ = state.shutdown_started() => Err(None),
+        r = state.chat.lock_async(state.config.queue_timeout) => r.map_err(Some),
+    };
+    stats.queue_wait(start.elapsed());
+    state.metrics.record_queue_wait(start.elapsed());
+    match result {
+        Ok(_) if state.shutting_down() => Err(ApiError::shutting_down()),
+        Ok(guard) => Ok(guard),
+        Err(None) => Err(ApiError::shutting_down()),
+        Err(Some(e)) => {
             let (status, retry_after, code) = match e {
                 WaitError::QueueFull { .. } => (StatusCode::TOO_MANY_REQUESTS, 1, "queue_full"),
                 _ => (StatusCode::SERVICE_UNAVAILABLE, 5, "queue_timeout"),
             };
-            ApiError {
+            Err(ApiError {
                 status,
                 message: e.to_string(),
                 kind: "server_error",
                 param: None,
                 code: Some(code),
                 retry_after: Some(retry_after),
-            }
-        })
+            })
+        }
+    }
+}
+
+/// The reply's length: what the request asks (at least 1), at most the server's limit.
+pub fn reply_tokens(state: &AppState, asked: Option<u32>) -> Result<u32, ApiError> {
+    if asked == Some(0) {
+        return Err(ApiError::bad_request(
+            "max_tokens must be at least 1",
+            Some("max_tokens"),
+        ));
+    }
+    let limit = state.config.max_new_tokens;
+    Ok(asked.unwrap_or(limit).min(limit))
+}
+
+/// Generation options: the reply's length and the request's stop strings (at most 4, as
+/// OpenAI allows).
+pub fn options(reply_tokens: u32, stop: Option<Stop>) -> Result<GenerateOptions, ApiError> {
+    let mut options = GenerateOptions::new().max_tokens(reply_tokens);
+    let stops = stop.map(Stop::into_vec).unwrap_or_default();
+    if stops.len() > 4 {
+        return Err(ApiError::bad_request(
+            "at most 4 stop sequences are supported",
+            Some("stop"),
+        ));
+    }
+    for stop in stops {
+        if !stop.is_empty() {
+            options = options.stop_string(stop);
+        }
+    }
+    Ok(options)
 }
 
 /// The conversation a request describes, and its last user message.
@@ -122,21 +152,26 @@ fn conversation_of(
     conversation.push_user(user.clone()).map_err(bad)?;
     let fit = conversation.fit().map_err(|e| error_of(&e))?;
     if fit.dropped_messages > 0 {
-        return Err(ApiError::bad_request(
-            format!(
-                "the conversation does not fit the context of {} tokens with {reply_tokens} \
-                 kept for the reply; shorten it or ask for fewer tokens",
-                state.config.max_context
-            ),
-            Some("messages"),
-        )
-        .with_code("context_length_exceeded"));
+        return Err(context_exceeded(state, reply_tokens, "messages"));
     }
     conversation.pop();
     Ok((conversation, user))
 }
 
-fn usage(t: &Timings) -> Value {
+/// 400 `context_length_exceeded`.
+pub fn context_exceeded(state: &AppState, reply_tokens: u32, param: &'static str) -> ApiError {
+    ApiError::bad_request(
+        format!(
+            "the input does not fit the context of {} tokens with {reply_tokens} kept for the \
+             reply; shorten it or ask for fewer tokens",
+            state.config.max_context
+        ),
+        Some(param),
+    )
+    .with_code("context_length_exceeded")
+}
+
+pub fn usage(t: &Timings) -> Value {
     let prompt = t.prompt_tokens.unwrap_or(0);
     json!({
         "prompt_tokens": prompt,
@@ -145,250 +180,192 @@ fn usage(t: &Timings) -> Value {
     })
 }
 
-/// `POST /v1/chat/completions`.
-pub async fn completions(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    match start_completion(state, body).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
+/// The shape of a completion endpoint's answers.
+pub trait Shape: Send + Sync + 'static {
+    /// The chunk before the first token, if any.
+    fn opening(&self) -> Option<Value>;
+    /// A chunk with a token's text.
+    fn text(&self, text: &str) -> Value;
+    /// The chunk with the finish reason.
+    fn finish(&self, finish: &str) -> Value;
+    /// The usage chunk (`stream_options.include_usage`).
+    fn usage(&self, usage: Value) -> Value;
+    /// The collected answer.
+    fn whole(&self, text: String, finish: &str, usage: Value) -> Value;
+}
+
+/// The fields every chunk and answer carries.
+pub struct Meta {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    pub fingerprint: String,
+}
+
+impl Meta {
+    pub fn new(state: &AppState, prefix: &str) -> Meta {
+        Meta {
+            id: completion_id(prefix),
+            created: unix_now(),
+            model: state.config.served_model_name.clone(),
+            fingerprint: state.fingerprint.clone(),
+        }
+    }
+
+    pub fn object(&self, object: &str, choices: Value) -> Value {
+        json!({
+            "id": self.id,
+            "object": object,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": self.fingerprint,
+            "choices": choices,
+        })
     }
 }
 
-async fn start_completion(state: Arc<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let mut request: ChatRequest = parse(&body)?;
-    if request.n.is_some_and(|n| n != 1) {
-        return Err(ApiError::bad_request("only n = 1 is supported", Some("n")));
+struct ChatShape(Meta);
+
+impl Shape for ChatShape {
+    fn opening(&self) -> Option<Value> {
+        Some(self.0.object(
+            "chat.completion.chunk",
+            json!([{ "index": 0, "delta": { "role": "assistant", "content": "" }, "logprobs": null, "finish_reason": null }]),
+        ))
     }
-    let limit = state.config.max_new_tokens;
-    let asked = request.max_completion_tokens.or(request.max_tokens);
-    if asked == Some(0) {
-        return Err(ApiError::bad_request(
-            "max_tokens must be at least 1",
-            Some("max_tokens"),
-        ));
+    fn text(&self, text: &str) -> Value {
+        self.0.object(
+            "chat.completion.chunk",
+            json!([{ "index": 0, "delta": { "content": text }, "logprobs": null, "finish_reason": null }]),
+        )
     }
-    let reply_tokens = asked.unwrap_or(limit).min(limit);
-    let (conversation, user) = conversation_of(&state, &mut request, reply_tokens)?;
-    let mut options = GenerateOptions::new().max_tokens(reply_tokens);
-    for stop in request
-        .stop
-        .take()
-        .map(|s| s.into_vec())
-        .unwrap_or_default()
-    {
-        if !stop.is_empty() {
-            options = options.stop_string(stop);
-        }
+    fn finish(&self, finish: &str) -> Value {
+        self.0.object(
+            "chat.completion.chunk",
+            json!([{ "index": 0, "delta": {}, "logprobs": null, "finish_reason": finish }]),
+        )
     }
-    let session = take_session(&state).await?;
-    // Starting the turn prepares the prompt and the prompt cache: blocking work.
-    let started =
-        tokio::task::spawn_blocking(move || ChatStream::new(session, conversation, user, &options))
-            .await
-            .map_err(|e| ApiError::server(format!("starting the run: {e}")))?;
-    let turn = started.map_err(|refused| error_of(refused.error()))?;
-    let turn = Running(Some(turn.into_async()));
-    let meta = Meta {
-        id: completion_id(),
-        created: unix_now(),
-        model: request
-            .model
-            .clone()
-            .unwrap_or_else(|| state.config.model_name.clone()),
-    };
-    if request.stream {
-        let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
-        let events = Chunks {
-            turn,
-            meta,
-            include_usage,
-            stage: Stage::Role,
-        };
-        Ok(Sse::new(events)
-            .keep_alive(
-                KeepAlive::new()
-                    .interval(state.config.keep_alive)
-                    .text("keep-alive"),
-            )
-            .into_response())
-    } else {
-        let mut turn = turn;
-        let mut text = String::new();
-        while let Some(token) = std::future::poll_fn(|cx| Pin::new(turn.turn()).poll_next(cx)).await
-        {
-            match token {
-                Ok(token) => text.push_str(&token.text),
-                Err(e) => return Err(error_of(&e)),
-            }
-        }
-        let t = turn.turn();
-        let finish = t.finish_reason().map_or("stop", |f| f.openai());
-        Ok(Json(json!({
-            "id": meta.id,
-            "object": "chat.completion",
-            "created": meta.created,
-            "model": meta.model,
-            "choices": [{
+    fn usage(&self, usage: Value) -> Value {
+        let mut chunk = self.0.object("chat.completion.chunk", json!([]));
+        chunk["usage"] = usage;
+        chunk
+    }
+    fn whole(&self, text: String, finish: &str, usage: Value) -> Value {
+        let mut answer = self.0.object(
+            "chat.completion",
+            json!([{
                 "index": 0,
                 "message": { "role": "assistant", "content": text },
                 "logprobs": null,
                 "finish_reason": finish,
-            }],
-            "usage": usage(&t.timings()),
-        }))
-        .into_response())
+            }]),
+        );
+        answer["usage"] = usage;
+        answer
     }
 }
 
-struct Meta {
-    id: String,
-    created: u64,
-    model: String,
-}
-
-impl Meta {
-    fn chunk(&self, choices: Value, usage: Option<Value>, include_usage: bool) -> Event {
-        let mut chunk = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": choices,
-        });
-        if include_usage {
-            chunk["usage"] = usage.unwrap_or(Value::Null);
-        }
-        Event::default().data(chunk.to_string())
-    }
-}
-
-enum Stage {
-    Role,
-    Tokens,
-    Usage,
-    Done,
-    End,
-}
-
-/// The SSE events of a streamed completion: a first chunk with the role, one per token, one
-/// with the finish reason, the usage chunk when asked for, then `[DONE]`.
-struct Chunks {
-    turn: Running,
-    meta: Meta,
+/// Runs the reply and answers: SSE events (chunks, the finish, the usage when asked, then
+/// `[DONE]`; an error event then `[DONE]` when it fails or the shutdown ends it), or one
+/// collected answer.
+pub async fn answer<S: Shape>(
+    state: Arc<AppState>,
+    stats: Arc<RequestStats>,
+    mut turn: Running,
+    shape: S,
+    stream: bool,
     include_usage: bool,
-    stage: Stage,
+) -> Result<Response, ApiError> {
+    if !stream {
+        let mut text = String::new();
+        let outcome = turn
+            .run(&state, &stats, std::future::pending(), |t| {
+                text.push_str(&t)
+            })
+            .await;
+        return match outcome {
+            Outcome::Finished { finish, timings } => {
+                Ok(Json(shape.whole(text, finish, usage(&timings))).into_response())
+            }
+            Outcome::Failed(e) => Err(e),
+            Outcome::Gone => Err(ApiError::server("the client went away")),
+        };
+    }
+    let (tx, rx) = mpsc::unbounded_channel::<Event>();
+    let keep_alive = state.config.keep_alive;
+    let data = |v: Value| Event::default().data(v.to_string());
+    tokio::spawn(async move {
+        if let Some(opening) = shape.opening() {
+            let _ = tx.send(data(opening));
+        }
+        let outcome = turn
+            .run(&state, &stats, tx.closed(), |t| {
+                let _ = tx.send(data(shape.text(&t)));
+            })
+            .await;
+        match outcome {
+            Outcome::Finished { finish, timings } => {
+                let _ = tx.send(data(shape.finish(finish)));
+                if include_usage {
+                    let _ = tx.send(data(shape.usage(usage(&timings))));
+                }
+            }
+            Outcome::Failed(e) => {
+                let _ = tx.send(data(e.body()));
+            }
+            Outcome::Gone => return,
+        }
+        let _ = tx.send(Event::default().data("[DONE]"));
+    });
+    Ok(Sse::new(Events(rx))
+        .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
+        .into_response())
 }
 
-impl Stream for Chunks {
+/// The SSE events a reply's task sends.
+struct Events(mpsc::UnboundedReceiver<Event>);
+
+impl Stream for Events {
     type Item = Result<Event, Infallible>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        let delta = |delta: Value, finish: Option<&str>| json!([{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish }]);
-        let event = match this.stage {
-            Stage::Role => {
-                this.stage = Stage::Tokens;
-                this.meta.chunk(
-                    delta(json!({ "role": "assistant", "content": "" }), None),
-                    None,
-                    this.include_usage,
-                )
-            }
-            Stage::Tokens => match Pin::new(this.turn.turn()).poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(token))) => this.meta.chunk(
-                    delta(json!({ "content": token.text }), None),
-                    None,
-                    this.include_usage,
-                ),
-                Poll::Ready(Some(Err(e))) => {
-                    this.stage = Stage::Done;
-                    Event::default().data(error_of(&e).body().to_string())
-                }
-                Poll::Ready(None) => {
-                    this.stage = Stage::Usage;
-                    let finish = this
-                        .turn
-                        .turn()
-                        .finish_reason()
-                        .map_or("stop", |f| f.openai());
-                    this.meta
-                        .chunk(delta(json!({}), Some(finish)), None, this.include_usage)
-                }
-            },
-            Stage::Usage if this.include_usage => {
-                this.stage = Stage::Done;
-                let usage = usage(&this.turn.turn().timings());
-                this.meta.chunk(json!([]), Some(usage), true)
-            }
-            Stage::Usage | Stage::Done => {
-                this.stage = Stage::End;
-                Event::default().data("[DONE]")
-            }
-            Stage::End => return Poll::Ready(None),
-        };
-        Poll::Ready(Some(Ok(event)))
+        self.get_mut().0.poll_recv(cx).map(|e| e.map(Ok))
     }
 }
 
-/// `POST /v1/embeddings`.
-pub async fn embeddings(State(state): State<Arc<AppState>>, body: Bytes) -> Response {
-    match embed(state, body).await {
+/// `POST /v1/chat/completions`.
+pub async fn completions(
+    State(state): State<Arc<AppState>>,
+    Extension(stats): Extension<Arc<RequestStats>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match chat_completion(state, stats, headers, body).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
     }
 }
 
-async fn embed(state: Arc<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let request: EmbeddingRequest = parse(&body)?;
-    let base64 = match request.encoding_format.as_deref() {
-        None | Some("float") => false,
-        Some("base64") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(
-                format!("unknown encoding_format `{other}`; expected float or base64"),
-                Some("encoding_format"),
-            ))
-        }
-    };
-    let inputs: Vec<Input> = match request.input {
-        EmbeddingInput::One(s) => vec![Input::prompt(s)],
-        EmbeddingInput::Many(v) => v.into_iter().map(Input::prompt).collect(),
-        EmbeddingInput::Tokens(ids) => vec![Input::tokens(ids)],
-        EmbeddingInput::TokenBatch(b) => b.into_iter().map(Input::tokens).collect(),
-    };
-    if inputs.is_empty() {
-        return Err(ApiError::bad_request("input is empty", Some("input")));
-    }
-    let estimate: usize = inputs
-        .iter()
-        .map(|i| match i {
-            Input::Prompt(s) => s.len().div_ceil(4),
-            Input::Tokens(ids) => ids.len(),
-            _ => 0,
-        })
-        .sum();
-    let mut session = take_session(&state).await?;
-    let vectors = tokio::task::spawn_blocking(move || session.embed_batch(inputs))
-        .await
-        .map_err(|e| ApiError::server(format!("embedding: {e}")))?
-        .map_err(|e| error_of(&e))?;
-    let data: Vec<Value> = vectors
-        .iter()
-        .enumerate()
-        .map(|(index, v)| {
-            let embedding = if base64 {
-                json!(base64_f32(v))
-            } else {
-                json!(v)
-            };
-            json!({ "object": "embedding", "index": index, "embedding": embedding })
-        })
-        .collect();
-    Ok(Json(json!({
-        "object": "list",
-        "data": data,
-        "model": request.model.unwrap_or_else(|| state.config.model_name.clone()),
-        "usage": { "prompt_tokens": estimate, "total_tokens": estimate },
-    }))
-    .into_response())
+async fn chat_completion(
+    state: Arc<AppState>,
+    stats: Arc<RequestStats>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let mut request: ChatRequest = read_json(&state, &headers, body).await?;
+    state.check_model(request.model.as_deref())?;
+    request.check_supported()?;
+    let reply_tokens = reply_tokens(&state, request.max_completion_tokens.or(request.max_tokens))?;
+    let (conversation, user) = conversation_of(&state, &mut request, reply_tokens)?;
+    let options = options(reply_tokens, request.stop.take())?;
+    let stream = request.stream.unwrap_or(false);
+    let include_usage = request
+        .stream_options
+        .as_ref()
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let session = take_session(&state, &stats).await?;
+    let turn = Running::chat(session, conversation, user, options).await?;
+    let shape = ChatShape(Meta::new(&state, "chatcmpl"));
+    answer(state, stats, turn, shape, stream, include_usage).await
 }

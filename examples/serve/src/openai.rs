@@ -6,16 +6,17 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-/// `POST /v1/chat/completions`. Fields not listed are accepted and ignored; among them
-/// `temperature` and `top_p`: sampling is fixed per model in RKLLM 1.1.1 (set when the
-/// model is loaded).
+/// `POST /v1/chat/completions`. Every field may be `null`, as OpenAI's schema allows.
+/// `temperature` and `top_p` are accepted and ignored: sampling is fixed per model in
+/// RKLLM 1.1.1 (set when the model is loaded). Parameters that would change the answer and
+/// are not supported are refused by [`ChatRequest::check_supported`].
 #[derive(Debug, Deserialize)]
 pub struct ChatRequest {
     #[serde(default)]
     pub model: Option<String>,
     pub messages: Vec<ChatMessage>,
     #[serde(default)]
-    pub stream: bool,
+    pub stream: Option<bool>,
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
     #[serde(default)]
@@ -27,12 +28,125 @@ pub struct ChatRequest {
     /// Only one choice is supported.
     #[serde(default)]
     pub n: Option<u32>,
+    #[serde(default)]
+    pub logprobs: Option<bool>,
+    #[serde(default)]
+    pub top_logprobs: Option<u32>,
+    #[serde(default)]
+    pub response_format: Option<ResponseFormat>,
+    /// Function tools (not yet taken by a template here: refused when given).
+    #[serde(default)]
+    pub tools: Option<Vec<Tool>>,
+    #[serde(default)]
+    pub tool_choice: Option<ToolChoice>,
+    /// The deprecated form of `tools`.
+    #[serde(default)]
+    pub functions: Option<Vec<Value>>,
+    #[serde(default)]
+    pub function_call: Option<Value>,
+}
+
+impl ChatRequest {
+    /// Refuses, naming it, any parameter that would change the answer and is not supported.
+    pub fn check_supported(&self) -> Result<(), ApiError> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(unsupported("n", "only n = 1 is supported"));
+        }
+        if self.logprobs == Some(true) {
+            return Err(unsupported("logprobs", "logprobs are not supported"));
+        }
+        if self.top_logprobs.is_some_and(|n| n > 0) {
+            return Err(unsupported("top_logprobs", "logprobs are not supported"));
+        }
+        if let Some(format) = &self.response_format {
+            if format.kind != "text" {
+                return Err(unsupported(
+                    "response_format",
+                    &format!(
+                        "response_format `{}` is not supported; only `text`",
+                        format.kind
+                    ),
+                ));
+            }
+        }
+        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
+            return Err(unsupported(
+                "tools",
+                "tools are not supported: this server's chat template takes none",
+            ));
+        }
+        if self.functions.as_ref().is_some_and(|f| !f.is_empty()) {
+            return Err(unsupported(
+                "functions",
+                "functions are not supported: this server's chat template takes none",
+            ));
+        }
+        match &self.tool_choice {
+            None => {}
+            Some(ToolChoice::Mode(mode)) if mode == "none" || mode == "auto" => {}
+            Some(_) => {
+                return Err(unsupported(
+                    "tool_choice",
+                    "tool_choice cannot force a tool: this server's chat template takes none",
+                ))
+            }
+        }
+        match &self.function_call {
+            None => {}
+            Some(Value::String(mode)) if mode == "none" || mode == "auto" => {}
+            Some(_) => {
+                return Err(unsupported(
+                    "function_call",
+                    "function_call cannot force a function: this server's chat template takes none",
+                ))
+            }
+        }
+        for message in &self.messages {
+            if message.tool_calls.as_ref().is_some_and(|c| !c.is_empty()) {
+                return Err(unsupported(
+                    "messages",
+                    "assistant tool_calls are not supported: this server's chat template takes none",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A 400 for a parameter that is not supported, naming it.
+pub fn unsupported(param: &'static str, message: &str) -> ApiError {
+    ApiError::bad_request(message.to_owned(), Some(param)).with_code("unsupported_parameter")
 }
 
 #[derive(Debug, Deserialize)]
 pub struct StreamOptions {
     #[serde(default)]
-    pub include_usage: bool,
+    pub include_usage: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ResponseFormat {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// A function tool as OpenAI describes it (kept whole for the templates that will take it).
+#[allow(dead_code)]
+#[derive(Debug, Deserialize)]
+pub struct Tool {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub function: Option<Value>,
+}
+
+/// `"none"`, `"auto"`, `"required"`, or a named function.
+#[allow(dead_code)]
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ToolChoice {
+    Mode(String),
+    Named(Value),
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +170,13 @@ pub struct ChatMessage {
     pub role: String,
     #[serde(default)]
     pub content: Option<Content>,
+    /// An assistant's tool calls (refused until a template takes them).
+    #[serde(default)]
+    pub tool_calls: Option<Vec<Value>>,
+    /// A `tool` message's call id (read once a template takes tool messages).
+    #[allow(dead_code)]
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
 }
 
 /// A message's content: a string, or parts of which only text is supported.
@@ -99,6 +220,64 @@ impl Content {
     }
 }
 
+/// `POST /v1/completions`: a raw prompt, no template.
+#[derive(Debug, Deserialize)]
+pub struct CompletionRequest {
+    #[serde(default)]
+    pub model: Option<String>,
+    pub prompt: Prompt,
+    #[serde(default)]
+    pub stream: Option<bool>,
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    #[serde(default)]
+    pub stop: Option<Stop>,
+    #[serde(default)]
+    pub n: Option<u32>,
+    #[serde(default)]
+    pub best_of: Option<u32>,
+    #[serde(default)]
+    pub logprobs: Option<u32>,
+    #[serde(default)]
+    pub echo: Option<bool>,
+    #[serde(default)]
+    pub suffix: Option<String>,
+}
+
+impl CompletionRequest {
+    /// Refuses, naming it, any parameter that would change the answer and is not supported.
+    pub fn check_supported(&self) -> Result<(), ApiError> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(unsupported("n", "only n = 1 is supported"));
+        }
+        if self.best_of.is_some_and(|n| n != 1) {
+            return Err(unsupported("best_of", "only best_of = 1 is supported"));
+        }
+        if self.logprobs.is_some() {
+            return Err(unsupported("logprobs", "logprobs are not supported"));
+        }
+        if self.echo == Some(true) {
+            return Err(unsupported("echo", "echo is not supported"));
+        }
+        if self.suffix.as_ref().is_some_and(|s| !s.is_empty()) {
+            return Err(unsupported("suffix", "suffix (insertion) is not supported"));
+        }
+        Ok(())
+    }
+}
+
+/// A legacy completion's prompt: text or token ids, one prompt only.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    Text(String),
+    Texts(Vec<String>),
+    Tokens(Vec<i64>),
+    TokenBatch(Vec<Vec<i64>>),
+}
+
 /// `POST /v1/embeddings`.
 #[derive(Debug, Deserialize)]
 pub struct EmbeddingRequest {
@@ -107,15 +286,19 @@ pub struct EmbeddingRequest {
     pub input: EmbeddingInput,
     #[serde(default)]
     pub encoding_format: Option<String>,
+    #[serde(default)]
+    pub dimensions: Option<u32>,
 }
 
+/// Token ids are read as `i64` so that an id past `i32` is refused as out of the
+/// vocabulary rather than as malformed JSON.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum EmbeddingInput {
     One(String),
     Many(Vec<String>),
-    Tokens(Vec<u32>),
-    TokenBatch(Vec<Vec<u32>>),
+    Tokens(Vec<i64>),
+    TokenBatch(Vec<Vec<i64>>),
 }
 
 /// An error answered in OpenAI's shape: `{"error": {"message", "type", "param", "code"}}`.
@@ -130,6 +313,34 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>, kind: &'static str) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn with_param(mut self, param: &'static str) -> ApiError {
+        self.param = Some(param);
+        self
+    }
+
+    /// 503 while the server shuts down.
+    pub fn shutting_down() -> ApiError {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            message: "the server is shutting down".into(),
+            kind: "server_error",
+            param: None,
+            code: Some("shutting_down"),
+            retry_after: Some(5),
+        }
+    }
+
     pub fn bad_request(message: impl Into<String>, param: Option<&'static str>) -> ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
@@ -193,7 +404,7 @@ pub fn error_of(e: &rkllm::Error) -> ApiError {
             let param = matches!(e, rkllm::Error::Chat(_)).then_some("messages");
             ApiError::bad_request(e.to_string(), param)
         }
-        ErrorKind::Busy | ErrorKind::Unavailable => ApiError {
+        ErrorKind::Busy | ErrorKind::Unavailable | ErrorKind::TimedOut => ApiError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: e.to_string(),
             kind: "server_error",
