@@ -85,11 +85,10 @@ fn template_of(case: &Case) -> HfChatTemplate {
             HfChatTemplate::from_config_json(&text, &path.display().to_string())
                 .unwrap_or_else(|e| panic!("{}: {e}", case.name))
         }
-        (None, Some(t)) => HfChatTemplate::from_template_str(
-            t,
-            case.special_tokens.clone().unwrap_or_default(),
-        )
-        .unwrap_or_else(|e| panic!("{}: {e}", case.name)),
+        (None, Some(t)) => {
+            HfChatTemplate::from_template_str(t, case.special_tokens.clone().unwrap_or_default())
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name))
+        }
         (None, None) => panic!("{}: neither a model nor a chat_template", case.name),
     };
     t.with_clock(clock())
@@ -118,7 +117,8 @@ impl Tokenizers {
     fn get(&mut self, model: &str) -> &TemplateTokenizer {
         self.0.entry(model.to_owned()).or_insert_with(|| {
             let path = model_file(model, "tokenizer.json");
-            TemplateTokenizer::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            TemplateTokenizer::from_file(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         })
     }
 }
@@ -134,7 +134,9 @@ fn check(case: &Case, tokenizers: &mut Tokenizers) -> Result<(), String> {
                 return Err(format!("error `{e}` does not contain `{want}`"));
             }
             if !matches!(e, TemplateError::Raised { .. }) {
-                return Err(format!("expected the template's raise_exception, got {e:?}"));
+                return Err(format!(
+                    "expected the template's raise_exception, got {e:?}"
+                ));
             }
             return Ok(());
         }
@@ -175,10 +177,14 @@ fn check(case: &Case, tokenizers: &mut Tokenizers) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     match (&case.hf_token_ids, case.content_holds_special_tokens) {
         (Some(hf), true) if &hf_ids != hf => {
-            return Err(format!("Hugging Face ids differ:\n  want {hf:?}\n  got  {hf_ids:?}"))
+            return Err(format!(
+                "Hugging Face ids differ:\n  want {hf:?}\n  got  {hf_ids:?}"
+            ))
         }
         (_, false) if &hf_ids != want_ids => {
-            return Err(format!("plain tokenization differs from token mode: {hf_ids:?}"))
+            return Err(format!(
+                "plain tokenization differs from token mode: {hf_ids:?}"
+            ))
         }
         _ => {}
     }
@@ -189,7 +195,11 @@ fn check(case: &Case, tokenizers: &mut Tokenizers) -> Result<(), String> {
 fn template_vectors() {
     let dir = fixtures::dir("TEMPLATE_VECTORS_DIR", "template-vectors");
     let cases = fixtures::load::<Case>(&dir);
-    assert!(!cases.is_empty(), "no vector cases found in {}", dir.display());
+    assert!(
+        !cases.is_empty(),
+        "no vector cases found in {}",
+        dir.display()
+    );
     let mut tokenizers = Tokenizers::default();
     let mut failures = Vec::new();
     for (file, case) in &cases {
@@ -211,14 +221,20 @@ fn template_vectors() {
 fn gemma2_published() -> HfChatTemplate {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/template-vectors/gemma2.json");
     let cases: Vec<Case> =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("gemma2 vectors")).expect("cases");
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("gemma2 vectors"))
+            .expect("cases");
     let source = cases
         .iter()
         .find_map(|c| c.chat_template.clone())
         .expect("an inline Gemma 2 template");
     HfChatTemplate::from_template_str(
         &source,
-        [("bos_token", "<bos>"), ("eos_token", "<eos>"), ("unk_token", "<unk>"), ("pad_token", "<pad>")],
+        [
+            ("bos_token", "<bos>"),
+            ("eos_token", "<eos>"),
+            ("unk_token", "<unk>"),
+            ("pad_token", "<pad>"),
+        ],
     )
     .expect("the published template parses")
 }
@@ -247,7 +263,11 @@ fn template_gemma2_published_equals_strict_style() {
         let Ok(messages) = case
             .messages
             .iter()
-            .map(|m| m.role.parse::<Role>().map(|r| Message::new(r, m.content.clone())))
+            .map(|m| {
+                m.role
+                    .parse::<Role>()
+                    .map(|r| Message::new(r, m.content.clone()))
+            })
             .collect::<Result<Vec<_>, _>>()
         else {
             continue;
@@ -288,7 +308,10 @@ fn template_gemma2_published_equals_strict_style() {
             }
         }
     }
-    assert!(rendered > 10 && refused > 0, "rendered {rendered}, refused {refused}");
+    assert!(
+        rendered > 10 && refused > 0,
+        "rendered {rendered}, refused {refused}"
+    );
 }
 
 /// A family's template, tokenizer, and a message that tries to close the user's turn and
@@ -326,7 +349,9 @@ fn family(model: &str) -> Family {
     // family's other control tokens (Gemma's `<start_of_turn>`, ...).
     let specials: Vec<String> = tokenizer.special_token_texts().map(str::to_owned).collect();
     Family {
-        template: template.with_clock(clock()).with_special_token_texts(specials),
+        template: template
+            .with_clock(clock())
+            .with_special_token_texts(specials),
         tokenizer,
         injection,
         controls,
@@ -356,17 +381,28 @@ fn check_injection(model: &str) {
     for control in f.controls {
         let id = f.tokenizer.token_to_id(control).unwrap();
         let count = |ids: &[u32]| ids.iter().filter(|&&i| i == id).count();
-        assert_eq!(count(&prompt.token_ids), count(&plain.token_ids), "{model}: {control}");
+        assert_eq!(
+            count(&prompt.token_ids),
+            count(&plain.token_ids),
+            "{model}: {control}"
+        );
         // What transformers would do: the message's control text becomes control tokens.
         let hf = f.tokenizer.encode_prompt_text(&prompt.text).unwrap();
         assert!(count(&hf) > count(&plain.token_ids), "{model}: {control}");
     }
     let content_ids = f.tokenizer.encode_text(f.injection).unwrap();
     assert!(
-        prompt.token_ids.windows(content_ids.len()).any(|w| w == content_ids),
+        prompt
+            .token_ids
+            .windows(content_ids.len())
+            .any(|w| w == content_ids),
         "{model}: the message's plain-text ids are not in the prompt"
     );
-    assert_eq!(f.tokenizer.decode(&prompt.token_ids, false).unwrap(), prompt.text, "{model}");
+    assert_eq!(
+        f.tokenizer.decode(&prompt.token_ids, false).unwrap(),
+        prompt.text,
+        "{model}"
+    );
 }
 
 #[test]

@@ -264,7 +264,10 @@ fn map_strings(value: &Value, f: &dyn Fn(&str) -> String, depth: usize) -> Value
             Ok(iter) => Value::from_pairs(
                 iter.map(|k| {
                     let item = value.get_item(&k).unwrap_or_default();
-                    (map_strings(&k, f, depth + 1), map_strings(&item, f, depth + 1))
+                    (
+                        map_strings(&k, f, depth + 1),
+                        map_strings(&item, f, depth + 1),
+                    )
                 })
                 .collect::<Vec<_>>(),
             ),

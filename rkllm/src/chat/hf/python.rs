@@ -186,7 +186,12 @@ fn json_newline(style: &JsonStyle, level: usize, out: &mut String) {
     }
 }
 
-fn json_value(value: &Value, style: &JsonStyle, level: usize, out: &mut String) -> Result<(), Error> {
+fn json_value(
+    value: &Value,
+    style: &JsonStyle,
+    level: usize,
+    out: &mut String,
+) -> Result<(), Error> {
     if level > 500 {
         return Err(Error::new(
             ErrorKind::InvalidOperation,
@@ -231,7 +236,9 @@ fn json_value(value: &Value, style: &JsonStyle, level: usize, out: &mut String) 
                     other => {
                         return Err(Error::new(
                             ErrorKind::InvalidOperation,
-                            format!("tojson: keys must be str, int, float, bool or None, not {other}"),
+                            format!(
+                                "tojson: keys must be str, int, float, bool or None, not {other}"
+                            ),
                         ))
                     }
                 };
@@ -319,7 +326,10 @@ pub(crate) fn tojson_filter(
             Some(s) => Some(s.to_owned()),
             None => {
                 let n = i64::try_from(v.clone()).map_err(|_| {
-                    Error::new(ErrorKind::InvalidOperation, "tojson: indent must be an int or a str")
+                    Error::new(
+                        ErrorKind::InvalidOperation,
+                        "tojson: indent must be an int or a str",
+                    )
                 })?;
                 Some(" ".repeat(usize::try_from(n).unwrap_or(0).min(64)))
             }
@@ -425,7 +435,15 @@ fn py_split_whitespace(s: &str, maxsplit: i64) -> Vec<&str> {
 fn is_line_break(c: char) -> bool {
     matches!(
         c,
-        '\n' | '\r' | '\u{b}' | '\u{c}' | '\u{1c}' | '\u{1d}' | '\u{1e}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+        '\n' | '\r'
+            | '\u{b}'
+            | '\u{c}'
+            | '\u{1c}'
+            | '\u{1d}'
+            | '\u{1e}'
+            | '\u{85}'
+            | '\u{2028}'
+            | '\u{2029}'
     )
 }
 
@@ -442,7 +460,11 @@ fn py_splitlines(s: &str, keepends: bool) -> Vec<&str> {
                     iter.next();
                 }
             }
-            out.push(if keepends { &s[start..end] } else { &s[start..i] });
+            out.push(if keepends {
+                &s[start..end]
+            } else {
+                &s[start..i]
+            });
             start = end;
         }
     }
@@ -497,7 +519,10 @@ pub(crate) fn unknown_method(
             "splitlines" => {
                 too_many(1)?;
                 let keepends = arg(0).is_some_and(|v| v.is_true());
-                return Ok(py_splitlines(s, keepends).into_iter().map(Value::from).collect());
+                return Ok(py_splitlines(s, keepends)
+                    .into_iter()
+                    .map(Value::from)
+                    .collect());
             }
             _ => {}
         }
@@ -510,11 +535,27 @@ pub(crate) fn unknown_method(
 /// forms. Unknown codes are kept as written.
 pub(crate) fn strftime(fmt: &str, unix_seconds: i64) -> String {
     const MONTHS: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September",
-        "October", "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
     const DAYS: [&str; 7] = [
-        "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
     ];
     let days = unix_seconds.div_euclid(86_400);
     let secs = unix_seconds.rem_euclid(86_400);
@@ -629,7 +670,11 @@ mod tests {
         assert_eq!(repr(Value::from(-2.5f64)), "-2.5");
         assert_eq!(repr(Value::from(42)), "42");
         assert_eq!(
-            repr(Value::from(vec![Value::from("it's"), Value::from("a"), Value::from(())])),
+            repr(Value::from(vec![
+                Value::from("it's"),
+                Value::from("a"),
+                Value::from(())
+            ])),
             "[\"it's\", 'a', None]"
         );
     }
@@ -649,7 +694,10 @@ mod tests {
         // 2024-07-26 13:05:09 UTC, a Friday.
         let t = 1_721_999_109;
         assert_eq!(strftime("%d %b %Y", t), "26 Jul 2024");
-        assert_eq!(strftime("%A %B %-d, %H:%M:%S %p %j %y %%", t), "Friday July 26, 13:05:09 PM 208 24 %");
+        assert_eq!(
+            strftime("%A %B %-d, %H:%M:%S %p %j %y %%", t),
+            "Friday July 26, 13:05:09 PM 208 24 %"
+        );
         assert_eq!(strftime("%Y-%m-%d", 0), "1970-01-01");
         assert_eq!(strftime("%Y-%m-%d %a", 951_782_400), "2000-02-29 Tue");
         assert_eq!(strftime("%Q", 0), "%Q");

@@ -80,7 +80,11 @@ impl Clock {
 
 impl fmt::Debug for Clock {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "Clock(custom)" } else { "Clock(system)" })
+        f.write_str(if self.0.is_some() {
+            "Clock(custom)"
+        } else {
+            "Clock(system)"
+        })
     }
 }
 
@@ -197,8 +201,8 @@ impl HfChatTemplate {
             origin: origin.to_owned(),
             message,
         };
-        let config: serde_json::Value = serde_json::from_str(json)
-            .map_err(|e| config_error(format!("not valid JSON: {e}")))?;
+        let config: serde_json::Value =
+            serde_json::from_str(json).map_err(|e| config_error(format!("not valid JSON: {e}")))?;
         let obj = config
             .as_object()
             .ok_or_else(|| config_error("expected a JSON object".to_owned()))?;
@@ -359,7 +363,9 @@ impl HfChatTemplate {
 
     /// The named special tokens the template sees (`("bos_token", "<s>")`, ...).
     pub fn special_tokens(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.named_tokens.iter().map(|(n, t)| (n.as_str(), t.as_str()))
+        self.named_tokens
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
     }
 
     /// A named special token's text (`"eos_token"` → `"<|im_end|>"`).
@@ -429,7 +435,10 @@ impl HfChatTemplate {
     /// [`TemplateError::Render`] for other failures.
     pub fn render(&self, input: &TemplateInput) -> Result<String, TemplateError> {
         let name = self.pick(input)?;
-        let template = self.env.get_template(name).map_err(|e| render_error(&e, name))?;
+        let template = self
+            .env
+            .get_template(name)
+            .map_err(|e| render_error(&e, name))?;
         template
             .render(self.context(input))
             .map_err(|e| render_error(&e, name))
@@ -442,14 +451,16 @@ impl HfChatTemplate {
     /// # Errors
     /// [`TemplateError::SpecialTokenInText`] naming the token and where it is.
     pub fn check_text_mode(&self, input: &TemplateInput) -> Result<(), TemplateError> {
-        input.visit_untrusted(&mut |location, text| {
-            match self.special_texts.iter().find(|t| text.contains(t.as_str())) {
-                Some(token) => Err(TemplateError::SpecialTokenInText {
-                    token: token.clone(),
-                    location: location.to_owned(),
-                }),
-                None => Ok(()),
-            }
+        input.visit_untrusted(&mut |location, text| match self
+            .special_texts
+            .iter()
+            .find(|t| text.contains(t.as_str()))
+        {
+            Some(token) => Err(TemplateError::SpecialTokenInText {
+                token: token.clone(),
+                location: location.to_owned(),
+            }),
+            None => Ok(()),
         })
     }
 
@@ -490,7 +501,10 @@ impl HfChatTemplate {
         if !self.additional.is_empty() {
             pairs.push((
                 "additional_special_tokens".to_owned(),
-                self.additional.iter().map(|s| Value::from(s.as_str())).collect(),
+                self.additional
+                    .iter()
+                    .map(|s| Value::from(s.as_str()))
+                    .collect(),
             ));
         }
         for (name, value) in &input.vars {
@@ -503,7 +517,11 @@ impl HfChatTemplate {
 /// Renders with [`HfChatTemplate::render`]: the messages' roles as `system`, `user` and
 /// `assistant`. A template error arrives as [`ChatError::Template`].
 impl ChatTemplate for HfChatTemplate {
-    fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, ChatError> {
+    fn render(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
         HfChatTemplate::render(
             self,
             &TemplateInput::new(messages).add_generation_prompt(add_generation_prompt),
@@ -533,16 +551,20 @@ fn environment(
     env.set_formatter(|out, _state, value| {
         let mut s = String::new();
         python::python_str(value, &mut s);
-        out.write_str(&s).map_err(|_| Error::from(ErrorKind::WriteFailure))
+        out.write_str(&s)
+            .map_err(|_| Error::from(ErrorKind::WriteFailure))
     });
     env.add_filter("tojson", python::tojson_filter);
     env.add_filter("trim", python::trim_filter);
     env.add_filter("string", python::string_filter);
-    env.add_function("raise_exception", |message: Value| -> Result<Value, Error> {
-        let mut text = String::new();
-        python::python_str(&message, &mut text);
-        Err(Error::new(ErrorKind::InvalidOperation, text.clone()).with_source(Raised(text)))
-    });
+    env.add_function(
+        "raise_exception",
+        |message: Value| -> Result<Value, Error> {
+            let mut text = String::new();
+            python::python_str(&message, &mut text);
+            Err(Error::new(ErrorKind::InvalidOperation, text.clone()).with_source(Raised(text)))
+        },
+    );
     let clock = clock.clone();
     env.add_function("strftime_now", move |format: &str| {
         python::strftime(format, clock.unix_seconds())
@@ -566,7 +588,10 @@ fn syntax_error(e: &Error, origin: &str, name: &str, source: &str) -> TemplateEr
         name: name.to_owned(),
         line,
         column,
-        message: e.detail().map(str::to_owned).unwrap_or_else(|| e.kind().to_string()),
+        message: e
+            .detail()
+            .map(str::to_owned)
+            .unwrap_or_else(|| e.kind().to_string()),
     }
 }
 

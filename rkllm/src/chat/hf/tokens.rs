@@ -186,7 +186,10 @@ impl TemplateTokenizer {
     /// The ids of `texts` that are single tokens (e.g.
     /// [`HfChatTemplate::end_of_turn_texts`], for stop ids).
     pub fn token_ids<'a>(&self, texts: impl IntoIterator<Item = &'a str>) -> Vec<u32> {
-        texts.into_iter().filter_map(|t| self.token_to_id(t)).collect()
+        texts
+            .into_iter()
+            .filter_map(|t| self.token_to_id(t))
+            .collect()
     }
 
     /// Ids of plain text: special-token text is encoded as the characters it is.
@@ -303,7 +306,11 @@ impl TemplateTokenizer {
 
     /// The first code point of a run of `specials.len()` private-use code points (plane 16)
     /// that neither the templates nor `rendered` holds.
-    fn sentinel_base(&self, template: &HfChatTemplate, rendered: &str) -> Result<u32, TemplateError> {
+    fn sentinel_base(
+        &self,
+        template: &HfChatTemplate,
+        rendered: &str,
+    ) -> Result<u32, TemplateError> {
         const FIRST: u32 = 0x10_0000;
         const LAST: u32 = 0x10_FFFD;
         let mut used: Vec<u32> = template
@@ -355,7 +362,11 @@ impl TemplateTokenizer {
 
     /// Splits `text` at the special tokens (with their `lstrip`/`rstrip` rules, as the
     /// tokenizer does), maps each text run through `restore` and encodes it as plain text.
-    fn encode_split(&self, text: &str, restore: &dyn Fn(&str) -> String) -> Result<Vec<u32>, TemplateError> {
+    fn encode_split(
+        &self,
+        text: &str,
+        restore: &dyn Fn(&str) -> String,
+    ) -> Result<Vec<u32>, TemplateError> {
         let mut ids = Vec::new();
         let mut start = 0;
         let mut from = 0;
@@ -382,5 +393,6 @@ impl TemplateTokenizer {
 /// Whether `text[start..end]` stands alone: no word character right before or after.
 fn is_single_word(text: &str, start: usize, end: usize) -> bool {
     let word = |c: char| c.is_alphanumeric() || c == '_';
-    !text[..start].chars().next_back().is_some_and(word) && !text[end..].chars().next().is_some_and(word)
+    !text[..start].chars().next_back().is_some_and(word)
+        && !text[end..].chars().next().is_some_and(word)
 }
