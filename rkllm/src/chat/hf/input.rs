@@ -202,6 +202,7 @@ impl TemplateInput {
 
     /// A copy with every string of the caller's data (messages, tools, documents) mapped
     /// through `f`.
+    #[cfg_attr(not(feature = "tokenizer"), allow(dead_code))]
     pub(crate) fn map_untrusted(&self, f: &dyn Fn(&str) -> String) -> TemplateInput {
         TemplateInput {
             messages: map_strings(&self.messages, f, 0),
@@ -250,6 +251,7 @@ fn visit_strings<E>(
     }
 }
 
+#[cfg_attr(not(feature = "tokenizer"), allow(dead_code))]
 fn map_strings(value: &Value, f: &dyn Fn(&str) -> String, depth: usize) -> Value {
     if depth > MAX_DEPTH {
         return value.clone();

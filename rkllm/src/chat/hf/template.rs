@@ -475,6 +475,7 @@ impl HfChatTemplate {
     }
 
     /// Every template source (for choosing sentinels no template holds).
+    #[cfg_attr(not(feature = "tokenizer"), allow(dead_code))]
     pub(crate) fn sources(&self) -> impl Iterator<Item = &str> {
         self.templates.iter().map(|(_, s)| s.as_str())
     }
