@@ -87,7 +87,7 @@ pub enum ChatError {
     #[cfg(feature = "template")]
     #[cfg_attr(docsrs, doc(cfg(feature = "template")))]
     #[error(transparent)]
-    Template(#[from] crate::chat::TemplateError),
+    Template(#[from] super::hf::error::TemplateError),
 
     /// The newest exchange does not fit the context budget even with all older history
     /// dropped.

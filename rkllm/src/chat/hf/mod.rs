@@ -28,7 +28,7 @@
 //! assert_eq!(t.end_of_turn_texts(), ["<|eot_id|>"]);
 //! ```
 
-mod error;
+pub(crate) mod error;
 mod input;
 mod python;
 mod template;
