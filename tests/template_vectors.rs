@@ -14,6 +14,7 @@
 mod fixtures;
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -202,6 +203,10 @@ fn template_vectors() {
     );
     let mut tokenizers = Tokenizers::default();
     let mut failures = Vec::new();
+    let token_checks = cases
+        .iter()
+        .filter(|(_, c)| c.expected_token_ids.is_some())
+        .count();
     for (file, case) in &cases {
         if let Err(why) = check(case, &mut tokenizers) {
             failures.push(format!("{}/{}: {why}", file.display(), case.name));
@@ -214,7 +219,12 @@ fn template_vectors() {
         cases.len(),
         failures.join("\n")
     );
-    println!("template vectors: {} cases checked", cases.len());
+    // Straight to stderr so the count shows in a normal (captured) test run too.
+    let _ = writeln!(
+        std::io::stderr(),
+        "template vectors: {} cases checked ({token_checks} with token ids)",
+        cases.len()
+    );
 }
 
 /// The published Gemma 2 template (the one the shared vectors hold inline).
