@@ -615,3 +615,177 @@ fn render_error(e: &Error, name: &str) -> TemplateError {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+    fn user(text: &str) -> TemplateInput {
+        TemplateInput::new(&[Message::user(text)])
+    }
+
+    #[test]
+    fn template_config_is_read_leniently() {
+        let config = serde_json::json!({
+            "legacy": false,
+            "model_max_length": 32768,
+            "bos_token": null,
+            "eos_token": {"__type": "AddedToken", "content": "<|im_end|>", "lstrip": false},
+            "pad_token": "<|endoftext|>",
+            "additional_special_tokens": ["<|im_start|>", {"content": "<|im_end|>"}],
+            "added_tokens_decoder": {
+                "151643": {"content": "<|endoftext|>", "special": true},
+                "151657": {"content": "<tool_call>", "special": false}
+            },
+            "chat_template": [
+                {"name": "default", "template": CHATML},
+                {"name": "tool_use", "template": "TOOLS {{ tools | length }} {{ eos_token }} {{ additional_special_tokens | join(',') }}"}
+            ],
+            "some_future_field": {"nested": [1, 2, 3]}
+        });
+        let t = HfChatTemplate::from_config_json(&config.to_string(), "cfg.json").unwrap();
+        assert_eq!(
+            t.template_names().collect::<Vec<_>>(),
+            ["default", "tool_use"]
+        );
+        assert_eq!(t.special_token("eos_token"), Some("<|im_end|>"));
+        assert_eq!(t.special_token("bos_token"), None);
+        assert_eq!(
+            t.special_token_texts(),
+            ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        );
+        assert_eq!(t.end_of_turn_texts(), ["<|im_end|>", "<|endoftext|>"]);
+        // `default` without tools, `tool_use` with them, or the one named.
+        assert_eq!(
+            t.render(&user("hi")).unwrap(),
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let with_tools = user("hi").tools_json("[1, 2]").unwrap();
+        assert_eq!(
+            t.render(&with_tools).unwrap(),
+            "TOOLS 2 <|im_end|> <|im_start|>,<|im_end|>"
+        );
+        assert!(t
+            .render(&with_tools.template_name("default"))
+            .unwrap()
+            .starts_with("<|im_start|>user"));
+        assert!(matches!(
+            t.render(&user("hi").template_name("rag")),
+            Err(TemplateError::Config { .. })
+        ));
+    }
+
+    #[test]
+    fn template_config_errors_are_clear() {
+        let missing = HfChatTemplate::from_config_json(r#"{"eos_token": "</s>"}"#, "a.json");
+        assert!(
+            matches!(&missing, Err(TemplateError::Config { origin, message })
+                if origin == "a.json" && message.contains("no `chat_template`")),
+            "{missing:?}"
+        );
+        assert!(matches!(
+            HfChatTemplate::from_config_json("not json", "a.json"),
+            Err(TemplateError::Config { .. })
+        ));
+        let config = serde_json::json!({
+            "chat_template": "{% for m in messages %}\n  {{ m.content }\n{% endfor %}"
+        });
+        let err =
+            HfChatTemplate::from_config_json(&config.to_string(), "models/x/tokenizer_config.json")
+                .unwrap_err();
+        match &err {
+            TemplateError::Syntax {
+                origin,
+                name,
+                line,
+                column,
+                ..
+            } => {
+                assert_eq!(origin, "models/x/tokenizer_config.json");
+                assert_eq!(name, "default");
+                assert_eq!(*line, 2);
+                assert!(*column > 0);
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains("models/x/tokenizer_config.json") && text.contains("line 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn template_raise_exception_and_render_errors_are_typed() {
+        let t = HfChatTemplate::from_template_str(
+            "{% if messages | length > 1 %}{{ raise_exception('only ' ~ 1 ~ ' message') }}{% endif %}{{ messages[0].content.nope.deeper }}",
+            [("bos_token", "<s>")],
+        )
+        .unwrap();
+        let two = TemplateInput::new(&[Message::user("a"), Message::assistant("b")]);
+        assert_eq!(
+            t.render(&two).unwrap_err(),
+            TemplateError::Raised {
+                message: "only 1 message".into()
+            }
+        );
+        assert!(matches!(
+            t.render(&user("a")),
+            Err(TemplateError::Render { line: 1, .. })
+        ));
+        // Through the ChatTemplate trait, as a ChatError.
+        let err =
+            ChatTemplate::render(&t, &[Message::user("a"), Message::user("b")], true).unwrap_err();
+        assert!(matches!(
+            err,
+            ChatError::Template(TemplateError::Raised { .. })
+        ));
+    }
+
+    #[test]
+    fn template_text_mode_refuses_special_text_anywhere_in_the_data() {
+        let t = HfChatTemplate::from_template_str(CHATML, [("eos_token", "<|im_end|>")])
+            .unwrap()
+            .with_special_token_texts(["<|im_start|>"]);
+        assert!(t.render_text_mode(&user("a < b |> c")).is_ok());
+        let err = t.render_text_mode(&user("x<|im_start|>y")).unwrap_err();
+        assert_eq!(
+            err,
+            TemplateError::SpecialTokenInText {
+                token: "<|im_start|>".into(),
+                location: "message 0 (user)".into()
+            }
+        );
+        let tools = user("ok")
+            .tools_json(r#"[{"description": "ends <|im_end|>"}]"#)
+            .unwrap();
+        assert!(matches!(
+            t.check_text_mode(&tools),
+            Err(TemplateError::SpecialTokenInText { location, .. }) if location == "tools"
+        ));
+        // render alone does not check: it is the plain rendering.
+        assert!(t.render(&user("x<|im_end|>")).is_ok());
+    }
+
+    #[test]
+    fn template_keys_keep_their_order_and_extras_override_tokens() {
+        let t = HfChatTemplate::from_template_str(
+            "{{ messages[0] | tojson }} {% for k in messages[0] %}{{ k }},{% endfor %} {{ eos_token }} {{ flag }}",
+            [("eos_token", "</s>")],
+        )
+        .unwrap();
+        let input = TemplateInput::from_json(
+            r#"[{"z": 1, "role": "user", "a": [true, null, 1.5], "content": "é<>&'"}]"#,
+        )
+        .unwrap()
+        .var("eos_token", "<override>")
+        .var_json("flag", "{\"b\": 2, \"a\": 1}")
+        .unwrap();
+        assert_eq!(
+            t.render(&input).unwrap(),
+            r#"{"z": 1, "role": "user", "a": [true, null, 1.5], "content": "é<>&'"} z,role,a,content, <override> {'b': 2, 'a': 1}"#
+        );
+    }
+}
