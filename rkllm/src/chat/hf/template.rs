@@ -139,6 +139,8 @@ pub struct HfChatTemplate {
     additional: Vec<String>,
     /// Every special-token text known from the configuration, longest first.
     special_texts: Vec<String>,
+    /// Which bytes start one of `special_texts`.
+    first_bytes: [bool; 256],
     clock: Clock,
 }
 
@@ -315,6 +317,7 @@ impl HfChatTemplate {
             .collect();
         special_texts.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         special_texts.dedup();
+        let first_bytes = first_bytes(&special_texts);
         let clock = Clock::system();
         let env = environment(origin, &templates, &clock)?;
         Ok(HfChatTemplate {
@@ -324,6 +327,7 @@ impl HfChatTemplate {
             named_tokens,
             additional,
             special_texts,
+            first_bytes,
             clock,
         })
     }
@@ -342,6 +346,7 @@ impl HfChatTemplate {
         self.special_texts
             .sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         self.special_texts.dedup();
+        self.first_bytes = first_bytes(&self.special_texts);
         self
     }
 
@@ -474,6 +479,18 @@ impl HfChatTemplate {
         self.render(input)
     }
 
+    /// The leftmost special-token text in `text` (the longest at that position).
+    fn find_special_text(&self, text: &str) -> Option<&String> {
+        let bytes = text.as_bytes();
+        (0..bytes.len())
+            .filter(|&at| self.first_bytes[usize::from(bytes[at])])
+            .find_map(|at| {
+                self.special_texts
+                    .iter()
+                    .find(|t| bytes[at..].starts_with(t.as_bytes()))
+            })
+    }
+
     /// Every template source (for choosing sentinels no template holds).
     #[cfg_attr(not(feature = "tokenizer"), allow(dead_code))]
     pub(crate) fn sources(&self) -> impl Iterator<Item = &str> {
@@ -529,6 +546,16 @@ impl ChatTemplate for HfChatTemplate {
         )
         .map_err(ChatError::Template)
     }
+}
+
+fn first_bytes(texts: &[String]) -> [bool; 256] {
+    let mut out = [false; 256];
+    for t in texts {
+        if let Some(&b) = t.as_bytes().first() {
+            out[usize::from(b)] = true;
+        }
+    }
+    out
 }
 
 /// The engine, set up as transformers sets up jinja2, holding the parsed templates.
