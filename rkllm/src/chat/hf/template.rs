@@ -577,6 +577,9 @@ fn environment(
     env.set_auto_escape_callback(|_| AutoEscape::None);
     env.set_unknown_method_callback(python::unknown_method);
     env.set_formatter(|out, _state, value| {
+        if value.kind() == minijinja::value::ValueKind::Invalid {
+            return Err(Error::new(ErrorKind::InvalidOperation, value.to_string()));
+        }
         let mut s = String::new();
         python::python_str(value, &mut s);
         out.write_str(&s)
