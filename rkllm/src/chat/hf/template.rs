@@ -456,11 +456,7 @@ impl HfChatTemplate {
     /// # Errors
     /// [`TemplateError::SpecialTokenInText`] naming the token and where it is.
     pub fn check_text_mode(&self, input: &TemplateInput) -> Result<(), TemplateError> {
-        input.visit_untrusted(&mut |location, text| match self
-            .special_texts
-            .iter()
-            .find(|t| text.contains(t.as_str()))
-        {
+        input.visit_untrusted(&mut |location, text| match self.find_special_text(text) {
             Some(token) => Err(TemplateError::SpecialTokenInText {
                 token: token.clone(),
                 location: location.to_owned(),
