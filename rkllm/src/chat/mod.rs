@@ -28,7 +28,7 @@ mod error;
 #[cfg(feature = "tokenizer")]
 mod lean_tokenizer;
 mod message;
-pub mod prefix_store;
+pub(crate) mod prefix_store;
 mod role;
 mod session;
 mod strip;

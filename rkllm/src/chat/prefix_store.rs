@@ -32,29 +32,9 @@
 //! * **Whether it pays.** [`ReuseCost`] compares the prefill a cache saves with the time its
 //!   file takes to read or write at the disk's measured speed.
 //!
-//! One store object should own a directory at a time.
-//!
-//! ```
-//! use rkllm::chat::prefix_store::{CacheContext, ModelFileIdentity, Prefix, PrefixStore, PromptRef, StoreOptions};
-//! # fn main() -> rkllm::Result<()> {
-//! # let dir = std::env::temp_dir().join(format!("rkllm-prefix-doc-{}", std::process::id()));
-//! # std::fs::create_dir_all(&dir).unwrap();
-//! # let model = dir.join("model.rkllm");
-//! # std::fs::write(&model, b"model").unwrap();
-//! let context = CacheContext::new(ModelFileIdentity::of_file(&model)?, "1.1.1", "gemma2/merge");
-//! let mut store = PrefixStore::open(&dir, context, StoreOptions::new(1 << 30).allow_tmpfs(true))?;
-//! let system: Vec<u32> = vec![2, 106, 1645, 108];
-//! let pending = store.prepare_save(Prefix::Tokens(system.clone()));
-//! // ... run the prompt with `save_prompt_cache` pointing at `pending.path()` ...
-//! # std::fs::write(pending.path(), b"the runtime's cache").unwrap();
-//! store.commit(pending)?;
-//! let prompt = [2, 106, 1645, 108, 4521, 107];
-//! let hit = store.lookup(PromptRef::Tokens(&prompt)).expect("the system prefix is stored");
-//! assert_eq!(hit.prefix_len, 4);
-//! // ... load `hit.path` with the runtime's prompt-cache loader, then run `prompt` ...
-//! # std::fs::remove_dir_all(&dir).ok();
-//! # Ok(()) }
-//! ```
+//! One store object should own a directory at a time. Users reach the store through
+//! [`PromptCacheConfig`](super::PromptCacheConfig) and [`ChatSession`](super::ChatSession);
+//! its tests are in `prefix_store_tests.rs`.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -161,11 +141,6 @@ impl Prefix {
             Prefix::Tokens(t) => t.len(),
             Prefix::Text(s) => s.len(),
         }
-    }
-
-    /// Whether it is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Whether `prompt` begins with this prefix (a token prefix only matches token prompts,
@@ -335,16 +310,6 @@ impl PrefixStore {
         Ok(store)
     }
 
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The budget in bytes.
-    pub fn budget_bytes(&self) -> u64 {
-        self.options.budget_bytes
-    }
-
     /// The context lookups and saves use now.
     pub fn context(&self) -> &CacheContext {
         &self.context
@@ -373,11 +338,13 @@ impl PrefixStore {
     }
 
     /// Entries stored (every context).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether nothing is stored.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -815,6 +782,7 @@ pub struct ReuseCost {
 
 impl ReuseCost {
     /// A cost model with one disk speed for reading and writing.
+    #[cfg(test)]
     pub fn new(
         prefill_seconds_per_token: f64,
         cache_bytes_per_token: f64,
@@ -879,6 +847,10 @@ fn seconds(bytes: f64, per_second: f64) -> f64 {
         f64::INFINITY
     }
 }
+
+#[cfg(test)]
+#[path = "prefix_store_tests.rs"]
+mod behaviour;
 
 #[cfg(test)]
 mod tests {
