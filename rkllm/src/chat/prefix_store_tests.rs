@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{CacheContext, ModelFileIdentity, Prefix, PrefixStore, PromptRef, ReuseCost, StoreOptions};
+use super::{
+    CacheContext, ModelFileIdentity, Prefix, PrefixStore, PromptRef, ReuseCost, StoreOptions,
+};
 
 /// A directory of the build's target directory (never a tmpfs `/tmp`): the one that holds
 /// the test binary's `deps` directory.
@@ -363,13 +365,16 @@ fn the_cost_model_reuses_and_saves_only_when_it_pays() {
     assert!(!ReuseCost::new(prefill, per_token, 0.0).should_reuse(300));
 }
 
-
 /// The store's round trip in the order the chat session uses it: save a system prefix, find
 /// it for a longer prompt.
 #[test]
 fn a_saved_system_prefix_is_found_for_a_longer_prompt() -> crate::Result<()> {
     let f = Fixture::new("example");
-    let context = CacheContext::new(ModelFileIdentity::of_file(&f.model)?, "1.1.1", "gemma2/merge");
+    let context = CacheContext::new(
+        ModelFileIdentity::of_file(&f.model)?,
+        "1.1.1",
+        "gemma2/merge",
+    );
     let mut store = PrefixStore::open(&f.store_dir, context, StoreOptions::new(1 << 30))?;
     let system: Vec<u32> = vec![2, 106, 1645, 108];
     let pending = store.prepare_save(Prefix::Tokens(system.clone()));
