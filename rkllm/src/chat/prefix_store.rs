@@ -756,18 +756,7 @@ fn parse_index(bytes: &[u8]) -> Option<(u64, u64, Vec<Entry>)> {
 /// size per token (the probe measures it; for a model's KV shape it is `layers × 2 × kv_heads
 /// × head_dim × bytes per value`), and the disk's speed measured where the caches go.
 ///
-/// ```
-/// use rkllm::chat::prefix_store::ReuseCost;
-///
-/// // Gemma2-2B w8a8 on RK3588: 5.35 ms of prefill per token, 106,496 cache bytes per token.
-/// let fast = ReuseCost::new(0.005_35, 106_496.0, 100e6);
-/// assert!(fast.should_reuse(300));
-/// assert!(fast.should_save(300, 1.0));
-/// // On a 10 MB/s SD card, reading a token's cache (10.6 ms) costs more than prefilling it.
-/// let slow = ReuseCost::new(0.005_35, 106_496.0, 10e6);
-/// assert!(!slow.should_reuse(300));
-/// assert!(!slow.should_save(300, 5.0));
-/// ```
+/// See `an_sd_card_is_too_slow_for_the_cache` in the tests for an example.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReuseCost {
     /// Seconds of prefill per prompt token.

@@ -389,6 +389,18 @@ fn a_saved_system_prefix_is_found_for_a_longer_prompt() -> crate::Result<()> {
     Ok(())
 }
 
+#[test]
+fn an_sd_card_is_too_slow_for_the_cache() {
+    // Gemma2-2B w8a8 on RK3588: 5.35 ms of prefill per token, 106,496 cache bytes per token.
+    let fast = ReuseCost::new(0.005_35, 106_496.0, 100e6);
+    assert!(fast.should_reuse(300));
+    assert!(fast.should_save(300, 1.0));
+    // On a 10 MB/s SD card, reading a token's cache (10.6 ms) costs more than prefilling it.
+    let slow = ReuseCost::new(0.005_35, 106_496.0, 10e6);
+    assert!(!slow.should_reuse(300));
+    assert!(!slow.should_save(300, 5.0));
+}
+
 /// The store with the mock runtime: a 300-token system prompt saved by one "process", found
 /// and loaded by the next; the runtime then prefills only the new part, and the load costs what
 /// the file's real size says.
