@@ -805,13 +805,16 @@ impl ReuseCost {
         seconds(bytes, self.write_bytes_per_second)
     }
 
-    /// Whether loading a cache of a `prefix_tokens` prefix costs less than prefilling it.
+    /// Whether loading a cache of a `prefix_tokens` prefix costs less than prefilling it (the
+    /// probe's advice; the chat session compares whole turns, see `chat::cache`).
+    #[cfg(any(test, feature = "probe"))]
     pub fn should_reuse(&self, prefix_tokens: usize) -> bool {
         self.should_reuse_file(prefix_tokens, self.cache_bytes(prefix_tokens) as u64)
     }
 
     /// Whether loading a cache file of `file_bytes` (its real size, when known) costs less
     /// than prefilling the `prefix_tokens` it covers.
+    #[cfg(any(test, feature = "probe"))]
     pub fn should_reuse_file(&self, prefix_tokens: usize, file_bytes: u64) -> bool {
         prefix_tokens > 0
             && self.read_seconds(file_bytes as f64) < self.prefill_seconds(prefix_tokens)
