@@ -27,6 +27,7 @@ mod embed;
 mod log;
 mod metrics;
 mod openai;
+mod reply;
 pub mod server;
 mod turn;
 
