@@ -4,6 +4,12 @@
 //!
 //! Needs the real Gemma 2 tokenizer: `$GEMMA2_TOKENIZER`, else
 //! `testdata/gemma2-tokenizer/tokenizer.json` (scripts/fetch-gemma-tokenizer.sh).
+//!
+//! With the feature `template`, the same for a model family's own template: a 50-exchange
+//! Qwen2.5 conversation rendered by `HfChatTemplate` and encoded by `TemplateTokenizer` from
+//! scratch, against one more turn (render the whole conversation, encode only the text
+//! after the previous turn's prompt). Needs `testdata/template-models/qwen2_5/`
+//! (scripts/fetch-template-tokenizers.sh).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -233,10 +239,124 @@ fn prompt(c: &mut Criterion) {
     );
 }
 
+/// The 50-exchange conversation as chat messages (system first).
+#[cfg(feature = "template")]
+fn qwen_messages(exchanges: usize) -> Vec<rkllm::chat::Message> {
+    use rkllm::chat::Message;
+    let mut messages = vec![Message::system(
+        "You are a helpful assistant on a small board. Answer briefly.",
+    )];
+    for i in 0..exchanges {
+        messages.push(Message::user(message(2 * i)));
+        messages.push(Message::assistant(message(2 * i + 1)));
+    }
+    messages
+}
+
+#[cfg(feature = "template")]
+fn qwen_prompt(c: &mut Criterion) {
+    use rkllm::chat::{HfChatTemplate, Message, TemplateInput, TemplateTokenizer};
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata/template-models/qwen2_5");
+    if !dir.join("tokenizer.json").exists() {
+        panic!(
+            "the Qwen2.5 tokenizer files are missing in {}: run \
+             scripts/fetch-template-tokenizers.sh",
+            dir.display()
+        );
+    }
+    let template = HfChatTemplate::from_config_file(&dir).unwrap();
+    let started = Instant::now();
+    let tokenizer = TemplateTokenizer::from_file(&dir).unwrap();
+    println!(
+        "Qwen2.5 tokenizer loaded in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let history = qwen_messages(EXCHANGES);
+    let mut next = history.clone();
+    next.push(Message::user(message(10_000)));
+    let input = TemplateInput::new(&next);
+    let from_scratch = || tokenizer.encode(&template, &input).unwrap();
+    let full = from_scratch();
+
+    // The previous turn's prompt, as a chat that keeps it would hold it.
+    let previous = TemplateInput::new(&history).add_generation_prompt(false);
+    let previous_text = template.render(&previous).unwrap();
+    let previous_ids = tokenizer.encode(&template, &previous).unwrap().token_ids;
+    let one_more_turn = || {
+        let text = template.render(&input).unwrap();
+        let suffix = text
+            .strip_prefix(previous_text.as_str())
+            .expect("the previous prompt is a prefix of the next");
+        let mut ids = previous_ids.clone();
+        ids.extend(tokenizer.encode_prompt_text(suffix).unwrap());
+        (text, ids)
+    };
+    // The new text is tokenized as a prompt text: right here, where its message holds no
+    // special-token text (a chat would encode the new turn in token mode); the ids must then
+    // be the from-scratch ones.
+    assert_eq!(
+        one_more_turn().1,
+        full.token_ids,
+        "prefix + suffix ids equal the whole prompt's"
+    );
+    println!(
+        "Qwen2.5 conversation: system + {EXCHANGES} exchanges + 1 user message = {} messages, \
+         {} bytes of prompt text, {} tokens",
+        next.len(),
+        full.text.len(),
+        full.token_ids.len()
+    );
+
+    let mut group = c.benchmark_group("qwen2_5 template");
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    group.bench_function("from scratch: render + encode 50 exchanges", |b| {
+        b.iter(from_scratch)
+    });
+    group.bench_function("from scratch: render only", |b| {
+        b.iter(|| template.render(&input).unwrap())
+    });
+    group.bench_function("one more turn: render all + encode the new text", |b| {
+        b.iter(one_more_turn)
+    });
+    group.finish();
+
+    const RUNS: usize = 31;
+    let (mut scratch, mut render, mut more) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        std::hint::black_box(from_scratch());
+        scratch.push(t.elapsed());
+        let t = Instant::now();
+        std::hint::black_box(template.render(&input).unwrap());
+        render.push(t.elapsed());
+        let t = Instant::now();
+        std::hint::black_box(one_more_turn());
+        more.push(t.elapsed());
+    }
+    for v in [&mut scratch, &mut render, &mut more] {
+        v.sort_unstable();
+    }
+    println!(
+        "\nqwen2_5 template summary (own measurement: median of {RUNS} interleaved runs)\n  \
+         from scratch (render + encode, {} tokens): {:.1} µs\n  \
+         render only: {:.1} µs\n  \
+         one more turn (render all + encode the new text): {:.1} µs\n",
+        full.token_ids.len(),
+        scratch[RUNS / 2].as_secs_f64() * 1e6,
+        render[RUNS / 2].as_secs_f64() * 1e6,
+        more[RUNS / 2].as_secs_f64() * 1e6,
+    );
+}
+
 // Criterion's `criterion_group!` defines an undocumented `pub fn`, which the workspace's
 // `missing_docs = "deny"` refuses: the same, spelled out.
 fn main() {
     let mut c = Criterion::default().configure_from_args();
     prompt(&mut c);
+    #[cfg(feature = "template")]
+    qwen_prompt(&mut c);
     c.final_summary();
 }

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 seconds=${FUZZ_SECONDS:-20}
-all_targets=(runtime_log chat_template mock_model_file stream_text reply_parsers)
+all_targets=(runtime_log chat_template mock_model_file stream_text reply_parsers hf_template)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=("${all_targets[@]}")
 

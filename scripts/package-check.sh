@@ -11,7 +11,7 @@
 #    rkllm-sys `cargo test` and `cargo doc`; rkllm `cargo build` and `cargo doc` with the
 #    docs.rs features (`package.metadata.docs.rs`, docs with RUSTDOCFLAGS="-D warnings"),
 #    `cargo test --features mock`, and the README's doctests with the docs.rs features.
-# 3. `cargo check` of every combination of the crates' features (32 of rkllm, 4 of
+# 3. `cargo check` of every combination of the crates' features (64 of rkllm, 4 of
 #    rkllm-sys). `bindgen` needs libclang: its combinations are checked when libclang is
 #    installed (PACKAGE_CHECK_BINDGEN=yes forces them, =no leaves them out), else left out
 #    with a notice.
@@ -113,7 +113,7 @@ powerset() {
   done
   echo "$package: $count feature combinations checked"
 }
-powerset rkllm "mock tokenizer probe async link"
+powerset rkllm "mock tokenizer probe async template link"
 if [ "$bindgen" = yes ]; then
   powerset rkllm-sys "link bindgen"
 else

@@ -13,6 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-gemma-tokenizer.sh
+scripts/fetch-template-tokenizers.sh
 if [ "${RKLLM_TEST_LOG:-}" = show ]; then
   exec cargo test --workspace "$@"
 fi

@@ -46,7 +46,8 @@
 //! |---|---|---|
 //! | `mock` | no | the mock runtime (`Runtime::mock()`, `rkllm::mock`) |
 //! | `tokenizer` | no | Gemma token mode and exact token counts (the `tokenizers` crate with its pure-Rust regex engine; no network) |
-//! | `async` | no | `AsyncTokenStream` / `AsyncChatStream`: the owned streams as `futures_core::Stream`s (no async runtime pulled in) |
+//! | `template` | no | chat templates of any model family from its `tokenizer_config.json`, rendered as transformers does (`minijinja`); with `tokenizer`, injection-safe token mode for any `tokenizer.json` |
+//! | `async` | no | `AsyncStream`: `TokenStream` and `ChatStream` as `futures_core::Stream`s (`into_async()`; no async runtime pulled in) |
 //! | `probe` | no | `rkllm::probe`: experiments that find out how a board's runtime behaves where it is undocumented |
 //! | `link` | no | link `librkllmrt.so` at build time instead of loading it at run time |
 //!
@@ -112,6 +113,12 @@ pub use stream::{Completion, FinishReason, Refused, RunEnd, Timings, Token};
 
 /// The examples of the package's `README.md` (the repository's README), run as doctests when
 /// the features they use are on.
-#[cfg(all(doctest, feature = "mock", feature = "tokenizer", feature = "async"))]
+#[cfg(all(
+    doctest,
+    feature = "mock",
+    feature = "tokenizer",
+    feature = "async",
+    feature = "template"
+))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

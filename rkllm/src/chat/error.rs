@@ -81,6 +81,14 @@ pub enum ChatError {
     #[error("unknown system style `{0}`; expected merge, systemgemma2, turn or strict")]
     UnknownStyle(String),
 
+    /// A model's own chat template (feature `template`) could not be loaded or rendered,
+    /// or refused the conversation (its `raise_exception` message is in
+    /// [`TemplateError::Raised`](crate::chat::TemplateError::Raised)).
+    #[cfg(feature = "template")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "template")))]
+    #[error(transparent)]
+    Template(#[from] super::hf::error::TemplateError),
+
     /// The newest exchange does not fit the context budget even with all older history
     /// dropped.
     #[error(

@@ -25,6 +25,8 @@ mod cache;
 mod conversation;
 mod detect;
 mod error;
+#[cfg(feature = "template")]
+mod hf;
 #[cfg(feature = "tokenizer")]
 mod lean_tokenizer;
 mod message;
@@ -44,6 +46,12 @@ pub use cache::{
 };
 pub use conversation::{ContextBudget, Conversation, Fit, TrimPolicy};
 pub use error::ChatError;
+#[cfg(feature = "template")]
+#[cfg_attr(docsrs, doc(cfg(feature = "template")))]
+pub use hf::{Clock, HfChatTemplate, TemplateError, TemplateInput};
+#[cfg(all(feature = "template", feature = "tokenizer"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "template", feature = "tokenizer"))))]
+pub use hf::{RenderedPrompt, TemplateTokenizer};
 #[cfg(all(feature = "tokenizer", feature = "mock"))]
 pub(crate) use lean_tokenizer::LoadError;
 pub use message::Message;

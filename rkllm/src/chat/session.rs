@@ -83,8 +83,10 @@ impl Session {
 
 /// The options of a chat turn: the caller's own, and the template's end tokens.
 fn chat_options(options: &GenerateOptions, conversation: &Conversation) -> GenerateOptions {
-    let ends = conversation.template().end_tokens();
-    options.clone().end_tokens(ends.iter().copied())
+    let template = conversation.template();
+    options
+        .clone()
+        .end_tokens(template.end_tokens().iter().copied())
 }
 
 /// A plain session has no prompt cache.

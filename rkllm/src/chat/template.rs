@@ -155,7 +155,7 @@ pub trait ChatTemplate {
 
     /// The token ids that end the model's reply in this template's format: a chat turn
     /// ends there cleanly ([`FinishReason::EndOfTurn`](crate::FinishReason::EndOfTurn)).
-    fn end_tokens(&self) -> &'static [u32];
+    fn end_tokens(&self) -> &[u32];
 }
 
 /// One element of a rendered prompt: a control token or a run of plain text.
