@@ -126,6 +126,7 @@ fn conversation_of(
     let bad = |e: ChatError| ApiError::bad_request(e.to_string(), Some("messages"));
     let mut messages = Vec::with_capacity(request.messages.len());
     for message in request.messages.drain(..) {
+        let message = message.value;
         let text = match message.content {
             Some(content) => content.into_text()?,
             None => String::new(),
@@ -415,7 +416,11 @@ async fn chat_completion(
 ) -> Result<Response, ApiError> {
     let mut request: ChatRequest = read_json(&state, &headers, body).await?;
     state.check_model(request.model.as_deref())?;
-    request.check_supported()?;
+    #[cfg(feature = "template")]
+    if state.hf.is_some() {
+        return hf_completion(state, stats, request).await;
+    }
+    request.check_supported(false)?;
     let reply_tokens = reply_tokens(&state, request.max_completion_tokens.or(request.max_tokens))?;
     let (conversation, user) = conversation_of(&state, &mut request, reply_tokens)?;
     let options = options(reply_tokens, request.stop.take())?;
@@ -433,6 +438,44 @@ async fn chat_completion(
         stats,
         turn,
         ReplyParser::plain(),
+        shape,
+        stream,
+        include_usage,
+    )
+    .await
+}
+
+/// `POST /v1/chat/completions` with the model's own chat template: a raw run of the
+/// rendered prompt (no prompt cache), ended at the template's end-of-turn tokens, its reply
+/// read into reasoning, content and tool calls.
+#[cfg(feature = "template")]
+async fn hf_completion(
+    state: Arc<AppState>,
+    stats: Arc<RequestStats>,
+    mut request: ChatRequest,
+) -> Result<Response, ApiError> {
+    let hf = state.hf.as_ref().expect("checked by the caller");
+    request.check_supported(hf.takes_tools())?;
+    let reply_tokens = reply_tokens(&state, request.max_completion_tokens.or(request.max_tokens))?;
+    let prepared = hf.prepare(&request, state.config.system.as_deref())?;
+    if prepared.prompt_tokens + reply_tokens as usize > state.config.max_context as usize {
+        return Err(context_exceeded(&state, reply_tokens, "messages"));
+    }
+    let options = hf.options(options(reply_tokens, request.stop.take())?);
+    let stream = request.stream.unwrap_or(false);
+    let include_usage = request
+        .stream_options
+        .as_ref()
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let session = take_session(&state, &stats).await?;
+    let turn = Running::raw(session, prepared.input, options).await?;
+    let shape = ChatShape(Meta::new(&state, "chatcmpl"));
+    answer(
+        state,
+        stats,
+        turn,
+        prepared.parser,
         shape,
         stream,
         include_usage,

@@ -133,10 +133,8 @@ impl ReplyParser {
                 ToolCallEvent::Started { index, id, name } => {
                     out.push(Piece::CallStarted { index, id, name })
                 }
-                ToolCallEvent::Arguments { index, delta } => {
-                    if !delta.is_empty() {
-                        out.push(Piece::Arguments { index, delta })
-                    }
+                ToolCallEvent::Arguments { index, delta } if !delta.is_empty() => {
+                    out.push(Piece::Arguments { index, delta })
                 }
                 _ => {}
             }
