@@ -512,3 +512,26 @@ async fn tools_for_a_template_without_tools_and_overlong_prompts_get_400() {
     assert_eq!(status, 400);
     assert_eq!(error["error"]["code"], "context_length_exceeded");
 }
+
+#[tokio::test]
+async fn token_ids_are_checked_against_the_familys_vocabulary() {
+    // Qwen2.5's tokenizer has 151,665 tokens (ids 0 to 151,664), Llama 3.2's 128,256.
+    for (name, vocab) in [("qwen2_5", 151_665u32), ("llama3_2", 128_256)] {
+        let dir = family(name);
+        let served = serve(&dir, &dir.join("tokenizer_config.json"), true, &["ok"]).await;
+        let complete = |ids: Vec<u32>| {
+            let base = served.base.clone();
+            async move {
+                let response = reqwest::Client::new()
+                    .post(format!("{base}/v1/completions"))
+                    .json(&json!({ "prompt": ids, "max_tokens": 2 }))
+                    .send()
+                    .await
+                    .unwrap();
+                response.status().as_u16()
+            }
+        };
+        assert_eq!(complete(vec![100, vocab - 1]).await, 200, "{name}");
+        assert_eq!(complete(vec![100, vocab]).await, 400, "{name}");
+    }
+}
