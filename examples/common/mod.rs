@@ -17,6 +17,8 @@
 //! | `--lib PATH`         | the runtime library for `--model`; refused with `--mock`       |
 //! | `--mock`             | the mock runtime                                               |
 //! | `--tokenizer PATH`   | Gemma 2 `tokenizer.json`: exact counts, prompts as token ids   |
+//! | `--tokenizer-config PATH` | serve: the model's `tokenizer_config.json`, its own chat template; `--tokenizer` is then that family's `tokenizer.json` |
+//! | `--model-dir DIR`    | serve: `DIR/tokenizer_config.json`, and `DIR/tokenizer.json` when present |
 //! | `--max-context N`    | context length in tokens, prompt and reply                     |
 //! | `--max-new-tokens N` | reply length limit in tokens (not `--max-tokens`)              |
 //! | `--system TEXT`      | system prompt                                                  |

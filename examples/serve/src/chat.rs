@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use crate::body::read_json;
 use crate::log::RequestStats;
 use crate::openai::{error_of, ApiError, ChatRequest, Stop};
+use crate::reply::{Piece, Reply, ReplyParser};
 use crate::turn::{Outcome, Running};
 use crate::AppState;
 
@@ -125,6 +126,7 @@ fn conversation_of(
     let bad = |e: ChatError| ApiError::bad_request(e.to_string(), Some("messages"));
     let mut messages = Vec::with_capacity(request.messages.len());
     for message in request.messages.drain(..) {
+        let message = message.value;
         let text = match message.content {
             Some(content) => content.into_text()?,
             None => String::new(),
@@ -184,14 +186,24 @@ pub fn usage(t: &Timings) -> Value {
 pub trait Shape: Send + Sync + 'static {
     /// The chunk before the first token, if any.
     fn opening(&self) -> Option<Value>;
-    /// A chunk with a token's text.
-    fn text(&self, text: &str) -> Value;
+    /// The chunk of a piece of the reply (`None`: the shape has no place for it).
+    fn piece(&self, piece: &Piece) -> Option<Value>;
     /// The chunk with the finish reason.
     fn finish(&self, finish: &str) -> Value;
     /// The usage chunk (`stream_options.include_usage`).
     fn usage(&self, usage: Value) -> Value;
     /// The collected answer.
-    fn whole(&self, text: String, finish: &str, usage: Value) -> Value;
+    fn whole(&self, reply: Reply, finish: &str, usage: Value) -> Value;
+}
+
+/// OpenAI's `finish_reason`: a turn that ended cleanly after making tool calls ended for
+/// them.
+fn finish_reason(finish: &'static str, reply: &Reply) -> &'static str {
+    if finish == "stop" && !reply.calls.is_empty() {
+        "tool_calls"
+    } else {
+        finish
+    }
 }
 
 /// The fields every chunk and answer carries.
@@ -226,18 +238,34 @@ impl Meta {
 
 struct ChatShape(Meta);
 
-impl Shape for ChatShape {
-    fn opening(&self) -> Option<Value> {
-        Some(self.0.object(
-            "chat.completion.chunk",
-            json!([{ "index": 0, "delta": { "role": "assistant", "content": "" }, "logprobs": null, "finish_reason": null }]),
-        ))
-    }
-    fn text(&self, text: &str) -> Value {
+impl ChatShape {
+    fn delta(&self, delta: Value) -> Value {
         self.0.object(
             "chat.completion.chunk",
-            json!([{ "index": 0, "delta": { "content": text }, "logprobs": null, "finish_reason": null }]),
+            json!([{ "index": 0, "delta": delta, "logprobs": null, "finish_reason": null }]),
         )
+    }
+}
+
+impl Shape for ChatShape {
+    fn opening(&self) -> Option<Value> {
+        Some(self.delta(json!({ "role": "assistant", "content": "" })))
+    }
+    fn piece(&self, piece: &Piece) -> Option<Value> {
+        Some(self.delta(match piece {
+            Piece::Content(text) => json!({ "content": text }),
+            Piece::Reasoning(text) => json!({ "reasoning_content": text }),
+            Piece::CallStarted { index, id, name } => json!({ "tool_calls": [{
+                "index": index,
+                "id": id,
+                "type": "function",
+                "function": { "name": name, "arguments": "" },
+            }]}),
+            Piece::Arguments { index, delta } => json!({ "tool_calls": [{
+                "index": index,
+                "function": { "arguments": delta },
+            }]}),
+        }))
     }
     fn finish(&self, finish: &str) -> Value {
         self.0.object(
@@ -250,12 +278,35 @@ impl Shape for ChatShape {
         chunk["usage"] = usage;
         chunk
     }
-    fn whole(&self, text: String, finish: &str, usage: Value) -> Value {
+    fn whole(&self, reply: Reply, finish: &str, usage: Value) -> Value {
+        // `content` is null when the reply is only tool calls, as OpenAI answers.
+        let content = if reply.content.is_empty() && !reply.calls.is_empty() {
+            Value::Null
+        } else {
+            Value::String(reply.content)
+        };
+        let mut message = json!({ "role": "assistant", "content": content });
+        if let Some(reasoning) = reply.reasoning {
+            message["reasoning_content"] = Value::String(reasoning);
+        }
+        if !reply.calls.is_empty() {
+            message["tool_calls"] = reply
+                .calls
+                .into_iter()
+                .map(|call| {
+                    json!({
+                        "id": call.id,
+                        "type": "function",
+                        "function": { "name": call.name, "arguments": call.arguments },
+                    })
+                })
+                .collect();
+        }
         let mut answer = self.0.object(
             "chat.completion",
             json!([{
                 "index": 0,
-                "message": { "role": "assistant", "content": text },
+                "message": message,
                 "logprobs": null,
                 "finish_reason": finish,
             }]),
@@ -272,20 +323,23 @@ pub async fn answer<S: Shape>(
     state: Arc<AppState>,
     stats: Arc<RequestStats>,
     mut turn: Running,
+    mut parser: ReplyParser,
     shape: S,
     stream: bool,
     include_usage: bool,
 ) -> Result<Response, ApiError> {
     if !stream {
-        let mut text = String::new();
         let outcome = turn
             .run(&state, &stats, std::future::pending(), |t| {
-                text.push_str(&t)
+                parser.push(&t);
             })
             .await;
         return match outcome {
             Outcome::Finished { finish, timings } => {
-                Ok(Json(shape.whole(text, finish, usage(&timings))).into_response())
+                parser.finish();
+                let reply = parser.into_reply();
+                let finish = finish_reason(finish, &reply);
+                Ok(Json(shape.whole(reply, finish, usage(&timings))).into_response())
             }
             Outcome::Failed(e) => Err(e),
             Outcome::Gone => Err(ApiError::server("the client went away")),
@@ -298,19 +352,27 @@ pub async fn answer<S: Shape>(
         if let Some(opening) = shape.opening() {
             let _ = tx.send(data(opening));
         }
+        let send = |pieces: Vec<Piece>| {
+            for piece in pieces {
+                if let Some(chunk) = shape.piece(&piece) {
+                    let _ = tx.send(data(chunk));
+                }
+            }
+        };
         let outcome = turn
-            .run(&state, &stats, tx.closed(), |t| {
-                let _ = tx.send(data(shape.text(&t)));
-            })
+            .run(&state, &stats, tx.closed(), |t| send(parser.push(&t)))
             .await;
         match outcome {
             Outcome::Finished { finish, timings } => {
-                let _ = tx.send(data(shape.finish(finish)));
+                send(parser.finish());
+                let reply = parser.into_reply();
+                let _ = tx.send(data(shape.finish(finish_reason(finish, &reply))));
                 if include_usage {
                     let _ = tx.send(data(shape.usage(usage(&timings))));
                 }
             }
             Outcome::Failed(e) => {
+                send(parser.finish());
                 let _ = tx.send(data(e.body()));
             }
             Outcome::Gone => return,
@@ -354,7 +416,11 @@ async fn chat_completion(
 ) -> Result<Response, ApiError> {
     let mut request: ChatRequest = read_json(&state, &headers, body).await?;
     state.check_model(request.model.as_deref())?;
-    request.check_supported()?;
+    #[cfg(feature = "template")]
+    if state.hf.is_some() {
+        return hf_completion(state, stats, request).await;
+    }
+    request.check_supported(false)?;
     let reply_tokens = reply_tokens(&state, request.max_completion_tokens.or(request.max_tokens))?;
     let (conversation, user) = conversation_of(&state, &mut request, reply_tokens)?;
     let options = options(reply_tokens, request.stop.take())?;
@@ -367,5 +433,52 @@ async fn chat_completion(
     let session = take_session(&state, &stats).await?;
     let turn = Running::chat(session, conversation, user, options).await?;
     let shape = ChatShape(Meta::new(&state, "chatcmpl"));
-    answer(state, stats, turn, shape, stream, include_usage).await
+    answer(
+        state,
+        stats,
+        turn,
+        ReplyParser::plain(),
+        shape,
+        stream,
+        include_usage,
+    )
+    .await
+}
+
+/// `POST /v1/chat/completions` with the model's own chat template: a raw run of the
+/// rendered prompt (no prompt cache), ended at the template's end-of-turn tokens, its reply
+/// read into reasoning, content and tool calls.
+#[cfg(feature = "template")]
+async fn hf_completion(
+    state: Arc<AppState>,
+    stats: Arc<RequestStats>,
+    mut request: ChatRequest,
+) -> Result<Response, ApiError> {
+    let hf = state.hf.as_ref().expect("checked by the caller");
+    request.check_supported(hf.takes_tools())?;
+    let reply_tokens = reply_tokens(&state, request.max_completion_tokens.or(request.max_tokens))?;
+    let prepared = hf.prepare(&request, state.config.system.as_deref())?;
+    if prepared.prompt_tokens + reply_tokens as usize > state.config.max_context as usize {
+        return Err(context_exceeded(&state, reply_tokens, "messages"));
+    }
+    let options = hf.options(options(reply_tokens, request.stop.take())?);
+    let stream = request.stream.unwrap_or(false);
+    let include_usage = request
+        .stream_options
+        .as_ref()
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    let session = take_session(&state, &stats).await?;
+    let turn = Running::raw(session, prepared.input, options).await?;
+    let shape = ChatShape(Meta::new(&state, "chatcmpl"));
+    answer(
+        state,
+        stats,
+        turn,
+        prepared.parser,
+        shape,
+        stream,
+        include_usage,
+    )
+    .await
 }

@@ -10,7 +10,8 @@ use rkllm::chat::SystemStyle;
 
 use crate::{Config, Limits};
 
-/// An OpenAI-compatible server for a Gemma 2 model on the RKLLM runtime.
+/// An OpenAI-compatible server for a model on the RKLLM runtime: Gemma 2 with its built-in
+/// template, or any family with its own (--model-dir, --tokenizer-config).
 ///
 /// Endpoints: POST /v1/chat/completions and POST /v1/completions (streamed or not),
 /// POST /v1/embeddings, GET /v1/models, GET /health, GET /metrics.
@@ -27,9 +28,24 @@ pub struct Args {
     /// The runtime library (default: $RKLLM_LIB_PATH, then the system's library search path)
     #[arg(long, value_name = "PATH", help_heading = "Model")]
     pub lib: Option<PathBuf>,
-    /// Gemma 2 tokenizer.json: exact token counts, prompts sent as token ids
+    /// The model's tokenizer.json (Gemma 2's; with --tokenizer-config, any family's): exact
+    /// token counts, prompts sent as token ids
     #[arg(long, value_name = "PATH", help_heading = "Model")]
     pub tokenizer: Option<PathBuf>,
+    /// The model's tokenizer_config.json: chat with its own chat template (any family)
+    /// instead of the built-in Gemma 2 one; prompts go as text unless --tokenizer is given
+    #[arg(long, value_name = "PATH", help_heading = "Model")]
+    pub tokenizer_config: Option<PathBuf>,
+    /// A directory holding the model's tokenizer_config.json and tokenizer.json (the
+    /// Hugging Face model's files): --tokenizer-config DIR/tokenizer_config.json, and
+    /// --tokenizer DIR/tokenizer.json when that file is there
+    #[arg(
+        long,
+        value_name = "DIR",
+        conflicts_with = "tokenizer_config",
+        help_heading = "Model"
+    )]
+    pub model_dir: Option<PathBuf>,
     /// Run on the mock runtime (the default without --model)
     #[arg(long, help_heading = "Model")]
     pub mock: bool,
@@ -147,10 +163,22 @@ fn parse_style(s: &str) -> Result<SystemStyle, String> {
 impl Args {
     /// The server's configuration from the flags.
     pub fn config(&self) -> Config {
+        let (tokenizer_config, tokenizer) = match &self.model_dir {
+            Some(dir) => {
+                let json = dir.join("tokenizer.json");
+                let tokenizer = self
+                    .tokenizer
+                    .clone()
+                    .or_else(|| json.exists().then_some(json));
+                (Some(dir.join("tokenizer_config.json")), tokenizer)
+            }
+            None => (self.tokenizer_config.clone(), self.tokenizer.clone()),
+        };
         Config {
             model: self.model.clone(),
             lib: self.lib.clone(),
-            tokenizer: self.tokenizer.clone(),
+            tokenizer,
+            tokenizer_config,
             mock: self.mock,
             mock_replies: self.mock_reply.clone(),
             mock_prefill_seconds: self.mock_prefill_seconds,

@@ -16,6 +16,7 @@ use crate::chat::{answer, context_exceeded, options, reply_tokens, take_session,
 use crate::embed::{text_tokens, token_ids};
 use crate::log::RequestStats;
 use crate::openai::{ApiError, CompletionRequest, Prompt};
+use crate::reply::{Piece, Reply, ReplyParser};
 use crate::turn::Running;
 use crate::AppState;
 
@@ -34,8 +35,11 @@ impl Shape for TextShape {
     fn opening(&self) -> Option<Value> {
         None
     }
-    fn text(&self, text: &str) -> Value {
-        self.choice(text, None)
+    fn piece(&self, piece: &Piece) -> Option<Value> {
+        match piece {
+            Piece::Content(text) => Some(self.choice(text, None)),
+            _ => None,
+        }
     }
     fn finish(&self, finish: &str) -> Value {
         self.choice("", Some(finish))
@@ -45,8 +49,8 @@ impl Shape for TextShape {
         chunk["usage"] = usage;
         chunk
     }
-    fn whole(&self, text: String, finish: &str, usage: Value) -> Value {
-        let mut answer = self.choice(&text, Some(finish));
+    fn whole(&self, reply: Reply, finish: &str, usage: Value) -> Value {
+        let mut answer = self.choice(&reply.content, Some(finish));
         answer["usage"] = usage;
         answer
     }
@@ -116,7 +120,8 @@ async fn complete(
     let session = take_session(&state, &stats).await?;
     let turn = Running::raw(session, input, options).await?;
     let shape = TextShape(Meta::new(&state, "cmpl"));
-    answer(state, stats, turn, shape, stream, include_usage).await
+    let parser = ReplyParser::plain();
+    answer(state, stats, turn, parser, shape, stream, include_usage).await
 }
 
 fn text_input(state: &AppState, text: String) -> Result<(Input, usize), ApiError> {

@@ -47,6 +47,10 @@ pub fn token_ids(
 /// A text's length in tokens: exact with the tokenizer; without, its UTF-8 length plus
 /// one, an upper bound (no Gemma token is shorter than one byte, BOS aside).
 pub fn text_tokens(state: &AppState, text: &str) -> Result<usize, ApiError> {
+    #[cfg(feature = "template")]
+    if let Some(n) = state.hf.as_ref().and_then(|hf| hf.count_text(text)) {
+        return n.map(|n| n + 1);
+    }
     #[cfg(feature = "tokenizer")]
     if let Some(tokenizer) = &state.tokenizer {
         return tokenizer
@@ -229,6 +233,14 @@ async fn embed(
 }
 
 fn state_has_tokenizer(state: &AppState) -> bool {
+    #[cfg(feature = "template")]
+    if state
+        .hf
+        .as_ref()
+        .is_some_and(|hf| hf.vocab_size().is_some())
+    {
+        return true;
+    }
     #[cfg(feature = "tokenizer")]
     return state.tokenizer.is_some();
     #[cfg(not(feature = "tokenizer"))]

@@ -24,9 +24,12 @@ mod chat;
 pub mod cli;
 mod completions;
 mod embed;
+#[cfg(feature = "template")]
+mod hf;
 mod log;
 mod metrics;
 mod openai;
+mod reply;
 pub mod server;
 mod turn;
 
@@ -92,8 +95,12 @@ pub struct Config {
     pub model: Option<PathBuf>,
     /// The runtime library, instead of the default search.
     pub lib: Option<PathBuf>,
-    /// Gemma 2 `tokenizer.json`: prompts go as token ids, prompt counts are exact.
+    /// The model's `tokenizer.json` (Gemma 2's, or with `tokenizer_config` any family's):
+    /// prompts go as token ids, prompt counts are exact.
     pub tokenizer: Option<PathBuf>,
+    /// The model's `tokenizer_config.json`: chat with its own template (feature
+    /// `template`) instead of the built-in Gemma 2 one.
+    pub tokenizer_config: Option<PathBuf>,
     /// Run on the mock runtime.
     pub mock: bool,
     /// Mock: the replies, in order (the last repeats); empty echoes the user.
@@ -130,6 +137,7 @@ impl Default for Config {
             model: None,
             lib: None,
             tokenizer: None,
+            tokenizer_config: None,
             mock: false,
             mock_replies: Vec::new(),
             mock_prefill_seconds: 0.0,
@@ -154,6 +162,9 @@ pub struct AppState {
     config: Config,
     #[cfg(feature = "tokenizer")]
     tokenizer: Option<Arc<rkllm::chat::GemmaTokenizer>>,
+    /// The model's own chat template, when configured (else Gemma 2's built-in one).
+    #[cfg(feature = "template")]
+    hf: Option<hf::HfChat>,
     /// The model's vocabulary size: token ids are checked against it before they queue.
     vocab_size: u32,
     /// The embedding size, measured at load (`None` when the runtime could not tell).
@@ -231,11 +242,36 @@ pub fn load(config: Config) -> Result<Arc<AppState>, Box<dyn std::error::Error>>
     if config.tokenizer.is_some() {
         return Err("--tokenizer needs the `tokenizer` feature".into());
     }
-    #[cfg(feature = "tokenizer")]
-    let tokenizer = match &config.tokenizer {
-        Some(path) => Some(Arc::new(rkllm::chat::GemmaTokenizer::from_file(path)?)),
+    #[cfg(not(feature = "template"))]
+    if config.tokenizer_config.is_some() {
+        return Err("--tokenizer-config and --model-dir need the `template` feature".into());
+    }
+    #[cfg(feature = "template")]
+    let hf = match &config.tokenizer_config {
+        Some(path) => {
+            if config.prompt_cache.is_some() {
+                tracing::warn!(
+                    "--prompt-cache is not used with the model's own chat template: every \
+                     request is prefilled in full"
+                );
+            }
+            Some(hf::HfChat::load(path, config.tokenizer.as_deref())?)
+        }
         None => None,
     };
+    #[cfg(feature = "template")]
+    let gemma_tokenizer = hf.is_none();
+    #[cfg(not(feature = "template"))]
+    let gemma_tokenizer = true;
+    #[cfg(feature = "tokenizer")]
+    let tokenizer = match &config.tokenizer {
+        Some(path) if gemma_tokenizer => {
+            Some(Arc::new(rkllm::chat::GemmaTokenizer::from_file(path)?))
+        }
+        _ => None,
+    };
+    #[cfg(not(feature = "tokenizer"))]
+    let _ = gemma_tokenizer;
     let use_mock = config.mock || config.model.is_none();
     #[cfg(feature = "mock")]
     let mut mock_dir = None;
@@ -260,6 +296,12 @@ pub fn load(config: Config) -> Result<Arc<AppState>, Box<dyn std::error::Error>>
         };
         (config.model.clone().expect("checked above"), runtime)
     };
+    #[cfg(feature = "template")]
+    let vocab_size = hf
+        .as_ref()
+        .and_then(hf::HfChat::vocab_size)
+        .unwrap_or(rkllm::gemma::VOCAB_SIZE);
+    #[cfg(not(feature = "template"))]
     let vocab_size = rkllm::gemma::VOCAB_SIZE;
     let model = Model::builder(&path)
         .runtime(runtime)
@@ -271,7 +313,7 @@ pub fn load(config: Config) -> Result<Arc<AppState>, Box<dyn std::error::Error>>
     // Measured once (a one-token run), so `dimensions` is checked before a request queues.
     let embedding_size = session.embedding_size().ok();
     let mut chat = ChatSession::new(session);
-    if let Some(dir) = &config.prompt_cache {
+    if let (Some(dir), None) = (&config.prompt_cache, &config.tokenizer_config) {
         // A prefix store: each client conversation keeps its reuse when requests interleave,
         // and a stored system prompt survives restarts. A RAM directory (/dev/shm) is what
         // the README suggests on a board, to spare its eMMC: allowed, with a warning, since
@@ -297,6 +339,8 @@ pub fn load(config: Config) -> Result<Arc<AppState>, Box<dyn std::error::Error>>
         config,
         #[cfg(feature = "tokenizer")]
         tokenizer,
+        #[cfg(feature = "template")]
+        hf,
         vocab_size,
         embedding_size,
         created,

@@ -4,6 +4,7 @@
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 /// `POST /v1/chat/completions`. Every field may be `null`, as OpenAI's schema allows.
@@ -14,7 +15,7 @@ use serde_json::{json, Value};
 pub struct ChatRequest {
     #[serde(default)]
     pub model: Option<String>,
-    pub messages: Vec<ChatMessage>,
+    pub messages: Vec<WithRaw<ChatMessage>>,
     #[serde(default)]
     pub stream: Option<bool>,
     #[serde(default)]
@@ -34,9 +35,9 @@ pub struct ChatRequest {
     pub top_logprobs: Option<u32>,
     #[serde(default)]
     pub response_format: Option<ResponseFormat>,
-    /// Function tools (not yet taken by a template here: refused when given).
+    /// Function tools, for templates that take them (kept as sent, for the template).
     #[serde(default)]
-    pub tools: Option<Vec<Tool>>,
+    pub tools: Option<WithRaw<Vec<Tool>>>,
     #[serde(default)]
     pub tool_choice: Option<ToolChoice>,
     /// The deprecated form of `tools`.
@@ -48,7 +49,9 @@ pub struct ChatRequest {
 
 impl ChatRequest {
     /// Refuses, naming it, any parameter that would change the answer and is not supported.
-    pub fn check_supported(&self) -> Result<(), ApiError> {
+    /// `takes_tools`: whether the chat template takes tools (then `tools`, `tool_choice`
+    /// and the history's tool calls go to it).
+    pub fn check_supported(&self, takes_tools: bool) -> Result<(), ApiError> {
         if self.n.is_some_and(|n| n != 1) {
             return Err(unsupported("n", "only n = 1 is supported"));
         }
@@ -69,16 +72,62 @@ impl ChatRequest {
                 ));
             }
         }
-        if self.tools.as_ref().is_some_and(|t| !t.is_empty()) {
-            return Err(unsupported(
-                "tools",
-                "tools are not supported: this server's chat template takes none",
-            ));
-        }
         if self.functions.as_ref().is_some_and(|f| !f.is_empty()) {
             return Err(unsupported(
                 "functions",
-                "functions are not supported: this server's chat template takes none",
+                "the deprecated `functions` are not supported; send them as `tools`",
+            ));
+        }
+        match &self.function_call {
+            None => {}
+            Some(Value::String(mode)) if mode == "none" || mode == "auto" => {}
+            Some(_) => {
+                return Err(unsupported(
+                    "function_call",
+                    "the deprecated `function_call` is not supported; use `tool_choice`",
+                ))
+            }
+        }
+        if let Some(ToolChoice::Named(choice)) = &self.tool_choice {
+            let name = choice
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str);
+            let offered = self.tool_names();
+            match name {
+                Some(name) if offered.iter().any(|n| n == name) => {}
+                Some(name) => {
+                    return Err(ApiError::bad_request(
+                        format!("tool_choice names `{name}`, which is not among the tools"),
+                        Some("tool_choice"),
+                    ))
+                }
+                None => {
+                    return Err(ApiError::bad_request(
+                        "tool_choice must be \"none\", \"auto\", \"required\" or \
+                         {\"type\": \"function\", \"function\": {\"name\": ...}}",
+                        Some("tool_choice"),
+                    ))
+                }
+            }
+        }
+        if let Some(ToolChoice::Mode(mode)) = &self.tool_choice {
+            if !matches!(mode.as_str(), "none" | "auto" | "required") {
+                return Err(ApiError::bad_request(
+                    format!("tool_choice `{mode}` is not one of none, auto, required"),
+                    Some("tool_choice"),
+                ));
+            }
+        }
+        if takes_tools {
+            return Ok(());
+        }
+        // The template takes no tools: asking for them would be silently ignored.
+        let none = matches!(&self.tool_choice, Some(ToolChoice::Mode(m)) if m == "none");
+        if !none && self.tools.as_ref().is_some_and(|t| !t.value.is_empty()) {
+            return Err(unsupported(
+                "tools",
+                "tools are not supported: this server's chat template takes none",
             ));
         }
         match &self.tool_choice {
@@ -91,17 +140,8 @@ impl ChatRequest {
                 ))
             }
         }
-        match &self.function_call {
-            None => {}
-            Some(Value::String(mode)) if mode == "none" || mode == "auto" => {}
-            Some(_) => {
-                return Err(unsupported(
-                    "function_call",
-                    "function_call cannot force a function: this server's chat template takes none",
-                ))
-            }
-        }
         for message in &self.messages {
+            let message = &message.value;
             if message.tool_calls.as_ref().is_some_and(|c| !c.is_empty()) {
                 return Err(unsupported(
                     "messages",
@@ -110,6 +150,33 @@ impl ChatRequest {
             }
         }
         Ok(())
+    }
+
+    /// The names of the function tools offered.
+    pub fn tool_names(&self) -> Vec<String> {
+        self.tools
+            .iter()
+            .flat_map(|t| &t.value)
+            .filter_map(|t| t.function.as_ref())
+            .filter_map(|f| f.get("name").and_then(Value::as_str))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// A value and the JSON text it was read from (for templates that print it: the client's
+/// key order kept).
+#[derive(Debug)]
+pub struct WithRaw<T> {
+    pub value: T,
+    pub raw: Box<RawValue>,
+}
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for WithRaw<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(d)?;
+        let value = serde_json::from_str(raw.get()).map_err(serde::de::Error::custom)?;
+        Ok(WithRaw { value, raw })
     }
 }
 
@@ -130,7 +197,7 @@ pub struct ResponseFormat {
     pub kind: String,
 }
 
-/// A function tool as OpenAI describes it (kept whole for the templates that will take it).
+/// A function tool as OpenAI describes it.
 #[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 pub struct Tool {
@@ -141,7 +208,6 @@ pub struct Tool {
 }
 
 /// `"none"`, `"auto"`, `"required"`, or a named function.
-#[allow(dead_code)]
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum ToolChoice {
@@ -165,18 +231,15 @@ impl Stop {
     }
 }
 
+/// A message of the conversation, and its JSON text (what a model's own template is given).
 #[derive(Debug, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
     #[serde(default)]
     pub content: Option<Content>,
-    /// An assistant's tool calls (refused until a template takes them).
+    /// An assistant's tool calls.
     #[serde(default)]
     pub tool_calls: Option<Vec<Value>>,
-    /// A `tool` message's call id (read once a template takes tool messages).
-    #[allow(dead_code)]
-    #[serde(default)]
-    pub tool_call_id: Option<String>,
 }
 
 /// A message's content: a string, or parts of which only text is supported.

@@ -132,6 +132,8 @@ impl<'a> Run<'a> {
                 hidden_layer_mode: infer.hidden_layer,
                 lora: infer.lora.clone(),
                 prompt_tokens: 0,
+                prompt_ids: Vec::new(),
+                prompt_text: None,
                 reused_tokens: 0,
                 prefilled_tokens: 0,
                 prefill: Duration::ZERO,
@@ -231,6 +233,16 @@ impl<'a> Run<'a> {
             }
         }
         self.stats.prompt_tokens = rows.len();
+        self.stats.prompt_ids = rows
+            .iter()
+            .filter_map(|r| match r {
+                Row::Token(t) => Some(*t),
+                Row::Embedding(_) => None,
+            })
+            .collect();
+        self.stats.prompt_text = text
+            .as_deref()
+            .map(|t| String::from_utf8_lossy(t).into_owned());
 
         // Prefill, skipping the prefix a loaded prompt cache covers.
         let leading_tokens: Vec<i32> = rows
@@ -310,11 +322,11 @@ impl<'a> Run<'a> {
             let ids = tok.encode(text);
             let add = match self.rt.adds_bos {
                 AddsBos::Always => true,
-                AddsBos::UnlessPresent => ids.first() != Some(&tok.bos()),
+                AddsBos::UnlessPresent => ids.first() != tok.bos().as_ref(),
                 _ => false,
             };
-            if add {
-                rows.push(Row::Token(tok.bos()));
+            if let (true, Some(bos)) = (add, tok.bos()) {
+                rows.push(Row::Token(bos));
             }
             rows.extend(ids.into_iter().map(Row::Token));
             rows
@@ -583,19 +595,31 @@ pub fn hidden_value(token_id: i32, d: usize, dim: usize) -> f32 {
     token_id.rem_euclid(1000) as f32 + d as f32 / dim as f32
 }
 
-/// For a Gemma-formatted prompt, the text of its last `<start_of_turn>user\n…<end_of_turn>`
-/// turn (to the end of the prompt if the turn is unterminated); otherwise the whole prompt.
+/// For a prompt in Gemma's, ChatML's or Llama 3's format, the text of its last user turn
+/// (`<start_of_turn>user\n…<end_of_turn>`, `<|im_start|>user\n…<|im_end|>`,
+/// `<|start_header_id|>user<|end_header_id|>\n\n…<|eot_id|>`; to the end of the prompt if the
+/// turn is unterminated); otherwise the whole prompt.
 pub(crate) fn last_user_message(prompt: &[u8]) -> &[u8] {
-    const OPEN: &[u8] = b"<start_of_turn>user\n";
-    const CLOSE: &[u8] = b"<end_of_turn>";
-    let Some(start) = rfind(prompt, OPEN).map(|i| i + OPEN.len()) else {
-        return prompt;
-    };
-    let rest = &prompt[start..];
-    match find(rest, CLOSE) {
-        Some(end) => &rest[..end],
-        None => rest,
+    // Gemma's turns, then ChatML's (Qwen) and Llama 3's.
+    const TURNS: [(&[u8], &[u8]); 3] = [
+        (b"<start_of_turn>user\n", b"<end_of_turn>"),
+        (b"<|im_start|>user\n", b"<|im_end|>"),
+        (
+            b"<|start_header_id|>user<|end_header_id|>\n\n",
+            b"<|eot_id|>",
+        ),
+    ];
+    for (open, close) in TURNS {
+        let Some(start) = rfind(prompt, open).map(|i| i + open.len()) else {
+            continue;
+        };
+        let rest = &prompt[start..];
+        return match find(rest, close) {
+            Some(end) => &rest[..end],
+            None => rest,
+        };
     }
+    prompt
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

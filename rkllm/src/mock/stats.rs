@@ -45,7 +45,14 @@ pub struct RunStats {
     /// Prompt tokens the run had (BOS included when the runtime adds one; image tokens
     /// included for multimodal input), after any truncation.
     pub prompt_tokens: usize,
-    /// Of those, tokens reused from a loaded prompt cache.
+    /// The prompt's token ids as the run had them (BOS included when the runtime added one,
+    /// after any truncation; embedding rows are left out), so a test can check exactly what
+    /// a prompt became.
+    pub prompt_ids: Vec<i32>,
+    /// The prompt's text: as given for text (and multimodal) input, the ids decoded with the
+    /// model's tokenizer for token input (invalid UTF-8 replaced); `None` for embeddings.
+    pub prompt_text: Option<String>,
+    /// Of the prompt tokens, those reused from a loaded prompt cache.
     pub reused_tokens: usize,
     /// Tokens actually prefilled (`prompt_tokens - reused_tokens`, unless an abort cut the
     /// prefill short).

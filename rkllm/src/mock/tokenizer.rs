@@ -123,8 +123,8 @@ pub(crate) trait Tokenize: Send + Sync {
     fn token_bytes(&self, id: i32) -> Option<Cow<'_, [u8]>>;
     /// Whether `id` is a special token (its text hidden by `skip_special_token`).
     fn is_special(&self, id: i32) -> bool;
-    /// The BOS id.
-    fn bos(&self) -> i32;
+    /// The BOS id, `None` for a vocabulary without one (Qwen's): nothing is added then.
+    fn bos(&self) -> Option<i32>;
     /// The `<end_of_turn>` id.
     fn end_of_turn(&self) -> i32;
     /// A short description, part of the model identity prompt caches record.
@@ -268,8 +268,8 @@ impl Tokenize for BuiltinTokenizer {
         SPECIALS.iter().any(|(_, i)| *i == id)
     }
 
-    fn bos(&self) -> i32 {
-        BOS_ID
+    fn bos(&self) -> Option<i32> {
+        Some(BOS_ID)
     }
 
     fn end_of_turn(&self) -> i32 {
@@ -289,9 +289,14 @@ impl Tokenize for BuiltinTokenizer {
 #[cfg(feature = "tokenizer")]
 pub(crate) struct JsonTokenizer {
     backend: Backend,
-    bos: i32,
+    bos: Option<i32>,
     end_of_turn: i32,
     specials: std::collections::HashSet<i32>,
+    /// Added tokens' ids: their text is their content, never byte-level mapped.
+    added: std::collections::HashSet<i32>,
+    /// A byte-level BPE (GPT-2's byte-to-character mapping: Qwen, Llama 3): a piece's
+    /// characters stand for bytes.
+    byte_level: bool,
     describe: String,
 }
 
@@ -331,21 +336,43 @@ impl JsonTokenizer {
                 t.get_vocab_size(true),
             ),
         };
-        let id = |names: &[&str]| names.iter().find_map(|n| token_to_id(n));
-        let bos = id(&["<bos>", "<s>"])
-            .ok_or_else(|| format!("tokenizer {} has no <bos> token", path.display()))?;
-        let end_of_turn = id(&["<end_of_turn>", "<eos>", "</s>"])
-            .ok_or_else(|| format!("tokenizer {} has no <end_of_turn> token", path.display()))?;
+        // Only added tokens: a byte-level vocabulary may hold `<s>` as an ordinary piece.
+        let id = |names: &[&str]| {
+            names.iter().find_map(|n| {
+                token_to_id(n).filter(|id| added.get(id).is_some_and(|t| t.content == *n))
+            })
+        };
+        // Gemma's and SentencePiece Llama's names, then Llama 3's; Qwen has no BOS.
+        let bos = id(&["<bos>", "<s>", "<|begin_of_text|>"]);
+        // The turn's end first (Gemma, ChatML, Llama 3, Phi-3), then the sequence's end.
+        let end_of_turn = id(&[
+            "<end_of_turn>",
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<|end|>",
+            "<eos>",
+            "</s>",
+            "<|endoftext|>",
+            "<|end_of_text|>",
+        ])
+        .ok_or_else(|| format!("tokenizer {} has no end-of-turn token", path.display()))?;
         let specials = added
-            .into_iter()
+            .iter()
             .filter(|(_, t)| t.special)
-            .map(|(id, _)| id as i32)
+            .map(|(id, _)| *id as i32)
             .collect();
+        let added = added.keys().map(|id| *id as i32).collect();
         drop(token_to_id);
+        let byte_level = match &backend {
+            Backend::Shared(t) => t.inner().get_decoder().is_some_and(is_byte_level),
+            Backend::Full(t) => t.get_decoder().is_some_and(is_byte_level),
+        };
         Ok(JsonTokenizer {
-            bos: bos as i32,
+            bos: bos.map(|b| b as i32),
             end_of_turn: end_of_turn as i32,
             specials,
+            added,
+            byte_level,
             describe: format!("json:{vocab_size}"),
             backend,
         })
@@ -375,6 +402,13 @@ impl Tokenize for JsonTokenizer {
             Backend::Shared(t) => t.inner().id_to_token(id)?,
             Backend::Full(t) => t.id_to_token(id)?,
         };
+        if self.byte_level && !self.added.contains(&(id as i32)) {
+            return piece
+                .chars()
+                .map(byte_of_char)
+                .collect::<Option<Vec<u8>>>()
+                .map(Cow::Owned);
+        }
         // SentencePiece byte fallback: `<0xHH>` stands for one raw byte.
         if piece.len() == 6 && piece.starts_with("<0x") && piece.ends_with('>') {
             if let Ok(b) = u8::from_str_radix(&piece[3..5], 16) {
@@ -388,7 +422,7 @@ impl Tokenize for JsonTokenizer {
         self.specials.contains(&id)
     }
 
-    fn bos(&self) -> i32 {
+    fn bos(&self) -> Option<i32> {
         self.bos
     }
 
@@ -399,6 +433,35 @@ impl Tokenize for JsonTokenizer {
     fn describe(&self) -> String {
         self.describe.clone()
     }
+}
+
+/// Whether a decoder is (or holds) the byte-level one.
+#[cfg(feature = "tokenizer")]
+fn is_byte_level(decoder: &tokenizers::DecoderWrapper) -> bool {
+    use tokenizers::DecoderWrapper;
+    match decoder {
+        DecoderWrapper::ByteLevel(_) => true,
+        DecoderWrapper::Sequence(seq) => seq.get_decoders().iter().any(is_byte_level),
+        _ => false,
+    }
+}
+
+/// The byte a byte-level BPE character stands for (GPT-2's table: printable Latin-1 bytes
+/// are themselves, the other 68 bytes are U+0100 upwards in byte order).
+#[cfg(feature = "tokenizer")]
+fn byte_of_char(c: char) -> Option<u8> {
+    let printable = |b: u32| {
+        (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+    };
+    let code = u32::from(c);
+    if printable(code) {
+        return u8::try_from(code).ok();
+    }
+    let n = code.checked_sub(0x100)?;
+    (0u32..=255)
+        .filter(|b| !printable(*b))
+        .nth(n as usize)
+        .and_then(|b| u8::try_from(b).ok())
 }
 
 /// Whether `bytes` end inside a UTF-8 character (a lead byte whose continuation bytes have
@@ -481,7 +544,7 @@ mod tests {
         };
         assert!(std::sync::Arc::ptr_eq(shared, &chat));
         assert_eq!(mock.describe(), "json:256000");
-        assert_eq!((mock.bos(), mock.end_of_turn()), (2, 107));
+        assert_eq!((mock.bos(), mock.end_of_turn()), (Some(2), 107));
         // Text mode: control-token text becomes the control ids.
         assert_eq!(
             mock.encode(b"<bos><start_of_turn>user\nHello"),
@@ -529,6 +592,42 @@ mod tests {
         for id in (PIECE_BASE..OTHER_BASE).step_by(97) {
             let bytes = t.token_bytes(id).expect("a piece");
             assert_eq!(t.encode_bytes(&bytes), [id]);
+        }
+    }
+
+    /// A byte-level BPE (Qwen2.5's, Llama 3.2's): no `<bos>` needed, the turn's end found,
+    /// pieces decoded to their bytes (not GPT-2's stand-in characters), added tokens as their
+    /// text.
+    #[cfg(feature = "tokenizer")]
+    #[test]
+    fn byte_level_tokenizers_decode_to_bytes() {
+        let dir = match std::env::var_os("TEMPLATE_MODELS_DIR") {
+            Some(p) => std::path::PathBuf::from(p),
+            None => {
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/template-models")
+            }
+        };
+        for (family, bos, end) in [
+            ("qwen2_5", None, "<|im_end|>"),
+            ("llama3_2", Some("<|begin_of_text|>"), "<|eot_id|>"),
+        ] {
+            let path = dir.join(family).join("tokenizer.json");
+            assert!(
+                path.exists(),
+                "{} is missing: run scripts/fetch-template-tokenizers.sh (or point \
+                 TEMPLATE_MODELS_DIR at a directory holding it)",
+                path.display()
+            );
+            let t = JsonTokenizer::load(&path).unwrap();
+            let bos_id = bos.map(|b| t.encode(b.as_bytes())[0]);
+            assert_eq!(t.bos(), bos_id, "{family}");
+            assert_eq!(t.encode(end.as_bytes()), [t.end_of_turn()], "{family}");
+            assert!(t.is_special(t.end_of_turn()), "{family}");
+            let text = "<tool_call>\n{\"city\": \"Paris\"} caf\u{e9} \u{1f600}\n</tool_call>";
+            let ids = t.encode(text.as_bytes());
+            assert_eq!(t.decode(&ids).unwrap(), text.as_bytes(), "{family}");
+            let end_text = t.decode(&[t.end_of_turn()]).unwrap();
+            assert_eq!(end_text, end.as_bytes(), "{family}");
         }
     }
 }

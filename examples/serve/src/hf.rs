@@ -1,0 +1,494 @@
+//! Chat with the model's own chat template (feature `template`): the `chat_template` of
+//! its `tokenizer_config.json`, rendered as Hugging Face transformers'
+//! `apply_chat_template` renders it, so any family RKLLM runs (Qwen2.5, Llama 3.2,
+//! DeepSeek-R1-Distill, ...) gets the prompt it was trained on.
+//!
+//! * With the model's `tokenizer.json` the prompt goes to the runtime as token ids, and a
+//!   special token's text inside a message is plain text (it cannot open or close a turn);
+//!   without it the prompt goes as text, and a message holding such text is refused (400).
+//! * `tools` go to templates whose source mentions `tools`; the history's assistant
+//!   `tool_calls` (arguments parsed to objects, as templates print them) and `tool`
+//!   messages go in as the client sent them, keys in the client's order.
+//! * The reply ends at the template's end-of-turn tokens; its reasoning (templates with
+//!   `<think>`) and tool calls (the format the template teaches) are read out of it.
+
+use std::error::Error;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use rkllm::chat::reasoning::{prompt_opens_reasoning, ReasoningSplitter, THINK_OPEN};
+use rkllm::chat::tool_calls::ToolCallFormat;
+use rkllm::chat::{HfChatTemplate, TemplateError, TemplateInput, TemplateTokenizer};
+use rkllm::{GenerateOptions, Input};
+use serde::de::{MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::openai::{unsupported, ApiError, ChatMessage, ChatRequest, ToolChoice, WithRaw};
+use crate::reply::ReplyParser;
+
+/// The turn-end tokens of the families RKLLM runs (ChatML, Llama 3, Phi-3, Gemma,
+/// DeepSeek-R1).
+const TURN_ENDS: [&str; 6] = [
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<\u{ff5c}end\u{2581}of\u{2581}sentence\u{ff5c}>",
+];
+
+/// The model's template and what the server learned from it at load.
+#[derive(Debug)]
+pub struct HfChat {
+    template: HfChatTemplate,
+    tokenizer: Option<TemplateTokenizer>,
+    takes_tools: bool,
+    tool_format: Option<ToolCallFormat>,
+    thinks: bool,
+    end_ids: Vec<u32>,
+    end_texts: Vec<String>,
+    vocab_size: Option<u32>,
+}
+
+/// A request made ready to run.
+pub struct Prepared {
+    pub input: Input,
+    pub parser: ReplyParser,
+    /// Prompt tokens (an upper bound, the UTF-8 length, in text mode).
+    pub prompt_tokens: usize,
+}
+
+impl HfChat {
+    /// Loads the template of `config` (a `tokenizer_config.json`) and, for token mode, the
+    /// model's `tokenizer.json`.
+    pub fn load(config: &Path, tokenizer: Option<&Path>) -> Result<HfChat, Box<dyn Error>> {
+        let template = HfChatTemplate::from_config_file(config)?;
+        let sources = template_sources(config)?;
+        let tokenizer = match tokenizer {
+            Some(path) => Some(TemplateTokenizer::from_file(path)?),
+            None => None,
+        };
+        // In token mode, the tokenizer's own special tokens are refused nowhere (they are
+        // plain text); in text mode the template's list is what the runtime would read.
+        let mut end_texts: Vec<String> = template
+            .end_of_turn_texts()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        // A family's turn ends that the tokenizer marks special, when the configuration
+        // did not list them.
+        if let Some(t) = &tokenizer {
+            let specials: Vec<&str> = t.special_token_texts().collect();
+            for end in TURN_ENDS {
+                if specials.contains(&end) && !end_texts.iter().any(|e| e == end) {
+                    end_texts.push(end.to_owned());
+                }
+            }
+        }
+        let end_ids = match &tokenizer {
+            Some(t) => t.token_ids(end_texts.iter().map(String::as_str)),
+            None => Vec::new(),
+        };
+        if tokenizer.is_some() && end_ids.is_empty() {
+            return Err(format!(
+                "{}: none of the template's end-of-turn tokens ({}) is a token of the tokenizer",
+                config.display(),
+                end_texts.join(", ")
+            )
+            .into());
+        }
+        let vocab_size = tokenizer.as_ref().map(vocabulary_size);
+        Ok(HfChat {
+            takes_tools: sources.contains("tools"),
+            tool_format: ToolCallFormat::detect(&sources),
+            thinks: sources.contains(THINK_OPEN),
+            template,
+            tokenizer,
+            end_ids,
+            end_texts,
+            vocab_size,
+        })
+    }
+
+    /// Whether the template takes `tools`.
+    pub fn takes_tools(&self) -> bool {
+        self.takes_tools
+    }
+
+    /// The tokenizer's vocabulary size (token mode).
+    pub fn vocab_size(&self) -> Option<u32> {
+        self.vocab_size
+    }
+
+    /// A text's length in tokens with the model's tokenizer (token mode).
+    pub fn count_text(&self, text: &str) -> Option<Result<usize, ApiError>> {
+        self.tokenizer.as_ref().map(|t| {
+            t.encode_text(text)
+                .map(|ids| ids.len())
+                .map_err(|e| ApiError::bad_request(format!("tokenizing the input: {e}"), None))
+        })
+    }
+
+    /// The end-of-turn stops added to a request's options.
+    pub fn options(&self, mut options: GenerateOptions) -> GenerateOptions {
+        if self.tokenizer.is_some() {
+            options = options.end_tokens(self.end_ids.iter().copied());
+        } else {
+            // Text mode: the ids are not known; the texts stop the reply where the runtime
+            // shows them.
+            for text in &self.end_texts {
+                options = options.stop_string(text.clone());
+            }
+        }
+        options
+    }
+
+    /// The prompt for `request` (its messages, tools and `system` default), its reply
+    /// parser, and its size.
+    pub fn prepare(
+        &self,
+        request: &ChatRequest,
+        system: Option<&str>,
+    ) -> Result<Prepared, ApiError> {
+        let messages = template_messages(&request.messages, system)?;
+        let mut input = TemplateInput::from_json(&messages).map_err(|e| template_error(&e))?;
+        let mut offered = Vec::new();
+        if self.takes_tools {
+            if let Some((tools, names)) = tools_for(request)? {
+                input = input.tools_json(&tools).map_err(|e| template_error(&e))?;
+                offered = names;
+            }
+        }
+        let (input, text, prompt_tokens) = match &self.tokenizer {
+            Some(tokenizer) => {
+                let prompt = tokenizer
+                    .encode(&self.template, &input)
+                    .map_err(|e| template_error(&e))?;
+                let n = prompt.token_ids.len();
+                (Input::tokens(prompt.token_ids), prompt.text, n)
+            }
+            None => {
+                let text = self
+                    .template
+                    .render_text_mode(&input)
+                    .map_err(|e| template_error(&e))?;
+                let n = text.len();
+                (Input::prompt(text.clone()), text, n)
+            }
+        };
+        if text.is_empty() {
+            return Err(ApiError::bad_request(
+                "the chat template rendered an empty prompt",
+                Some("messages"),
+            ));
+        }
+        let mut parser = ReplyParser::plain();
+        if self.thinks || prompt_opens_reasoning(&text) {
+            parser = parser.with_reasoning(ReasoningSplitter::for_prompt(&text));
+        }
+        if let (Some(format), false) = (self.tool_format, offered.is_empty()) {
+            parser = parser.with_tools(format, offered);
+        }
+        Ok(Prepared {
+            input,
+            parser,
+            prompt_tokens,
+        })
+    }
+}
+
+/// What a template error means to a client: its conversation refused (400), or this
+/// server's template failing (500).
+fn template_error(e: &TemplateError) -> ApiError {
+    match e {
+        TemplateError::Config { .. } | TemplateError::Syntax { .. } => {
+            ApiError::server(e.to_string())
+        }
+        TemplateError::InvalidJson { what, .. } if what == "tools" => {
+            ApiError::bad_request(e.to_string(), Some("tools"))
+        }
+        TemplateError::SpecialTokenInText { location, .. } if location.starts_with("tools") => {
+            ApiError::bad_request(e.to_string(), Some("tools"))
+        }
+        _ => ApiError::bad_request(e.to_string(), Some("messages")),
+    }
+}
+
+/// Every chat template source of a `tokenizer_config.json`, joined (to see what the
+/// templates read: `tools`, `<think>`, a tool-call format).
+fn template_sources(config: &Path) -> Result<String, Box<dyn Error>> {
+    let mut path = config.to_path_buf();
+    if path.is_dir() {
+        path.push("tokenizer_config.json");
+    }
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    Ok(match json.get("chat_template") {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(|t| t.get("template").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    })
+}
+
+/// The vocabulary size: one more than the highest id that decodes (ids are contiguous).
+fn vocabulary_size(t: &TemplateTokenizer) -> u32 {
+    let valid = |id: u32| t.decode(&[id], false).is_ok_and(|s| !s.is_empty());
+    let (mut lo, mut hi) = (0u32, 1u32 << 24);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if valid(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo + 1
+}
+
+/// A JSON object's entries in their order, values as their JSON text.
+struct Ordered(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for Ordered {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Ordered;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Ordered, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
+                    entries.push(entry);
+                }
+                Ok(Ordered(entries))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+fn ordered(raw: &RawValue, what: &str) -> Result<Ordered, ApiError> {
+    serde_json::from_str(raw.get()).map_err(|e| {
+        ApiError::bad_request(format!("{what} must be an object: {e}"), Some("messages"))
+    })
+}
+
+/// Writes `{"key": value, ...}` from entries.
+fn write_object(out: &mut String, entries: &[(String, String)]) {
+    out.push('{');
+    for (i, (key, value)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let _ = write!(out, "{}: {value}", Value::String(key.clone()));
+    }
+    out.push('}');
+}
+
+/// The messages as the template is given them (JSON text, the client's key order): nulls
+/// left out (templates test `'tool_calls' in message`), `developer` as `system`, content
+/// parts joined into text, each tool call's `function.arguments` parsed to the object it
+/// holds (templates print it with `tojson`), and the server's system prompt first when the
+/// request brings none.
+fn template_messages(
+    messages: &[WithRaw<ChatMessage>],
+    system: Option<&str>,
+) -> Result<String, ApiError> {
+    if messages.is_empty() {
+        return Err(ApiError::bad_request(
+            "messages must not be empty",
+            Some("messages"),
+        ));
+    }
+    let mut out = String::from("[");
+    let has_system = messages
+        .iter()
+        .any(|m| m.value.role == "system" || m.value.role == "developer");
+    if let (Some(system), false) = (system, has_system) {
+        write_object(
+            &mut out,
+            &[
+                ("role".into(), "\"system\"".into()),
+                ("content".into(), Value::String(system.into()).to_string()),
+            ],
+        );
+    }
+    for (n, message) in messages.iter().enumerate() {
+        let role = message.value.role.as_str();
+        if !matches!(role, "system" | "developer" | "user" | "assistant" | "tool") {
+            return Err(ApiError::bad_request(
+                format!(
+                    "message {n} has the role `{role}`; expected system, developer, user, \
+                     assistant or tool"
+                ),
+                Some("messages"),
+            ));
+        }
+        let mut entries = Vec::new();
+        for (key, value) in ordered(&message.raw, "a message")?.0 {
+            let text = value.get();
+            if text == "null" {
+                continue;
+            }
+            let text = match key.as_str() {
+                "role" if role == "developer" => "\"system\"".to_owned(),
+                "content" if text.starts_with('[') => {
+                    let content = serde_json::from_str::<crate::openai::Content>(text)
+                        .map_err(|e| ApiError::bad_request(e.to_string(), Some("messages")))?
+                        .into_text()?;
+                    Value::String(content).to_string()
+                }
+                "tool_calls" => tool_calls(&value)?,
+                _ => text.to_owned(),
+            };
+            entries.push((key, text));
+        }
+        if out.len() > 1 {
+            out.push_str(", ");
+        }
+        write_object(&mut out, &entries);
+    }
+    out.push(']');
+    Ok(out)
+}
+
+/// An assistant's `tool_calls` with each `function.arguments` string that holds a JSON
+/// object replaced by that object.
+fn tool_calls(raw: &RawValue) -> Result<String, ApiError> {
+    let calls: Vec<Box<RawValue>> = serde_json::from_str(raw.get()).map_err(|e| {
+        ApiError::bad_request(format!("tool_calls must be a list: {e}"), Some("messages"))
+    })?;
+    let mut out = String::from("[");
+    for (i, call) in calls.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let mut entries = Vec::new();
+        for (key, value) in ordered(call, "a tool call")?.0 {
+            let text = if key == "function" {
+                let mut function = Vec::new();
+                for (k, v) in ordered(&value, "a tool call's function")?.0 {
+                    let text = match (k.as_str(), serde_json::from_str::<String>(v.get())) {
+                        ("arguments", Ok(args)) if is_json_object(&args) => args.trim().to_owned(),
+                        _ => v.get().to_owned(),
+                    };
+                    function.push((k, text));
+                }
+                let mut s = String::new();
+                write_object(&mut s, &function);
+                s
+            } else {
+                value.get().to_owned()
+            };
+            entries.push((key, text));
+        }
+        write_object(&mut out, &entries);
+    }
+    out.push(']');
+    Ok(out)
+}
+
+fn is_json_object(text: &str) -> bool {
+    text.trim_start().starts_with('{') && serde_json::from_str::<&RawValue>(text).is_ok()
+}
+
+/// The tools to give the template (their JSON text, the client's key order) and their
+/// names, or `None` when there are none or `tool_choice` is `"none"`. A named
+/// `tool_choice` offers that tool only.
+fn tools_for(request: &ChatRequest) -> Result<Option<(String, Vec<String>)>, ApiError> {
+    let Some(tools) = &request.tools else {
+        return Ok(None);
+    };
+    if tools.value.is_empty() {
+        return Ok(None);
+    }
+    let named = match &request.tool_choice {
+        Some(ToolChoice::Mode(m)) if m == "none" => return Ok(None),
+        Some(ToolChoice::Named(choice)) => choice
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        _ => None,
+    };
+    let raw: Vec<Box<RawValue>> = serde_json::from_str(tools.raw.get())
+        .map_err(|e| ApiError::bad_request(e.to_string(), Some("tools")))?;
+    let mut kept = Vec::new();
+    let mut names = Vec::new();
+    for (tool, raw) in tools.value.iter().zip(&raw) {
+        if tool.kind != "function" {
+            return Err(unsupported(
+                "tools",
+                &format!(
+                    "tools of type `{}` are not supported; only `function`",
+                    tool.kind
+                ),
+            ));
+        }
+        let name = tool
+            .function
+            .as_ref()
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| ApiError::bad_request("a tool's function has no name", Some("tools")))?;
+        if named.as_deref().is_some_and(|n| n != name) {
+            continue;
+        }
+        names.push(name.to_owned());
+        kept.push(raw.get());
+    }
+    Ok(Some((format!("[{}]", kept.join(", ")), names)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(json: &str) -> Vec<WithRaw<ChatMessage>> {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn history_goes_to_the_template_in_the_clients_order() {
+        let m = messages(
+            r#"[{"role": "developer", "content": "Be brief."},
+                {"role": "user", "content": [{"type": "text", "text": "Weather?"}]},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "call_1",
+                 "type": "function", "function": {"name": "get_weather",
+                 "arguments": "{\"zeta\": 1, \"alpha\": \"Paris\"}"}}]},
+                {"tool_call_id": "call_1", "role": "tool", "content": "22 C"}]"#,
+        );
+        assert_eq!(
+            template_messages(&m, Some("unused")).unwrap(),
+            r#"[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather?"}, {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"zeta": 1, "alpha": "Paris"}}}]}, {"tool_call_id": "call_1", "role": "tool", "content": "22 C"}]"#
+        );
+        let m = messages(r#"[{"role": "user", "content": "Hi"}]"#);
+        assert_eq!(
+            template_messages(&m, Some("Sys")).unwrap(),
+            r#"[{"role": "system", "content": "Sys"}, {"role": "user", "content": "Hi"}]"#
+        );
+        let bad = messages(r#"[{"role": "wizard", "content": "Hi"}]"#);
+        assert_eq!(
+            template_messages(&bad, None).unwrap_err().param,
+            Some("messages")
+        );
+    }
+
+    #[test]
+    fn arguments_that_are_not_an_object_stay_a_string() {
+        let raw = RawValue::from_string(
+            r#"[{"function": {"name": "f", "arguments": "not json"}}]"#.to_owned(),
+        )
+        .unwrap();
+        assert_eq!(
+            tool_calls(&raw).unwrap(),
+            r#"[{"function": {"name": "f", "arguments": "not json"}}]"#
+        );
+    }
+}
