@@ -54,7 +54,7 @@ impl Served {
         let run = runs.last().expect("the mock ran");
         (
             run.prompt_text.clone().expect("a text or token prompt"),
-            run.prompt_ids.iter().map(|&id| id as u32).collect(),
+            run.prompt_ids.clone(),
         )
     }
 }

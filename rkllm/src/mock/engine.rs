@@ -236,7 +236,7 @@ impl<'a> Run<'a> {
         self.stats.prompt_ids = rows
             .iter()
             .filter_map(|r| match r {
-                Row::Token(t) => Some(*t),
+                Row::Token(t) => u32::try_from(*t).ok(),
                 Row::Embedding(_) => None,
             })
             .collect();

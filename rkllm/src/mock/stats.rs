@@ -47,8 +47,9 @@ pub struct RunStats {
     pub prompt_tokens: usize,
     /// The prompt's token ids as the run had them (BOS included when the runtime added one,
     /// after any truncation; embedding rows are left out), so a test can check exactly what
-    /// a prompt became.
-    pub prompt_ids: Vec<i32>,
+    /// a prompt became. `u32`, as token ids are everywhere in the safe API (the runtime's
+    /// negative ids never reach a prompt).
+    pub prompt_ids: Vec<u32>,
     /// The prompt's text: as given for text (and multimodal) input, the ids decoded with the
     /// model's tokenizer for token input (invalid UTF-8 replaced); `None` for embeddings.
     pub prompt_text: Option<String>,
