@@ -75,7 +75,7 @@ fn async_run(session: Session) -> (usize, Session) {
         }
         n
     });
-    (n, stream.into_session())
+    (n, stream.into_inner().into_session())
 }
 
 /// Runs `run` on the session in `slot`, putting the session back.
