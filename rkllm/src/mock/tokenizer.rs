@@ -21,8 +21,6 @@ pub const END_OF_TURN_ID: i32 = gemma::END_OF_TURN as i32;
 pub const BYTE_TOKEN_BASE: i32 = 217;
 /// First id of the ASCII pieces (above every Gemma special and byte-fallback id).
 pub const PIECE_BASE: i32 = 512;
-/// Gemma 2's vocabulary size, as the runtime's `int32` ids.
-const VOCAB_SIZE: i32 = crate::gemma::VOCAB_SIZE as i32;
 /// Longest piece of letters and digits, in characters.
 const WORD_MAX: usize = 3;
 /// Longest piece of whitespace, in characters.
@@ -113,7 +111,7 @@ const OTHER_BASE: i32 = PIECE_BASE
     + PieceSet::len(SPACE_CHARS.len(), SPACE_MAX);
 
 // Every piece id fits in the vocabulary.
-const _: () = assert!(OTHER_BASE + 128 <= VOCAB_SIZE);
+const _: () = assert!(OTHER_BASE + 128 <= crate::gemma::VOCAB_SIZE as i32);
 
 /// What the runtime needs from a tokenizer.
 pub(crate) trait Tokenize: Send + Sync {
@@ -487,6 +485,8 @@ pub(crate) fn ends_inside_char(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    /// Gemma 2's vocabulary size, as the runtime's `int32` ids.
+    const VOCAB_SIZE: i32 = crate::gemma::VOCAB_SIZE as i32;
 
     #[test]
     fn round_trip_and_pieces() {
