@@ -332,10 +332,21 @@ impl JsonTokenizer {
             ),
         };
         let id = |names: &[&str]| names.iter().find_map(|n| token_to_id(n));
-        let bos = id(&["<bos>", "<s>"])
+        // Gemma, Llama 2, Llama 3, then ChatML families (Qwen's BOS-less vocabulary has
+        // `<|endoftext|>` for the runtime to prepend where it adds one).
+        let bos = id(&["<bos>", "<s>", "<|begin_of_text|>", "<|endoftext|>"])
             .ok_or_else(|| format!("tokenizer {} has no <bos> token", path.display()))?;
-        let end_of_turn = id(&["<end_of_turn>", "<eos>", "</s>"])
-            .ok_or_else(|| format!("tokenizer {} has no <end_of_turn> token", path.display()))?;
+        // The family's turn end: the answer ends with it as the model's would.
+        let end_of_turn = id(&[
+            "<end_of_turn>",
+            "<|im_end|>",
+            "<|eot_id|>",
+            "<|end|>",
+            "<eos>",
+            "</s>",
+            "<|endoftext|>",
+        ])
+        .ok_or_else(|| format!("tokenizer {} has no <end_of_turn> token", path.display()))?;
         let specials = added
             .into_iter()
             .filter(|(_, t)| t.special)
