@@ -293,6 +293,26 @@ pub(crate) struct JsonTokenizer {
     end_of_turn: i32,
     specials: std::collections::HashSet<i32>,
     describe: String,
+    /// Whether the vocabulary is byte-level BPE (GPT-2's byte-to-character table: Qwen,
+    /// Llama 3, ...): a token's characters then stand for bytes.
+    byte_level: bool,
+}
+
+/// The byte a character of GPT-2's byte-level alphabet stands for: the printable bytes
+/// (`!`..=`~`, `¡`..=`¬`, `®`..=`ÿ`) as themselves, the other 68 bytes (0..=32, 127..=160,
+/// 173, in order) as U+0100 onwards. `None` for any other character.
+#[cfg(feature = "tokenizer")]
+fn byte_level_byte(c: char) -> Option<u8> {
+    let n = c as u32;
+    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    if printable(n) {
+        return u8::try_from(n).ok();
+    }
+    let k = n.checked_sub(256)?;
+    (0u32..=255)
+        .filter(|&b| !printable(b))
+        .nth(usize::try_from(k).ok()?)
+        .and_then(|b| u8::try_from(b).ok())
 }
 
 #[cfg(feature = "tokenizer")]
@@ -353,7 +373,13 @@ impl JsonTokenizer {
             .map(|(id, _)| id as i32)
             .collect();
         drop(token_to_id);
+        let decoder = match &backend {
+            Backend::Shared(t) => t.inner().get_decoder().map(serde_json::to_string),
+            Backend::Full(t) => t.get_decoder().map(serde_json::to_string),
+        };
+        let byte_level = matches!(decoder, Some(Ok(json)) if json.contains("\"ByteLevel\""));
         Ok(JsonTokenizer {
+            byte_level,
             bos: bos as i32,
             end_of_turn: end_of_turn as i32,
             specials,
@@ -386,6 +412,16 @@ impl Tokenize for JsonTokenizer {
             Backend::Shared(t) => t.inner().id_to_token(id)?,
             Backend::Full(t) => t.id_to_token(id)?,
         };
+        if self.byte_level && !self.specials.contains(&(id as i32)) {
+            let mut out = Vec::with_capacity(piece.len());
+            for c in piece.chars() {
+                match byte_level_byte(c) {
+                    Some(b) => out.push(b),
+                    None => out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+                }
+            }
+            return Some(Cow::Owned(out));
+        }
         // SentencePiece byte fallback: `<0xHH>` stands for one raw byte.
         if piece.len() == 6 && piece.starts_with("<0x") && piece.ends_with('>') {
             if let Ok(b) = u8::from_str_radix(&piece[3..5], 16) {
@@ -435,6 +471,19 @@ pub(crate) fn ends_inside_char(bytes: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(feature = "tokenizer")]
+    #[test]
+    fn byte_level_characters_stand_for_their_bytes() {
+        assert_eq!(byte_level_byte('A'), Some(b'A'));
+        assert_eq!(byte_level_byte('\u{120}'), Some(b' ')); // Ġ
+        assert_eq!(byte_level_byte('\u{10a}'), Some(b'\n')); // Ċ
+        assert_eq!(byte_level_byte('\u{100}'), Some(0));
+        assert_eq!(byte_level_byte('\u{143}'), Some(173)); // the last of the 68
+        assert_eq!(byte_level_byte('\u{e9}'), Some(0xe9));
+        assert_eq!(byte_level_byte('\u{144}'), None);
+        assert_eq!(byte_level_byte(' '), None);
+    }
 
     #[test]
     fn round_trip_and_pieces() {
