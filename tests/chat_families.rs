@@ -123,7 +123,11 @@ fn special_token_text_is_plain_in_token_mode_and_refused_in_text_mode() {
             .encode(true)
             .unwrap();
         let count = |ids: &[u32]| ids.iter().filter(|&&i| i == turn_end_id).count();
-        assert_eq!(count(&ids), count(&clean), "{model}: the message added a turn end");
+        assert_eq!(
+            count(&ids),
+            count(&clean),
+            "{model}: the message added a turn end"
+        );
     }
 }
 
@@ -137,14 +141,21 @@ fn the_budget_counts_exactly_and_drops_the_oldest_exchange() {
             .with_template_tokenizer(tok.clone());
         let full = chat.fit().unwrap();
         assert!(full.exact);
-        assert_eq!(full.prompt_tokens as usize, chat.encode(true).unwrap().len());
+        assert_eq!(
+            full.prompt_tokens as usize,
+            chat.encode(true).unwrap().len()
+        );
 
         // Without the first exchange the prompt is this long: a budget of exactly that.
         let shorter = [
             Message::system("You are terse."),
             Message::user("What is 2 + 2?"),
         ];
-        let short_len = tok.encode(&t, &TemplateInput::new(&shorter)).unwrap().token_ids.len();
+        let short_len = tok
+            .encode(&t, &TemplateInput::new(&shorter))
+            .unwrap()
+            .token_ids
+            .len();
         assert!(short_len < full.prompt_tokens as usize);
         let mut chat = chat.with_budget(ContextBudget::new(short_len as u32 + 8, 8));
         let fit = chat.fit().unwrap();
@@ -179,7 +190,11 @@ fn chat_turns_on_the_mock_in_token_and_text_mode() {
     for model in FAMILIES {
         let t = template(model);
         let tok = tokenizer(model);
-        let (m, _file) = mock_model(MockModel::new().echo().tokenizer_json(model_file(model, "tokenizer.json")));
+        let (m, _file) = mock_model(
+            MockModel::new()
+                .echo()
+                .tokenizer_json(model_file(model, "tokenizer.json")),
+        );
         let mut session = m.session().unwrap();
         for token_mode in [true, false] {
             let mut chat = Conversation::for_template(t.clone());
@@ -188,16 +203,28 @@ fn chat_turns_on_the_mock_in_token_and_text_mode() {
             }
             chat.set_system("Echo the user.");
             for user in ["Hello there", "How are you?"] {
-                let mut stream = session.chat(&mut chat, user, &GenerateOptions::new()).unwrap();
+                let mut stream = session
+                    .chat(&mut chat, user, &GenerateOptions::new())
+                    .unwrap();
                 let text: String = stream.by_ref().map(|t| t.unwrap().text).collect();
                 assert_eq!(text, user, "{model} token mode {token_mode}");
-                assert_eq!(stream.finish_reason(), Some(&FinishReason::EndOfTurn), "{model}");
+                assert_eq!(
+                    stream.finish_reason(),
+                    Some(&FinishReason::EndOfTurn),
+                    "{model}"
+                );
                 assert_eq!(stream.reasoning(), None);
             }
             let roles: Vec<Role> = chat.messages().iter().map(|m| m.role).collect();
             assert_eq!(
                 roles,
-                [Role::System, Role::User, Role::Assistant, Role::User, Role::Assistant]
+                [
+                    Role::System,
+                    Role::User,
+                    Role::Assistant,
+                    Role::User,
+                    Role::Assistant
+                ]
             );
             assert_eq!(chat.messages()[4].content, "How are you?");
         }
@@ -267,7 +294,11 @@ const REASONED: [&str; 3] = [
 /// prompts the mock received, and the cache's stats.
 fn reasoning_turns(
     cache: Option<&Path>,
-) -> (Vec<(String, Option<String>)>, Vec<String>, Option<rkllm::chat::ChatCacheStats>) {
+) -> (
+    Vec<(String, Option<String>)>,
+    Vec<String>,
+    Option<rkllm::chat::ChatCacheStats>,
+) {
     let model = "qwen2_5";
     let (m, _file) = mock_model(
         MockModel::new()
@@ -299,7 +330,10 @@ fn reasoning_turns(
     // The conversation keeps the answers as content, the reasoning apart.
     assert_eq!(conversation.messages()[1].content, "It is 4.");
     assert_eq!(conversation.reasoning(1), Some("Add them."));
-    assert!(conversation.messages().iter().all(|m| !m.content.contains("think>")));
+    assert!(conversation
+        .messages()
+        .iter()
+        .all(|m| !m.content.contains("think>")));
     (replies, prompts, chat.cache_stats())
 }
 
@@ -335,7 +369,9 @@ fn reasoning_is_split_streamed_and_given_back_to_the_template() {
     let mut session = m.session().unwrap();
     let t = chatml(KEEPS_REASONING);
     let mut chat = Conversation::for_template(t.clone()).with_template_tokenizer(tokenizer(model));
-    let mut stream = session.chat(&mut chat, "2 + 2?", &GenerateOptions::new()).unwrap();
+    let mut stream = session
+        .chat(&mut chat, "2 + 2?", &GenerateOptions::new())
+        .unwrap();
     let mut reasoning_seen = Vec::new();
     while let Some(token) = stream.next() {
         token.unwrap();
@@ -344,7 +380,11 @@ fn reasoning_is_split_streamed_and_given_back_to_the_template() {
     assert_eq!(stream.reply(), "<think>\nCount.\n</think>\n\nFour.");
     assert_eq!(stream.answer(), "Four.");
     assert_eq!(stream.reasoning(), Some("Count."));
-    assert_eq!(reasoning_seen.first(), Some(&None), "nothing decided before `<think>`");
+    assert_eq!(
+        reasoning_seen.first(),
+        Some(&None),
+        "nothing decided before `<think>`"
+    );
     drop(stream);
     assert_eq!(chat.messages()[1], Message::assistant("Four."));
     assert_eq!(chat.reasoning(1), Some("Count."));

@@ -16,7 +16,8 @@
 //! | `--model PATH`       | the `.rkllm` model (with `--mock`: a mock model file)          |
 //! | `--lib PATH`         | the runtime library for `--model`; refused with `--mock`       |
 //! | `--mock`             | the mock runtime                                               |
-//! | `--tokenizer PATH`   | Gemma 2 `tokenizer.json`: exact counts, prompts as token ids   |
+//! | `--tokenizer PATH`   | Gemma 2 `tokenizer.json`: exact counts, prompts as token ids (with `--template`: that model's `tokenizer.json` or its directory) |
+//! | `--template PATH`    | the model's chat template: its `tokenizer_config.json`, or the directory holding it and its `tokenizer.json` |
 //! | `--max-context N`    | context length in tokens, prompt and reply                     |
 //! | `--max-new-tokens N` | reply length limit in tokens (not `--max-tokens`)              |
 //! | `--system TEXT`      | system prompt                                                  |

@@ -9,12 +9,12 @@
 use std::sync::Arc;
 
 use super::budget::{Counter, BOS_TOKENS, GENERATION_PROMPT_TOKENS};
-#[cfg(feature = "tokenizer")]
-use super::GemmaTokenizer;
-#[cfg(feature = "template")]
-use super::hf::{HfChatTemplate, TemplateInput};
 #[cfg(all(feature = "template", feature = "tokenizer"))]
 use super::hf::TemplateTokenizer;
+#[cfg(feature = "template")]
+use super::hf::{HfChatTemplate, TemplateInput};
+#[cfg(feature = "tokenizer")]
+use super::GemmaTokenizer;
 use super::{ChatError, Gemma2Template, Message, Role, SystemStyle};
 use crate::Result;
 
@@ -339,7 +339,9 @@ impl Conversation {
             return Err(ChatError::Empty);
         }
         if let Some(family) = &chat.family {
-            family.template.render(&chat.template_input(&chat.messages, &chat.reasoning, false))?;
+            family
+                .template
+                .render(&chat.template_input(&chat.messages, &chat.reasoning, false))?;
         }
         Ok(chat)
     }
@@ -848,7 +850,8 @@ impl Conversation {
         reasoning: &[Option<String>],
         add_generation_prompt: bool,
     ) -> TemplateInput {
-        TemplateInput::with_reasoning(messages, reasoning).add_generation_prompt(add_generation_prompt)
+        TemplateInput::with_reasoning(messages, reasoning)
+            .add_generation_prompt(add_generation_prompt)
     }
 
     /// [`fit`](Self::fit) for a model's own template: the prompt is counted whole (rendered

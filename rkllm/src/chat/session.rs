@@ -526,7 +526,10 @@ impl<S, C: BorrowMut<Conversation>> ChatStream<S, C> {
     /// [`complete`](Self::complete) returns them as [`Completion::text`] and
     /// [`Completion::reasoning`].
     pub fn reasoning(&self) -> Option<&str> {
-        let saw = self.splitter.as_ref().is_some_and(ReasoningSplitter::saw_reasoning)
+        let saw = self
+            .splitter
+            .as_ref()
+            .is_some_and(ReasoningSplitter::saw_reasoning)
             || !self.reasoning.is_empty();
         saw.then_some(self.reasoning.as_str())
     }

@@ -588,7 +588,10 @@ pub fn hidden_value(token_id: i32, d: usize, dim: usize) -> f32 {
 const USER_TURNS: [(&[u8], &[u8]); 3] = [
     (b"<start_of_turn>user\n", b"<end_of_turn>"),
     (b"<|im_start|>user\n", b"<|im_end|>"),
-    (b"<|start_header_id|>user<|end_header_id|>\n\n", b"<|eot_id|>"),
+    (
+        b"<|start_header_id|>user<|end_header_id|>\n\n",
+        b"<|eot_id|>",
+    ),
 ];
 
 /// For a chat-formatted prompt (Gemma 2, ChatML or Llama 3), the text of its last user turn

@@ -304,7 +304,8 @@ pub(crate) struct JsonTokenizer {
 #[cfg(feature = "tokenizer")]
 fn byte_level_byte(c: char) -> Option<u8> {
     let n = c as u32;
-    let printable = |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
     if printable(n) {
         return u8::try_from(n).ok();
     }
