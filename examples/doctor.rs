@@ -118,15 +118,15 @@ fn report(path: &Path, runtime: Runtime) -> Result<bool, Failure> {
 
     section("result: the model loaded");
     println!("load time: {:.2} s", load_time.as_secs_f64());
-    match model.runtime_info() {
-        Some(info) => {
-            println!("runtime version: {}", info.runtime_version);
-            let unknown = || "unknown".to_owned();
+    let init = model.init_diagnosis();
+    match init.runtime_version() {
+        Some(version) => {
+            println!("runtime version: {version}");
             println!(
                 "rknpu driver: {}",
-                info.driver_version.unwrap_or_else(unknown)
+                init.driver_version().unwrap_or("unknown")
             );
-            println!("platform: {}", info.platform.unwrap_or_else(unknown));
+            println!("platform: {}", init.platform().unwrap_or("unknown"));
         }
         None => println!("the runtime printed no version line"),
     }

@@ -37,6 +37,18 @@ CANNOT_RUN_LIB=(
   diagnosis::capture::tests::descriptors_restored_after_normal_run_and_panic
   # pushes megabytes through a pipe: still running after 11 minutes
   diagnosis::capture::tests::large_write_does_not_deadlock
+  # statfs (the prefix store checks its directory is not a tmpfs when it opens)
+  chat::prefix_store::behaviour::a_cache_is_never_used_across_a_model_runtime_or_template_change
+  chat::prefix_store::behaviour::a_changed_or_truncated_file_is_refused_and_removed
+  chat::prefix_store::behaviour::a_damaged_or_foreign_index_is_refused_and_its_files_deleted
+  chat::prefix_store::behaviour::a_saved_system_prefix_is_found_for_a_longer_prompt
+  chat::prefix_store::behaviour::a_stored_system_prefix_survives_a_restart
+  chat::prefix_store::behaviour::a_tmpfs_directory_is_refused_unless_allowed
+  chat::prefix_store::behaviour::an_abandoned_save_leaves_nothing_behind
+  chat::prefix_store::behaviour::eviction_keeps_the_files_within_the_budget_least_recently_used_first
+  chat::prefix_store::behaviour::the_longest_stored_prefix_wins
+  # getrlimit, statfs
+  chat::prefix_store::behaviour::with_the_mock::a_stored_system_prompt_is_loaded_by_the_runtime_after_a_restart
 )
 # Too slow under Miri for the time CI has, and safe code only (no unsafe, no threads): the
 # ordinary test run covers it.

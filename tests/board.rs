@@ -84,21 +84,22 @@ fn gemma(user: &str) -> String {
 #[ignore = "board only: RKLLM_TEST_MODEL=... cargo test --test board -- --ignored"]
 fn loads_and_reports_the_runtime() {
     let board = board();
-    let info = board
-        .model
-        .runtime_info()
+    let init = board.model.init_diagnosis();
+    let version = init
+        .runtime_version()
         .expect("the runtime printed its version line at init");
     assert!(
-        info.runtime_version.starts_with("1.1."),
-        "runtime {info:?} is not 1.1.x"
+        version.starts_with("1.1."),
+        "runtime {version} is not 1.1.x"
     );
-    let platform = info.platform.as_deref().unwrap_or_default();
+    let platform = init.platform().unwrap_or_default();
     assert!(
         ["RK3588", "RK3576"].contains(&platform),
         "platform {platform:?}"
     );
     eprintln!(
-        "runtime: {info:?}; library {}",
+        "runtime: {version}, rknpu driver {:?}, platform {platform}; library {}",
+        init.driver_version(),
         board.model.runtime().origin()
     );
 }

@@ -331,10 +331,14 @@ fn a_missing_model_file_fails_before_init() {
 #[test]
 fn runtime_info_comes_from_the_version_line() {
     let model = common::load(&MockModel::new().driver_version("0.9.8"));
-    let info = model.runtime_info().expect("the version line was captured");
-    assert_eq!(info.runtime_version, "1.1.1");
-    assert_eq!(info.driver_version.as_deref(), Some("0.9.8"));
-    assert_eq!(info.platform.as_deref(), Some("RK3588"));
+    let init = model.init_diagnosis();
+    assert_eq!(
+        init.runtime_version(),
+        Some("1.1.1"),
+        "the version line was captured"
+    );
+    assert_eq!(init.driver_version(), Some("0.9.8"));
+    assert_eq!(init.platform(), Some("RK3588"));
 }
 
 #[test]

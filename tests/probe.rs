@@ -110,8 +110,7 @@ fn the_default_mock_is_reported_as_configured() {
     assert!(timing.ratio() < 0.3, "{timing:?}");
 
     // The header names the runtime the way its init line does.
-    let info = report.runtime_info().expect("version line");
-    assert_eq!(info.runtime_version, "1.1.1");
+    assert_eq!(report.init_diagnosis().runtime_version(), Some("1.1.1"));
     let text = report.to_string();
     assert!(
         text.contains("runtime 1.1.1, rknpu driver 0.9.8, platform RK3588"),

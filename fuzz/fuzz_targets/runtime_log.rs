@@ -2,11 +2,11 @@
 //!
 //! Invariants checked, beyond "does not panic":
 //! - every error line is one of the kept lines, in the same order;
-//! - the cause is `none` exactly when there is no error line, and its stable name parses back;
+//! - the cause is `none` exactly when there is no error line, and its stable name reads back;
 //! - kept lines are clean: no newline, no escape character, no trailing whitespace, not blank;
 //! - parsing is idempotent: the kept lines, parsed again, give the same diagnosis;
-//! - `runtime_info` agrees with the version accessors;
-//! - a version found in the text prints as a version that parses back to itself;
+//! - the driver version and platform come only with the runtime's version line;
+//! - a version found in the text prints as a version that is found again as itself;
 //! - an `InitError` built from the diagnosis renders its summary, fix and bug report.
 #![no_main]
 
@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
         d.cause(),
         d.error_lines().len()
     );
-    assert_eq!(d.cause().as_str().parse::<Cause>(), Ok(d.cause()));
+    assert_eq!(Cause::from_name(d.cause().as_str()), Some(d.cause()));
 
     for l in d.lines() {
         assert!(!l.contains('\n'), "kept line {l:?} holds a newline");
@@ -52,13 +52,8 @@ fuzz_target!(|data: &[u8]| {
         "parsing the kept lines again changed the diagnosis"
     );
 
-    match d.runtime_info() {
-        Some(info) => {
-            assert_eq!(Some(info.runtime_version.as_str()), d.runtime_version());
-            assert_eq!(info.driver_version.as_deref(), d.driver_version());
-            assert_eq!(info.platform.as_deref(), d.platform());
-        }
-        None => assert_eq!(d.runtime_version(), None),
+    if d.runtime_version().is_none() {
+        assert_eq!((d.driver_version(), d.platform()), (None, None));
     }
     assert_eq!(d.platform_supported().is_some(), d.platform().is_some());
 
@@ -66,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
         let n = v.components().len();
         assert!((2..=4).contains(&n), "{n} components in {v}");
         let printed = v.to_string();
-        let back: Version = printed.parse().expect("a printed version parses");
+        let back = Version::find_in(&printed).expect("a printed version is found again");
         assert_eq!(back, v);
         assert_eq!(back.components(), v.components());
     }

@@ -108,7 +108,7 @@ pub use input::{GenerateOptions, Input};
 pub use lora::LoraAdapter;
 pub use model::Model;
 pub use runtime::Runtime;
-pub use session::{PromptCache, Session, SessionWait, TokenStream};
+pub use session::{PromptCache, Session, TokenStream};
 pub use stream::{Completion, FinishReason, Refused, RunEnd, Timings, Token};
 
 /// The examples of the package's `README.md` (the repository's README), run as doctests when

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::diagnosis::{Diagnosis, RuntimeInfo};
+use crate::diagnosis::Diagnosis;
 use crate::error::{c_string, path_c_string, Error, Result};
 use crate::ffi::handle::Handle;
 use crate::ffi::AbortHandle;
@@ -134,13 +134,10 @@ impl Model {
         })
     }
 
-    /// What the runtime said about itself at init (version, driver, platform), when it
-    /// printed its version line and the log was captured.
-    pub fn runtime_info(&self) -> Option<RuntimeInfo> {
-        self.inner.diagnosis.runtime_info()
-    }
-
-    /// The runtime's log around `rkllm_init`, read into a diagnosis (warnings included).
+    /// The runtime's log around `rkllm_init`, read into a diagnosis (warnings included); what
+    /// the runtime said about itself is there too ([`Diagnosis::runtime_version`],
+    /// [`driver_version`](Diagnosis::driver_version), [`platform`](Diagnosis::platform)),
+    /// when it printed its version line and the log was captured.
     pub fn init_diagnosis(&self) -> &Diagnosis {
         &self.inner.diagnosis
     }

@@ -114,8 +114,14 @@ impl Model {
 
     /// The async form of [`session_wait`](Model::session_wait): resolves to the session
     /// when it is this caller's turn, or to a [`WaitError`]. Executor-agnostic (the timeout
-    /// needs no runtime); dropping the future leaves the queue.
-    pub fn session_async(&self, timeout: Duration) -> SessionWait {
+    /// needs no runtime); dropping the future leaves the queue. The caller joins the
+    /// queue when the future is first polled. The future is `Send`, `Unpin` and `'static`,
+    /// so it can be spawned, or kept in a struct boxed.
+    pub fn session_async(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = std::result::Result<Session, WaitError>> + Send + Unpin + 'static
+    {
         SessionWait {
             inner: Arc::clone(&self.inner),
             wait: self.inner.session_gate.wait(timeout),
@@ -142,7 +148,7 @@ impl Model {
 
 /// The future of [`Model::session_async`].
 #[must_use = "a future does nothing unless polled"]
-pub struct SessionWait {
+struct SessionWait {
     inner: Arc<ModelInner>,
     wait: GateWait,
 }

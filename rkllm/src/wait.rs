@@ -389,8 +389,13 @@ impl<T> FairMutex<T> {
     }
 
     /// Waits for the value in turn, at most `timeout`, without blocking: executor-agnostic,
-    /// and dropping the future leaves the queue.
-    pub fn lock_async(&self, timeout: Duration) -> FairLock<T> {
+    /// and dropping the future leaves the queue. The caller joins the queue when the future is
+    /// first polled. The future is `Unpin`, `'static` when `T` is, and `Send` when `T` is
+    /// `Send`.
+    pub fn lock_async(
+        &self,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<FairGuard<T>, WaitError>> + Unpin {
         FairLock {
             mutex: self.clone(),
             wait: self.slot.gate.wait(timeout),
@@ -400,7 +405,7 @@ impl<T> FairMutex<T> {
 
 /// The future of [`FairMutex::lock_async`].
 #[must_use = "a future does nothing unless polled"]
-pub struct FairLock<T> {
+struct FairLock<T> {
     mutex: FairMutex<T>,
     wait: GateWait,
 }

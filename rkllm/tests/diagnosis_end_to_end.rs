@@ -144,10 +144,14 @@ fn null_handle() {
 fn success_keeps_the_runtime_info() {
     let board = Board::new("ok");
     let model = build(&MockModel::new().answer("hi"), &board).expect("mock init");
-    let info = model.runtime_info().expect("version line captured");
-    assert_eq!(info.runtime_version, "1.1.1");
-    assert_eq!(info.platform.as_deref(), Some("RK3588"));
-    assert_eq!(model.init_diagnosis().cause(), Cause::None);
+    let init = model.init_diagnosis();
+    assert_eq!(
+        init.runtime_version(),
+        Some("1.1.1"),
+        "version line captured"
+    );
+    assert_eq!(init.platform(), Some("RK3588"));
+    assert_eq!(init.cause(), Cause::None);
 }
 
 #[test]

@@ -53,7 +53,7 @@ fn no_timestamps_other_sizes_and_errnos() {
     assert_eq!(d.requested_bytes(), Some(4_022_861_824));
     assert_eq!(d.errno(), Some(12));
     assert_eq!(d.runtime_version(), None);
-    assert_eq!(d.runtime_info(), None);
+    assert_eq!((d.driver_version(), d.platform()), (None, None));
     // The last line had no newline and still counts.
     assert_eq!(d.error_lines().len(), 3);
 }
@@ -222,10 +222,9 @@ fn unmarked_runtime_failure_lines_count() {
 #[test]
 fn version_line_forms() {
     let d = Diagnosis::parse(VERSION);
-    let info = d.runtime_info().expect("version line");
-    assert_eq!(info.runtime_version, "1.1.1");
-    assert_eq!(info.driver_version.as_deref(), Some("0.9.8"));
-    assert_eq!(info.platform.as_deref(), Some("RK3588"));
+    assert_eq!(d.runtime_version(), Some("1.1.1"), "version line");
+    assert_eq!(d.driver_version(), Some("0.9.8"));
+    assert_eq!(d.platform(), Some("RK3588"));
 
     let d = Diagnosis::parse(
         "rkllm-runtime version: 1.0.1, rknpu driver version: 0.8.2, platform: RK3588",

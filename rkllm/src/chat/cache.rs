@@ -344,8 +344,10 @@ impl PromptCacheState {
             ModelFileIdentity::new(model.path(), u64::MAX, now)
         });
         let runtime_version = model
-            .runtime_info()
-            .map_or_else(|| "unknown".to_owned(), |i| i.runtime_version);
+            .init_diagnosis()
+            .runtime_version()
+            .unwrap_or("unknown")
+            .to_owned();
         let mut options = StoreOptions::new(config.budget_bytes).allow_tmpfs(config.allow_tmpfs);
         if let Some(n) = config.max_entries {
             options = options.max_entries(n);

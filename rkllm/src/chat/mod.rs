@@ -30,7 +30,7 @@ mod hf;
 #[cfg(feature = "tokenizer")]
 mod lean_tokenizer;
 mod message;
-pub mod prefix_store;
+pub(crate) mod prefix_store;
 pub mod reasoning;
 mod role;
 mod session;

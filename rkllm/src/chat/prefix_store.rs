@@ -32,29 +32,9 @@
 //! * **Whether it pays.** [`ReuseCost`] compares the prefill a cache saves with the time its
 //!   file takes to read or write at the disk's measured speed.
 //!
-//! One store object should own a directory at a time.
-//!
-//! ```
-//! use rkllm::chat::prefix_store::{CacheContext, ModelFileIdentity, Prefix, PrefixStore, PromptRef, StoreOptions};
-//! # fn main() -> rkllm::Result<()> {
-//! # let dir = std::env::temp_dir().join(format!("rkllm-prefix-doc-{}", std::process::id()));
-//! # std::fs::create_dir_all(&dir).unwrap();
-//! # let model = dir.join("model.rkllm");
-//! # std::fs::write(&model, b"model").unwrap();
-//! let context = CacheContext::new(ModelFileIdentity::of_file(&model)?, "1.1.1", "gemma2/merge");
-//! let mut store = PrefixStore::open(&dir, context, StoreOptions::new(1 << 30).allow_tmpfs(true))?;
-//! let system: Vec<u32> = vec![2, 106, 1645, 108];
-//! let pending = store.prepare_save(Prefix::Tokens(system.clone()));
-//! // ... run the prompt with `save_prompt_cache` pointing at `pending.path()` ...
-//! # std::fs::write(pending.path(), b"the runtime's cache").unwrap();
-//! store.commit(pending)?;
-//! let prompt = [2, 106, 1645, 108, 4521, 107];
-//! let hit = store.lookup(PromptRef::Tokens(&prompt)).expect("the system prefix is stored");
-//! assert_eq!(hit.prefix_len, 4);
-//! // ... load `hit.path` with the runtime's prompt-cache loader, then run `prompt` ...
-//! # std::fs::remove_dir_all(&dir).ok();
-//! # Ok(()) }
-//! ```
+//! One store object should own a directory at a time. Users reach the store through
+//! [`PromptCacheConfig`](super::PromptCacheConfig) and [`ChatSession`](super::ChatSession);
+//! its tests are in `prefix_store_tests.rs`.
 
 use std::fmt::Write as _;
 use std::fs::File;
@@ -161,11 +141,6 @@ impl Prefix {
             Prefix::Tokens(t) => t.len(),
             Prefix::Text(s) => s.len(),
         }
-    }
-
-    /// Whether it is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Whether `prompt` begins with this prefix (a token prefix only matches token prompts,
@@ -335,16 +310,6 @@ impl PrefixStore {
         Ok(store)
     }
 
-    /// The directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    /// The budget in bytes.
-    pub fn budget_bytes(&self) -> u64 {
-        self.options.budget_bytes
-    }
-
     /// The context lookups and saves use now.
     pub fn context(&self) -> &CacheContext {
         &self.context
@@ -373,11 +338,13 @@ impl PrefixStore {
     }
 
     /// Entries stored (every context).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// Whether nothing is stored.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -789,18 +756,7 @@ fn parse_index(bytes: &[u8]) -> Option<(u64, u64, Vec<Entry>)> {
 /// size per token (the probe measures it; for a model's KV shape it is `layers × 2 × kv_heads
 /// × head_dim × bytes per value`), and the disk's speed measured where the caches go.
 ///
-/// ```
-/// use rkllm::chat::prefix_store::ReuseCost;
-///
-/// // Gemma2-2B w8a8 on RK3588: 5.35 ms of prefill per token, 106,496 cache bytes per token.
-/// let fast = ReuseCost::new(0.005_35, 106_496.0, 100e6);
-/// assert!(fast.should_reuse(300));
-/// assert!(fast.should_save(300, 1.0));
-/// // On a 10 MB/s SD card, reading a token's cache (10.6 ms) costs more than prefilling it.
-/// let slow = ReuseCost::new(0.005_35, 106_496.0, 10e6);
-/// assert!(!slow.should_reuse(300));
-/// assert!(!slow.should_save(300, 5.0));
-/// ```
+/// See `an_sd_card_is_too_slow_for_the_cache` in the tests for an example.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReuseCost {
     /// Seconds of prefill per prompt token.
@@ -815,6 +771,7 @@ pub struct ReuseCost {
 
 impl ReuseCost {
     /// A cost model with one disk speed for reading and writing.
+    #[cfg(test)]
     pub fn new(
         prefill_seconds_per_token: f64,
         cache_bytes_per_token: f64,
@@ -848,13 +805,16 @@ impl ReuseCost {
         seconds(bytes, self.write_bytes_per_second)
     }
 
-    /// Whether loading a cache of a `prefix_tokens` prefix costs less than prefilling it.
+    /// Whether loading a cache of a `prefix_tokens` prefix costs less than prefilling it (the
+    /// probe's advice; the chat session compares whole turns, see `chat::cache`).
+    #[cfg(any(test, feature = "probe"))]
     pub fn should_reuse(&self, prefix_tokens: usize) -> bool {
         self.should_reuse_file(prefix_tokens, self.cache_bytes(prefix_tokens) as u64)
     }
 
     /// Whether loading a cache file of `file_bytes` (its real size, when known) costs less
     /// than prefilling the `prefix_tokens` it covers.
+    #[cfg(any(test, feature = "probe"))]
     pub fn should_reuse_file(&self, prefix_tokens: usize, file_bytes: u64) -> bool {
         prefix_tokens > 0
             && self.read_seconds(file_bytes as f64) < self.prefill_seconds(prefix_tokens)
@@ -879,6 +839,10 @@ fn seconds(bytes: f64, per_second: f64) -> f64 {
         f64::INFINITY
     }
 }
+
+#[cfg(test)]
+#[path = "prefix_store_tests.rs"]
+mod behaviour;
 
 #[cfg(test)]
 mod tests {

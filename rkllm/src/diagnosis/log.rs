@@ -5,9 +5,6 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::str::FromStr;
-
-use super::ParseError;
 
 /// Why `rkllm_init` failed, as read from the runtime's log.
 ///
@@ -58,6 +55,12 @@ impl Cause {
         }
     }
 
+    /// The cause a stable name ([`as_str`](Cause::as_str)) stands for; `None` for any other
+    /// text.
+    pub fn from_name(name: &str) -> Option<Cause> {
+        Cause::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     /// Rank when several signatures appear: lower wins.
     fn precedence(self) -> u8 {
         match self {
@@ -75,31 +78,6 @@ impl fmt::Display for Cause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
-}
-
-impl FromStr for Cause {
-    type Err = ParseError;
-
-    /// Parses a stable name as returned by [`Cause::as_str`].
-    fn from_str(s: &str) -> Result<Cause, ParseError> {
-        Cause::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| ParseError::new("unknown init failure cause", s))
-    }
-}
-
-/// What the runtime reports about itself at every `rkllm_init`, from the line
-/// `rkllm-runtime version: 1.1.1, rknpu driver version: 0.9.8, platform: RK3588`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub struct RuntimeInfo {
-    /// The runtime library's version, e.g. `1.1.1`.
-    pub runtime_version: String,
-    /// The rknpu kernel driver's version as the runtime read it, e.g. `0.9.8`.
-    pub driver_version: Option<String>,
-    /// The SoC, e.g. `RK3588`.
-    pub platform: Option<String>,
 }
 
 /// The structured reading of what the runtime printed around `rkllm_init`.
@@ -241,15 +219,6 @@ impl Diagnosis {
     /// Whether the runtime warned that the rknpu driver is too old (below 0.9.7).
     pub fn driver_too_old(&self) -> bool {
         self.driver_too_old
-    }
-
-    /// The version line's contents, when the runtime printed one.
-    pub fn runtime_info(&self) -> Option<RuntimeInfo> {
-        Some(RuntimeInfo {
-            runtime_version: self.runtime_version.clone()?,
-            driver_version: self.driver_version.clone(),
-            platform: self.platform.clone(),
-        })
     }
 
     /// Every non-empty line captured, colour codes and carriage returns removed. Attach these
@@ -568,9 +537,10 @@ mod tests {
     #[test]
     fn cause_names_round_trip() {
         for cause in Cause::ALL {
-            assert_eq!(cause.as_str().parse::<Cause>(), Ok(cause));
+            assert_eq!(Cause::from_name(cause.as_str()), Some(cause));
             assert_eq!(cause.to_string(), cause.as_str());
         }
-        assert!("oom".parse::<Cause>().is_err());
+        assert_eq!(Cause::from_name("oom"), None);
+        assert_eq!(Cause::from_name("None"), None, "names are exact");
     }
 }

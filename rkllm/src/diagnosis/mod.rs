@@ -31,26 +31,9 @@ pub(crate) use capture::{capture, run_captured, LOG_TARGET};
 #[cfg(feature = "mock")]
 pub(crate) use capture::{log_runtime_line, tap_record};
 pub use error::InitError;
-pub use log::{Cause, Diagnosis, RuntimeInfo};
+pub use log::{Cause, Diagnosis};
 pub use preflight::{OpenFilesLimit, Preflight, PreflightReport, PreflightWarning};
 pub use version::Version;
-
-/// Text that does not parse: not the stable name of a [`Cause`], or no [`Version`] in it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{what} `{text}`")]
-pub struct ParseError {
-    what: &'static str,
-    text: String,
-}
-
-impl ParseError {
-    fn new(what: &'static str, text: &str) -> ParseError {
-        ParseError {
-            what,
-            text: text.to_owned(),
-        }
-    }
-}
 
 /// A byte count in human units with the exact figure: `221.4 MiB (232128512 bytes)`.
 pub(crate) fn human_bytes(bytes: u64) -> String {

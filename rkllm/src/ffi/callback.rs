@@ -471,7 +471,8 @@ pub(crate) mod tests {
     pub(crate) static PANIC_IN_CALLBACK: AtomicBool = AtomicBool::new(false);
 
     /// Held by every unit test that runs a model, so the global panic switch above never
-    /// reaches another test's run.
+    /// reaches another test's run. (Only tests with the mock run models.)
+    #[cfg_attr(not(feature = "mock"), allow(dead_code))]
     pub(crate) static MODEL_RUNS: Mutex<()> = Mutex::new(());
 
     #[test]

@@ -76,7 +76,7 @@ impl KvGeometry {
 /// its header and loads and saves instantly.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct CacheCost {
+pub(crate) struct CacheCost {
     /// The model's KV shape; `None` = no KV payload (the file is just the header).
     pub kv: Option<KvGeometry>,
     /// Disk throughput for saving and loading, bytes per second; 0 = instant.

@@ -95,7 +95,7 @@ mod prompt_cache;
 mod stats;
 mod tokenizer;
 
-pub use cost::{CacheCost, KvGeometry};
+pub use cost::KvGeometry;
 pub use engine::{hidden_value, NO_TOKEN};
 pub use handle::live_handles_of_model;
 pub use init::{PLATFORM, RUNTIME_VERSION};
@@ -105,8 +105,8 @@ pub use memory::{
 };
 pub use model_file::{
     is_mock_model_file, AfterLastTurn, Answer, InitFailure, LogStream, MockModel, MockModelFile,
-    RunFailure, RuntimeBehaviour, RuntimeLog, Timing, TokenizerSpec, DEFAULT_ANSWER,
-    MOCK_MODEL_FORMAT, MOCK_MODEL_VERSION,
+    RunFailure, RuntimeBehaviour, RuntimeLog, Timing, DEFAULT_ANSWER, MOCK_MODEL_FORMAT,
+    MOCK_MODEL_VERSION,
 };
 pub use stats::{clear_run_log, last_run_stats, run_log, runs_of_model, InputKind, RunStats};
 pub use tokenizer::{BuiltinTokenizer, BOS_ID, BYTE_TOKEN_BASE, END_OF_TURN_ID, PIECE_BASE};

@@ -94,7 +94,7 @@ pub enum AfterLastTurn {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
-pub enum TokenizerSpec {
+pub(crate) enum TokenizerSpec {
     /// The mock's own deterministic tokenizer, see [`BuiltinTokenizer`](super::BuiltinTokenizer).
     #[default]
     Builtin,
@@ -506,8 +506,11 @@ impl MockModel {
         self
     }
 
-    /// Tokenizes with a real `tokenizer.json` (feature `tokenizer`), see
-    /// [`TokenizerSpec::Json`].
+    /// Tokenizes with a real `tokenizer.json` of the SentencePiece kind (Gemma, Llama: `▁`
+    /// for spaces, `<0xHH>` byte fallback) instead of the built-in tokenizer. Needs the crate
+    /// feature `tokenizer`; without it, init fails with a log line saying so. In file form
+    /// `"tokenizer": {"kind": "json", "path": "tokenizer.json"}` (a relative path is relative
+    /// to the mock model file's directory).
     pub fn tokenizer_json(mut self, path: impl Into<PathBuf>) -> Self {
         self.tokenizer = TokenizerSpec::Json { path: path.into() };
         self
@@ -545,12 +548,6 @@ impl MockModel {
     /// records both.
     pub fn disk_bytes_per_second(mut self, bytes_per_second: f64) -> Self {
         self.prompt_cache.disk_bytes_per_second = bytes_per_second;
-        self
-    }
-
-    /// Sets the prompt-cache cost model at once.
-    pub fn cache_cost(mut self, cost: CacheCost) -> Self {
-        self.prompt_cache = cost;
         self
     }
 

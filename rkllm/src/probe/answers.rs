@@ -245,7 +245,7 @@ impl MeasuredCacheCost {
     }
 
     /// The cost model these figures make.
-    pub fn reuse_cost(&self) -> crate::chat::prefix_store::ReuseCost {
+    pub(crate) fn reuse_cost(&self) -> crate::chat::prefix_store::ReuseCost {
         crate::chat::prefix_store::ReuseCost {
             prefill_seconds_per_token: self.prefill_seconds_per_token,
             cache_bytes_per_token: self.bytes_per_token(),

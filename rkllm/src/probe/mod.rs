@@ -251,7 +251,7 @@ pub fn run(config: &ProbeConfig) -> Result<ProbeReport> {
         .max_context_len(config.max_context_len)
         .max_new_tokens(config.max_new_tokens)
         .build()?;
-    let mut report = ProbeReport::new(config, model.runtime_info(), model.init_diagnosis());
+    let mut report = ProbeReport::new(config, model.init_diagnosis());
     drop(model);
 
     let counter = TokenCounter::load(config.tokenizer.as_deref());

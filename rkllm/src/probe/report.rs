@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::answers::{AbortEnding, CacheTiming, EndOfTurn, Finding, MeasuredCacheCost, Question};
 use super::ProbeConfig;
 use crate::chat;
-use crate::diagnosis::{Diagnosis, RuntimeInfo};
+use crate::diagnosis::Diagnosis;
 use crate::settings::{
     AddsBos, CallbackThread, ContextOverflow, FinishText, PromptCacheReuse, RunningSense,
     SecondModel, WaitingText,
@@ -69,7 +69,7 @@ pub struct ProbeReport {
     origin: String,
     mock: bool,
     model: PathBuf,
-    info: Option<RuntimeInfo>,
+    init: Diagnosis,
     pub(crate) notes: Vec<String>,
     pub(crate) callback_thread: Finding<CallbackThread>,
     pub(crate) abort_ending: Finding<AbortEnding>,
@@ -86,11 +86,7 @@ pub struct ProbeReport {
 }
 
 impl ProbeReport {
-    pub(crate) fn new(
-        config: &ProbeConfig,
-        info: Option<RuntimeInfo>,
-        init: &Diagnosis,
-    ) -> ProbeReport {
+    pub(crate) fn new(config: &ProbeConfig, init: &Diagnosis) -> ProbeReport {
         let mut notes = Vec::new();
         if init.driver_too_old() {
             notes.push("the runtime warned that the rknpu driver is too old".to_owned());
@@ -99,7 +95,7 @@ impl ProbeReport {
             origin: config.runtime.origin().to_owned(),
             mock: config.runtime.is_mock(),
             model: config.model.clone(),
-            info,
+            init: init.clone(),
             notes,
             callback_thread: Finding::skipped(),
             abort_ending: Finding::skipped(),
@@ -130,9 +126,10 @@ impl ProbeReport {
         }
     }
 
-    /// What the runtime said about itself at init (version, driver, platform).
-    pub fn runtime_info(&self) -> Option<&RuntimeInfo> {
-        self.info.as_ref()
+    /// The runtime's log around init, read into a diagnosis: what the runtime said about
+    /// itself (version, driver, platform) and its warnings.
+    pub fn init_diagnosis(&self) -> &Diagnosis {
+        &self.init
     }
 
     /// Where the runtime's functions came from (library path, or the mock).
@@ -352,13 +349,12 @@ impl fmt::Display for ProbeReport {
             "RKLLM runtime probe (rkllm {})",
             env!("CARGO_PKG_VERSION")
         )?;
-        match &self.info {
-            Some(i) => writeln!(
+        match self.init.runtime_version() {
+            Some(version) => writeln!(
                 f,
-                "runtime {}, rknpu driver {}, platform {}",
-                i.runtime_version,
-                i.driver_version.as_deref().unwrap_or("?"),
-                i.platform.as_deref().unwrap_or("?")
+                "runtime {version}, rknpu driver {}, platform {}",
+                self.init.driver_version().unwrap_or("?"),
+                self.init.platform().unwrap_or("?")
             )?,
             None => writeln!(f, "runtime version: not printed at init")?,
         }

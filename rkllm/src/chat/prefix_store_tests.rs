@@ -1,21 +1,26 @@
-//! The prefix store: longest match, eviction within the budget, reuse across a restart, no
-//! reuse across a model or template change, damaged files and indexes refused, tmpfs refused,
-//! and the cost-aware decision.
-
-#[cfg(feature = "mock")]
-mod mock_support;
+//! The prefix store's behaviour as the chat session relies on it: longest match, eviction
+//! within the budget, reuse across a restart, no reuse across a model or template change,
+//! damaged files and indexes refused, tmpfs refused, and the cost-aware decision.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rkllm::chat::prefix_store::{
+use super::{
     CacheContext, ModelFileIdentity, Prefix, PrefixStore, PromptRef, ReuseCost, StoreOptions,
 };
+
+/// A directory of the build's target directory (never a tmpfs `/tmp`): the one that holds
+/// the test binary's `deps` directory.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    deps.parent().unwrap_or(deps).join("tmp")
+}
 
 /// A fresh directory on disk (the target directory, never a tmpfs `/tmp`).
 fn fresh_dir(name: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+    let dir = target_dir().join(format!(
         "prefix-store-{name}-{}-{}",
         std::process::id(),
         N.fetch_add(1, Ordering::Relaxed)
@@ -360,21 +365,53 @@ fn the_cost_model_reuses_and_saves_only_when_it_pays() {
     assert!(!ReuseCost::new(prefill, per_token, 0.0).should_reuse(300));
 }
 
+/// The store's round trip in the order the chat session uses it: save a system prefix, find
+/// it for a longer prompt.
+#[test]
+fn a_saved_system_prefix_is_found_for_a_longer_prompt() -> crate::Result<()> {
+    let f = Fixture::new("example");
+    let context = CacheContext::new(
+        ModelFileIdentity::of_file(&f.model)?,
+        "1.1.1",
+        "gemma2/merge",
+    );
+    let mut store = PrefixStore::open(&f.store_dir, context, StoreOptions::new(1 << 30))?;
+    let system: Vec<u32> = vec![2, 106, 1645, 108];
+    let pending = store.prepare_save(Prefix::Tokens(system.clone()));
+    // The runtime writes the file during the run (`save_prompt_cache`).
+    std::fs::write(pending.path(), b"the runtime's cache").unwrap();
+    store.commit(pending)?;
+    let prompt = [2, 106, 1645, 108, 4521, 107];
+    let hit = store
+        .lookup(PromptRef::Tokens(&prompt))
+        .expect("the system prefix is stored");
+    assert_eq!(hit.prefix_len, 4);
+    Ok(())
+}
+
+#[test]
+fn an_sd_card_is_too_slow_for_the_cache() {
+    // Gemma2-2B w8a8 on RK3588: 5.35 ms of prefill per token, 106,496 cache bytes per token.
+    let fast = ReuseCost::new(0.005_35, 106_496.0, 100e6);
+    assert!(fast.should_reuse(300));
+    assert!(fast.should_save(300, 1.0));
+    // On a 10 MB/s SD card, reading a token's cache (10.6 ms) costs more than prefilling it.
+    let slow = ReuseCost::new(0.005_35, 106_496.0, 10e6);
+    assert!(!slow.should_reuse(300));
+    assert!(!slow.should_save(300, 5.0));
+}
+
 /// The store with the mock runtime: a 300-token system prompt saved by one "process", found
 /// and loaded by the next; the runtime then prefills only the new part, and the load costs what
 /// the file's real size says.
 #[cfg(feature = "mock")]
 mod with_the_mock {
-    use std::ffi::CString;
     use std::time::Duration;
 
-    use rkllm::chat::prefix_store::{Prefix, PromptRef, ReuseCost};
-    use rkllm::mock::{last_run_stats, BuiltinTokenizer, KvGeometry, MockModel};
-    use rkllm_sys::{RKLLMInferParam, RKLLMPromptCacheParam};
-
-    use super::mock_support::*;
-
+    use super::super::{Prefix, PromptRef, ReuseCost};
     use super::Fixture;
+    use crate::mock::{runs_of_model, BuiltinTokenizer, KvGeometry, MockModel};
+    use crate::{GenerateOptions, Model, Runtime};
 
     #[test]
     fn a_stored_system_prompt_is_loaded_by_the_runtime_after_a_restart() {
@@ -394,29 +431,28 @@ mod with_the_mock {
         );
         let system_tokens = BuiltinTokenizer.encode(&system).len();
         assert!((250..350).contains(&system_tokens), "{system_tokens}");
+        let load = || {
+            Model::builder(&f.model)
+                .runtime(Runtime::mock())
+                .build()
+                .unwrap()
+        };
 
         // First process: run the system prompt once, saving its cache into the store.
         {
             let mut store = f.open(1 << 30);
-            let h = open_path(&f.model, |_| {});
+            let model = load();
+            let mut session = model.session().unwrap();
             let pending = store.prepare_save(Prefix::Text(system.clone()));
-            let c_prompt = CString::new(system.as_str()).unwrap();
-            let c_path = CString::new(pending.path().to_str().unwrap()).unwrap();
-            let mut input = prompt_input(&c_prompt);
-            let mut cache = RKLLMPromptCacheParam {
-                save_prompt_cache: 1,
-                prompt_cache_path: c_path.as_ptr(),
-            };
-            let mut infer = RKLLMInferParam {
-                prompt_cache_params: &mut cache,
-                ..Default::default()
-            };
-            assert_eq!(
-                run_input(&h, &mut input, &mut infer, &Recorder::default()),
-                0
-            );
+            let options = GenerateOptions::default().save_prompt_cache(pending.path());
+            session
+                .generate(system.as_str(), &options)
+                .unwrap()
+                .complete()
+                .unwrap();
             let saved = store.commit(pending).unwrap().unwrap();
-            assert_eq!(saved.bytes, last_run_stats(h.raw).unwrap().cache_save_bytes);
+            let run = runs_of_model(&f.model).pop().unwrap();
+            assert_eq!(saved.bytes, run.cache_save_bytes);
         }
 
         // Second process: a new conversation behind the same system prompt.
@@ -425,13 +461,15 @@ mod with_the_mock {
         let hit = store.lookup(PromptRef::Text(&prompt)).unwrap();
         let cost = ReuseCost::new(per_token_prefill, 106_496.0, disk);
         assert!(cost.should_reuse_file(system_tokens, hit.bytes));
-        let h = open_path(&f.model, |_| {});
-        let c_path = CString::new(hit.path.to_str().unwrap()).unwrap();
-        // SAFETY: a live handle and a NUL-terminated path.
-        let rc = unsafe { (api().load_prompt_cache)(h.raw, c_path.as_ptr()) };
-        assert_eq!(rc, 0);
-        assert_eq!(run_prompt(&h, &prompt).0, 0);
-        let s = last_run_stats(h.raw).unwrap();
+        let model = load();
+        let mut session = model.session().unwrap();
+        let mut cached = session.load_prompt_cache(&hit.path).unwrap();
+        cached
+            .generate(prompt.as_str(), &GenerateOptions::default())
+            .unwrap()
+            .complete()
+            .unwrap();
+        let s = runs_of_model(&f.model).pop().unwrap();
         let prompt_tokens = BuiltinTokenizer.encode(&prompt).len();
         assert_eq!(s.reused_tokens, system_tokens);
         assert_eq!(s.prefilled_tokens, prompt_tokens - system_tokens);
