@@ -296,7 +296,8 @@ impl Conversation {
     ///   "eos_token": "<|im_end|>",
     ///   "chat_template": "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
     /// }"#;
-    /// let template = HfChatTemplate::from_config_json(config, "tokenizer_config.json")?;
+    /// let template = HfChatTemplate::from_config_json(config, "tokenizer_config.json")
+    ///     .map_err(rkllm::chat::ChatError::from)?;
     /// let mut chat = Conversation::for_template(template);
     /// chat.set_system("Be brief.");
     /// chat.push_user("Hi")?;
@@ -654,7 +655,8 @@ impl Conversation {
             .map(|i| self.messages[i].content.as_str())
     }
 
-    /// The template in use.
+    /// The Gemma template (not used while the conversation has a model's own template, see
+    /// [`for_template`](Self::for_template)).
     pub fn template(&self) -> Gemma2Template {
         self.template
     }

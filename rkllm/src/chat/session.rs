@@ -28,8 +28,9 @@ impl Session {
     ///
     /// The prompt goes as token ids when the conversation has a tokenizer (recommended for
     /// Gemma: it settles who adds BOS and keeps message text from injecting control tokens),
-    /// as text otherwise. Generation stops at Gemma's `<end_of_turn>` and `<eos>` in
-    /// addition to `options`' own conditions.
+    /// as text otherwise. Generation stops at the conversation's end tokens
+    /// ([`Conversation::end_tokens`]: Gemma's `<end_of_turn>` and `<eos>`, or those of a
+    /// model's own template) in addition to `options`' own conditions.
     ///
     /// What the conversation keeps: a reply that ended normally, by a stop condition or by
     /// an abort is added as the assistant's turn (an aborted reply is kept as far as it got,
