@@ -6,8 +6,6 @@
 //! The tokenizer files come from `scripts/fetch-template-tokenizers.sh` (or
 //! `TEMPLATE_MODELS_DIR`); a missing file fails the test with that hint.
 
-mod fixtures;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -22,9 +20,11 @@ use rkllm::{Error, FinishReason, GenerateOptions, Model, Runtime};
 const FAMILIES: [&str; 2] = ["qwen2_5", "llama3_2"];
 
 fn model_file(model: &str, file: &str) -> PathBuf {
-    let path = fixtures::dir("TEMPLATE_MODELS_DIR", "template-models")
-        .join(model)
-        .join(file);
+    let dir = match std::env::var_os("TEMPLATE_MODELS_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/template-models"),
+    };
+    let path = dir.join(model).join(file);
     assert!(
         path.is_file(),
         "{} is missing: run scripts/fetch-template-tokenizers.sh (or point \
@@ -290,15 +290,17 @@ const REASONED: [&str; 3] = [
     "Subtract.\n</think>\n\nIt is 1.",
 ];
 
-/// Three turns of the reasoning template, with or without the cache: the replies, the
-/// prompts the mock received, and the cache's stats.
-fn reasoning_turns(
-    cache: Option<&Path>,
-) -> (
-    Vec<(String, Option<String>)>,
-    Vec<String>,
-    Option<rkllm::chat::ChatCacheStats>,
-) {
+/// What three turns of the reasoning template gave.
+struct Turns {
+    /// Each reply's answer and reasoning.
+    replies: Vec<(String, Option<String>)>,
+    /// The prompt each turn sent, decoded.
+    prompts: Vec<String>,
+    stats: Option<rkllm::chat::ChatCacheStats>,
+}
+
+/// Three turns of the reasoning template, with or without the cache.
+fn reasoning_turns(cache: Option<&Path>) -> Turns {
     let model = "qwen2_5";
     let (m, _file) = mock_model(
         MockModel::new()
@@ -334,14 +336,26 @@ fn reasoning_turns(
         .messages()
         .iter()
         .all(|m| !m.content.contains("think>")));
-    (replies, prompts, chat.cache_stats())
+    Turns {
+        replies,
+        prompts,
+        stats: chat.cache_stats(),
+    }
 }
 
 #[test]
 fn the_cache_is_not_used_when_a_template_changes_past_turns() {
     let dir = tempfile::tempdir().unwrap();
-    let (cached, prompts, stats) = reasoning_turns(Some(dir.path()));
-    let (plain, plain_prompts, _) = reasoning_turns(None);
+    let Turns {
+        replies: cached,
+        prompts,
+        stats,
+    } = reasoning_turns(Some(dir.path()));
+    let Turns {
+        replies: plain,
+        prompts: plain_prompts,
+        ..
+    } = reasoning_turns(None);
     assert_eq!(cached, plain);
     assert_eq!(prompts, plain_prompts);
     assert_eq!(
