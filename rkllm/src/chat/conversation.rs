@@ -165,8 +165,9 @@ pub struct Fit {
     pub prefix_epoch: u64,
 }
 
-/// A Gemma 2 conversation: system prompt, alternating user/assistant turns, a style, and
-/// optionally a context budget.
+/// A conversation: system prompt, alternating user/assistant turns, a Gemma 2 style (or a
+/// model's own chat template, see [`for_template`](Self::for_template)), and optionally a
+/// context budget.
 ///
 /// ```
 /// use rkllm::chat::{ContextBudget, Conversation, SystemStyle};
