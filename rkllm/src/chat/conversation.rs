@@ -166,7 +166,7 @@ pub struct Fit {
 }
 
 /// A conversation: system prompt, alternating user/assistant turns, a Gemma 2 style (or a
-/// model's own chat template, see [`for_template`](Self::for_template)), and optionally a
+/// model's own chat template, see `Conversation::for_template`), and optionally a
 /// context budget.
 ///
 /// ```
@@ -475,7 +475,7 @@ impl Conversation {
     }
 
     /// Changes the template (a model's own template set with
-    /// [`for_template`](Self::for_template) is dropped); the prompt's prefix changes with it.
+    /// `Conversation::for_template` is dropped); the prompt's prefix changes with it.
     pub fn set_template(&mut self, template: Gemma2Template) {
         #[cfg(feature = "template")]
         if self.family.take().is_some() {
@@ -657,7 +657,7 @@ impl Conversation {
     }
 
     /// The Gemma template (not used while the conversation has a model's own template, see
-    /// [`for_template`](Self::for_template)).
+    /// `Conversation::for_template`).
     pub fn template(&self) -> Gemma2Template {
         self.template
     }

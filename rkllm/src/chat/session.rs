@@ -517,7 +517,7 @@ impl<S, C: BorrowMut<Conversation>> ChatStream<S, C> {
     /// A reasoning model's chain of thought so far (its `<think>…</think>` block, without
     /// the tags), as far as it is decided: `None` until the reply has shown one, and always
     /// for a Gemma conversation. Only a conversation with a model's own template
-    /// ([`Conversation::for_template`](crate::chat::Conversation::for_template), feature
+    /// (`Conversation::for_template`, feature
     /// `template`) splits its replies; the split follows
     /// [`ReasoningSplitter::for_prompt`] on the rendered prompt. Text that may still be part
     /// of a tag is held back until the next token or the end decides it.
