@@ -176,11 +176,14 @@ fn the_budget_counts_exactly_and_drops_the_oldest_exchange() {
             other => panic!("{model}: {other:?}"),
         }
 
-        // Text mode: the byte count of the rendered prompt, an upper bound.
+        // Text mode: the byte count of the rendered prompt and a BOS, an upper bound.
         let mut text = Conversation::from_messages_for(t.clone(), history()).unwrap();
         let fit = text.fit().unwrap();
         assert!(!fit.exact);
-        assert_eq!(fit.prompt_tokens as usize, text.render(true).unwrap().len());
+        assert_eq!(
+            fit.prompt_tokens as usize,
+            text.render(true).unwrap().len() + 1
+        );
         assert!(fit.prompt_tokens >= full.prompt_tokens);
     }
 }

@@ -41,8 +41,9 @@ impl Family {
         }
     }
 
-    /// The prompt's tokens (exact, with the tokenizer) or UTF-8 bytes (an upper bound for
-    /// byte-level BPE and byte-fallback vocabularies alike: every byte is at most one token).
+    /// The prompt's tokens (exact, with the tokenizer), or its UTF-8 bytes plus one: an
+    /// upper bound for byte-level BPE and byte-fallback vocabularies alike (every byte is at
+    /// most one token), with room for a BOS the runtime may add to a text prompt.
     fn count(&self, input: &TemplateInput) -> Result<usize> {
         #[cfg(feature = "tokenizer")]
         if let Some(tokenizer) = &self.tokenizer {
@@ -51,7 +52,7 @@ impl Family {
                 .map_err(ChatError::from)?;
             return Ok(prompt.token_ids.len());
         }
-        Ok(self.template.render(input).map_err(ChatError::from)?.len())
+        Ok(self.template.render(input).map_err(ChatError::from)?.len() + 1)
     }
 
     /// A stable name of the template, for the prompt cache's key.
@@ -285,7 +286,7 @@ impl Conversation {
     /// Without a tokenizer the conversation renders in text mode
     /// ([`HfChatTemplate::render_text_mode`]: a message holding special-token text is
     /// refused with [`ChatError::Template`]) and the budget counts UTF-8 bytes of the whole
-    /// prompt (an upper bound). With
+    /// prompt, plus one for a BOS the runtime may add (an upper bound). With
     /// [`with_template_tokenizer`](Self::with_template_tokenizer) it encodes in token mode
     /// (special-token text in a message stays plain text) and the budget counts exactly, by
     /// encoding the whole prompt.
@@ -670,7 +671,10 @@ impl Conversation {
     /// A counter that changes whenever the rendered prompt stops being an extension of the
     /// previous one: history dropped by trimming, system prompt or template changed, a
     /// message popped, the history cleared. Adding messages does not change it. While it is
-    /// unchanged, a prompt cache of the previous prompt stays valid as a prefix.
+    /// unchanged, a prompt cache of the previous prompt stays valid as a prefix, for the Gemma
+    /// template. A model's own template may render past turns differently on the next turn
+    /// (DeepSeek-R1 drops past reasoning), so there the counter tracks the conversation's
+    /// edits only; the prompt cache never relies on it and compares the prompts themselves.
     pub fn prefix_epoch(&self) -> u64 {
         self.epoch
     }
