@@ -415,6 +415,47 @@ fn reasoning_is_split_streamed_and_given_back_to_the_template() {
 }
 
 #[test]
+fn next_split_gives_thinking_and_answer_apart_in_order() {
+    let model = "qwen2_5";
+    let reply = "<think>\nStep one. Step two.\n</think>\n\nThe answer is four.";
+    let (m, _file) = mock_model(
+        MockModel::new()
+            .answer(reply)
+            .tokenizer_json(model_file(model, "tokenizer.json")),
+    );
+    let mut session = m.session().unwrap();
+    // The inline template lists no ids: its end ids come from the tokenizer.
+    let mut chat = Conversation::for_template(chatml(KEEPS_REASONING))
+        .with_template_tokenizer(tokenizer(model));
+    let mut stream = session
+        .chat(&mut chat, "2 + 2?", &GenerateOptions::new())
+        .unwrap();
+    let mut pieces = Vec::new();
+    let mut steps = 0;
+    while let Some(step) = stream.next_split() {
+        pieces.extend(step.unwrap());
+        steps += 1;
+    }
+    assert!(steps > 3, "the pieces came a token at a time: {steps}");
+    let reasoning: String = pieces
+        .iter()
+        .filter(|p| p.is_reasoning())
+        .map(|p| p.text())
+        .collect();
+    let answer: String = pieces
+        .iter()
+        .filter(|p| !p.is_reasoning())
+        .map(|p| p.text())
+        .collect();
+    assert_eq!(reasoning, "Step one. Step two.");
+    assert_eq!(answer, "The answer is four.");
+    let first_answer = pieces.iter().position(|p| !p.is_reasoning()).unwrap();
+    assert!(pieces[first_answer..].iter().all(|p| !p.is_reasoning()));
+    assert!(stream.next_split().is_none());
+    assert_eq!(stream.finish_reason(), Some(&FinishReason::EndOfTurn));
+}
+
+#[test]
 fn gemma_conversations_keep_their_replies_whole() {
     let (m, _file) = mock_model(MockModel::new().answer("<think>x</think>y"));
     let mut session = m.session().unwrap();

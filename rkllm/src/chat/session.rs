@@ -439,6 +439,10 @@ pub struct ChatStream<S = ChatSession, C: BorrowMut<Conversation> = Conversation
     /// The reply's reasoning and answer as far as the splitter decided them.
     reasoning: String,
     answer: String,
+    /// How much of the reasoning and the answer [`next_split`](ChatStream::next_split) gave.
+    split_given: (usize, usize),
+    /// Set once the run's items are over (for `next_split`).
+    items_over: bool,
     /// Set once the turn is recorded.
     finished: bool,
     /// Set when the turn failed on this side (an error item met by `complete`).
@@ -498,6 +502,8 @@ impl<S, C: BorrowMut<Conversation>> ChatStream<S, C> {
             splitter,
             reasoning: String::new(),
             answer: String::new(),
+            split_given: (0, 0),
+            items_over: false,
             finished: false,
             failed: false,
             cache_of,
@@ -543,6 +549,43 @@ impl<S, C: BorrowMut<Conversation>> ChatStream<S, C> {
         } else {
             &self.reply
         }
+    }
+
+    /// The stream's next step as reasoning and answer text: reads the next token and returns
+    /// the text it decided, as [`ReasoningPiece`]s (the reasoning before the answer; empty
+    /// when the token's text is held back while it may be part of a tag). After the last
+    /// token, the text still held back comes as one more item; then `None`. A Gemma
+    /// conversation's text is all [`ReasoningPiece::Content`].
+    ///
+    /// Use it instead of iterating the stream (which yields the model's raw tokens, tags
+    /// included) to show thinking and answer apart; both read the same run, so don't mix
+    /// them.
+    pub fn next_split(&mut self) -> Option<Result<Vec<ReasoningPiece>>> {
+        if !self.items_over {
+            match self.next() {
+                Some(Err(e)) => return Some(Err(e)),
+                Some(Ok(_)) => return Some(Ok(self.new_pieces())),
+                None => self.items_over = true,
+            }
+        }
+        let rest = self.new_pieces();
+        (!rest.is_empty()).then_some(Ok(rest))
+    }
+
+    /// The reasoning and answer text decided since `next_split` last gave some.
+    fn new_pieces(&mut self) -> Vec<ReasoningPiece> {
+        let (given_reasoning, given_answer) = self.split_given;
+        let mut pieces = Vec::new();
+        let reasoning = self.reasoning.get(given_reasoning..).unwrap_or_default();
+        if !reasoning.is_empty() {
+            pieces.push(ReasoningPiece::Reasoning(reasoning.to_owned()));
+        }
+        let answer = self.answer().get(given_answer..).unwrap_or_default();
+        if !answer.is_empty() {
+            pieces.push(ReasoningPiece::Content(answer.to_owned()));
+        }
+        self.split_given = (self.reasoning.len(), self.answer().len());
+        pieces
     }
 
     fn take_pieces(&mut self, pieces: Vec<ReasoningPiece>) {
