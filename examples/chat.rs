@@ -1,11 +1,19 @@
-//! An interactive Gemma 2 chat that streams each reply as it is generated.
+//! An interactive chat that streams each reply as it is generated: Gemma 2 by default, any
+//! model family with `--template` (its `tokenizer_config.json`).
 //!
 //! ```text
 //! cargo run --example chat                                   # the mock runtime, echoing
 //! cargo run --release --example chat -- --model gemma-2-2b-it-w8a8.rkllm \
 //!     --tokenizer tokenizer.json --system "Answer briefly." --prompt-cache /tmp/rkllm-chat
+//! cargo run --release --example chat -- --model qwen2.5-1.5b-instruct.rkllm \
+//!     --template Qwen2.5-1.5B-Instruct/        # its tokenizer_config.json and tokenizer.json
 //! printf 'Hello\nHow are you?\n' | cargo run --example chat  # scripted: replies on stdout
 //! ```
+//!
+//! With `--template`, the prompt is the model's own chat template rendered as transformers
+//! renders it; the directory's `tokenizer.json` (or `--tokenizer PATH`, a file or a
+//! directory) sends it as token ids, and a reasoning model's `<think>` part is shown
+//! between `[thinking]` and `[/thinking]` on stderr.
 //!
 //! Replies go to stdout; the prompt, the stats line after each reply and errors go to stderr,
 //! so `chat < questions.txt > answers.txt` keeps only the replies (the runtime's own log
@@ -29,7 +37,8 @@ use common::{Backend, Failure, Lengths, Pace, Scratch, TokenizerArg};
 const MODEL_HEADING: &str =
     "Model (without --model, the mock runtime runs and echoes your message)";
 
-/// An interactive Gemma 2 chat on the RKLLM runtime, streaming each reply as it is generated.
+/// An interactive chat on the RKLLM runtime (Gemma 2, or any family with --template),
+/// streaming each reply as it is generated.
 #[derive(clap::Parser, Debug)]
 #[command(
     name = "chat",
@@ -44,6 +53,15 @@ struct Options {
     backend: Backend,
     #[command(flatten, next_help_heading = MODEL_HEADING)]
     tokenizer: TokenizerArg,
+    #[arg(
+        long,
+        value_name = "PATH",
+        help = "The model's chat template: its tokenizer_config.json, or the\n\
+                directory holding it (and its tokenizer.json, used as --tokenizer)",
+        help_heading = MODEL_HEADING,
+        conflicts_with = "style"
+    )]
+    template: Option<PathBuf>,
     /// Generated mock model: the next turn's reply (repeatable; the last repeats)
     #[arg(
         long = "mock-reply",
@@ -83,6 +101,13 @@ struct Options {
 
 fn check(options: &Options) -> Result<(), String> {
     options.backend.check()?;
+    #[cfg(not(feature = "template"))]
+    if let Some(path) = &options.template {
+        return Err(format!(
+            "--template {} needs the `template` feature",
+            path.display()
+        ));
+    }
     options.tokenizer.check()?;
     options.lengths.check()
 }
@@ -120,16 +145,20 @@ fn run(args: Options, scratch: &mut Scratch) -> Result<ExitCode, Failure> {
         first_turn.push(Message::system(system.clone()));
     }
     first_turn.push(Message::user("Hello"));
-    rkllm::chat::Gemma2Template::new(args.style).validate(&first_turn)?;
-
-    let mut chat = Conversation::new(args.style).with_budget(ContextBudget::new(
-        args.lengths.max_context,
-        args.lengths.max_new_tokens,
-    ));
-    #[cfg(feature = "tokenizer")]
-    if let Some(tokenizer) = args.tokenizer.load()? {
-        chat = chat.with_tokenizer(tokenizer);
-    }
+    let budget = ContextBudget::new(args.lengths.max_context, args.lengths.max_new_tokens);
+    let mut chat = match &args.template {
+        #[cfg(feature = "template")]
+        Some(_) => family_conversation(&args, first_turn)?.with_budget(budget),
+        _ => {
+            rkllm::chat::Gemma2Template::new(args.style).validate(&first_turn)?;
+            let mut chat = Conversation::new(args.style).with_budget(budget);
+            #[cfg(feature = "tokenizer")]
+            if let Some(tokenizer) = args.tokenizer_arg().load()? {
+                chat = chat.with_tokenizer(tokenizer);
+            }
+            chat
+        }
+    };
 
     let path = args.backend.model_path(&args, scratch)?;
     let model = args
@@ -166,6 +195,59 @@ fn run(args: Options, scratch: &mut Scratch) -> Result<ExitCode, Failure> {
         );
     }
     Ok(chat_loop(&mut session, &mut chat, &events, interactive))
+}
+
+impl Options {
+    /// The `tokenizer_config.json` of `--template` (a file, or in the directory given).
+    fn template_config(&self) -> Option<PathBuf> {
+        let path = self.template.as_ref()?;
+        Some(if path.is_dir() {
+            path.join("tokenizer_config.json")
+        } else {
+            path.clone()
+        })
+    }
+
+    /// The `tokenizer.json` to use: `--tokenizer` (a file, or in the directory given), else
+    /// the one beside `--template`'s configuration, if there is one.
+    fn tokenizer_file(&self) -> Option<PathBuf> {
+        match (self.tokenizer.path(), &self.template) {
+            (Some(path), _) if path.is_dir() => Some(path.join("tokenizer.json")),
+            (Some(path), _) => Some(path.to_path_buf()),
+            (None, Some(_)) => {
+                let config = self.template_config()?;
+                let beside = config.parent()?.join("tokenizer.json");
+                beside.is_file().then_some(beside)
+            }
+            (None, None) => None,
+        }
+    }
+
+    /// `--tokenizer`, resolved to a file.
+    fn tokenizer_arg(&self) -> TokenizerArg {
+        TokenizerArg {
+            tokenizer: self.tokenizer_file(),
+        }
+    }
+}
+
+/// The conversation for `--template`: the model's own chat template, with its tokenizer
+/// for token mode when there is one. The system prompt is checked against the template first.
+#[cfg(feature = "template")]
+fn family_conversation(args: &Options, first_turn: Vec<Message>) -> Result<Conversation, Failure> {
+    use std::sync::Arc;
+
+    let config = args.template_config().expect("--template is given");
+    let template = Arc::new(rkllm::chat::HfChatTemplate::from_config_file(&config)?);
+    rkllm::chat::Conversation::from_messages_for(template.clone(), first_turn)?;
+    #[allow(unused_mut)]
+    let mut chat = Conversation::for_template(template);
+    #[cfg(feature = "tokenizer")]
+    if let Some(path) = args.tokenizer_file() {
+        let tokenizer = rkllm::chat::TemplateTokenizer::from_file(&path)?;
+        chat = chat.with_template_tokenizer(Arc::new(tokenizer));
+    }
+    Ok(chat)
 }
 
 fn chat_loop(
@@ -235,24 +317,69 @@ fn turn(
     let mut stdout = io::stdout().lock();
     let mut stream = session.chat(chat, user, options)?;
     let mut failure = None;
-    for token in stream.by_ref() {
+    // How much of the reply's answer and reasoning is shown (they differ from the tokens'
+    // text for a reasoning model: its `<think>` part goes to stderr).
+    let (mut answer_shown, mut reasoning_shown) = (0, 0);
+    let mut thinking = false;
+    while let Some(token) = stream.next() {
         match token {
-            Ok(token) => {
-                // Flush per token: the point of streaming is to see the reply as it comes.
-                if write!(stdout, "{}", token.text)
-                    .and_then(|()| stdout.flush())
-                    .is_err()
-                {
-                    return Ok(false); // dropping the stream stops the run
+            Ok(_) => {
+                if let Some(reasoning) = stream.reasoning() {
+                    if reasoning.len() > reasoning_shown {
+                        if !thinking {
+                            eprint!("[thinking] ");
+                            thinking = true;
+                        }
+                        eprint!("{}", &reasoning[reasoning_shown..]);
+                        reasoning_shown = reasoning.len();
+                    }
+                }
+                let answer = stream.answer();
+                if answer.len() > answer_shown {
+                    if thinking {
+                        eprintln!(" [/thinking]");
+                        thinking = false;
+                    }
+                    // Flush per token: the point of streaming is to see the reply as it comes.
+                    if write!(stdout, "{}", &answer[answer_shown..])
+                        .and_then(|()| stdout.flush())
+                        .is_err()
+                    {
+                        return Ok(false); // dropping the stream stops the run
+                    }
+                    answer_shown = answer.len();
                 }
             }
             // Bytes that are not UTF-8 are skipped; a failed run ends the stream.
             Err(e) => failure = Some(e),
         }
     }
+    // The end of the reply, held back while it might have been a tag, is decided now.
+    if let Some(rest) = stream.reasoning().and_then(|r| r.get(reasoning_shown..)) {
+        eprint!(
+            "{}{rest}",
+            if thinking || rest.is_empty() {
+                ""
+            } else {
+                "[thinking] "
+            }
+        );
+        thinking |= !rest.is_empty();
+    }
+    if thinking {
+        eprintln!(" [/thinking]");
+    }
+    let rest = stream
+        .answer()
+        .get(answer_shown..)
+        .unwrap_or_default()
+        .to_owned();
     let timings = stream.timings();
     let finish = stream.finish_reason().cloned();
     drop(stream); // records the reply in the conversation
+    if write!(stdout, "{rest}").is_err() {
+        return Ok(false);
+    }
     if writeln!(stdout).and_then(|()| stdout.flush()).is_err() {
         return Ok(false);
     }
@@ -313,7 +440,7 @@ impl common::MockModelSource for Options {
         };
         let paced = self.pace.paced(io::stdin().is_terminal());
         self.backend
-            .finish_mock(mock, self.tokenizer.path(), paced, MOCK_SPEEDUP)
+            .finish_mock(mock, self.tokenizer_file().as_deref(), paced, MOCK_SPEEDUP)
     }
 }
 

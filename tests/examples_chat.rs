@@ -141,3 +141,109 @@ fn the_prompt_cache_mode_reuses_the_previous_turn() {
         "the example's session deletes its cache files on exit: {left:?}"
     );
 }
+
+/// Qwen2.5's `tokenizer.json` and `tokenizer_config.json` (scripts/fetch-template-tokenizers.sh,
+/// or `TEMPLATE_MODELS_DIR`); a missing file fails the test with that hint.
+fn qwen_dir() -> std::path::PathBuf {
+    let dir = match std::env::var_os("TEMPLATE_MODELS_DIR") {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/template-models"),
+    }
+    .join("qwen2_5");
+    for file in ["tokenizer.json", "tokenizer_config.json"] {
+        assert!(
+            dir.join(file).is_file(),
+            "{} is missing: run scripts/fetch-template-tokenizers.sh",
+            dir.join(file).display()
+        );
+    }
+    dir
+}
+
+/// The exact prompt sizes of the stats lines (no `~`: the tokenizer counts).
+fn exact_prompt_tokens(output: &Output) -> Vec<usize> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|l| l.starts_with('[') && l.contains("first token"))
+        .map(|line| {
+            line.trim_matches(['[', ']'])
+                .split(", ")
+                .find_map(|f| {
+                    f.strip_prefix("prompt ")?
+                        .strip_suffix(" tokens")?
+                        .parse()
+                        .ok()
+                })
+                .unwrap_or_else(|| panic!("no exact prompt size in {line:?}"))
+        })
+        .collect()
+}
+
+#[cfg(all(feature = "template", feature = "tokenizer"))]
+#[test]
+fn a_qwen_chat_from_the_models_directory_uses_its_template_and_tokenizer() {
+    use rkllm::chat::{HfChatTemplate, Message, TemplateInput, TemplateTokenizer};
+
+    let dir = qwen_dir();
+    let output = run_chat(
+        &[
+            "--mock",
+            "--fast",
+            "--template",
+            dir.to_str().unwrap(),
+            "--system",
+            "You are terse.",
+        ],
+        "Hello\nHow are you?\n",
+    );
+    // The echoing mock found the user's message in the ChatML prompt, and answered through
+    // Qwen's tokenizer.
+    assert_eq!(replies(&output), ["Hello", "How are you?"]);
+    // The prompts are the template's, counted by the tokenizer.
+    let template = HfChatTemplate::from_config_file(dir.join("tokenizer_config.json")).unwrap();
+    let tokenizer = TemplateTokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let count = |messages: &[Message]| {
+        tokenizer
+            .encode(&template, &TemplateInput::new(messages))
+            .unwrap()
+            .token_ids
+            .len()
+    };
+    let first = [Message::system("You are terse."), Message::user("Hello")];
+    let second = [
+        Message::system("You are terse."),
+        Message::user("Hello"),
+        Message::assistant("Hello"),
+        Message::user("How are you?"),
+    ];
+    assert_eq!(
+        exact_prompt_tokens(&output),
+        [count(&first), count(&second)]
+    );
+}
+
+#[cfg(all(feature = "template", feature = "tokenizer"))]
+#[test]
+fn a_reasoning_reply_shows_its_thinking_apart_from_the_answer() {
+    let dir = qwen_dir();
+    let config = dir.join("tokenizer_config.json");
+    let output = run_chat(
+        &[
+            "--mock",
+            "--fast",
+            "--template",
+            config.to_str().unwrap(),
+            "--tokenizer",
+            dir.join("tokenizer.json").to_str().unwrap(),
+            "--mock-reply",
+            "<think>\nAdd them.\n</think>\n\nIt is 4.",
+        ],
+        "What is 2+2?\n",
+    );
+    assert_eq!(replies(&output), ["It is 4."]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("[thinking] Add them. [/thinking]"),
+        "{stderr}"
+    );
+}

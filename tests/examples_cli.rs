@@ -202,6 +202,15 @@ fn a_bad_choice_is_a_usage_error_naming_the_choices() {
             "old-driver",
         ],
     );
+    let output = run("chat", &["--template", "x.json", "--style", "merge"], "");
+    assert_usage_error(
+        &output,
+        &[
+            "--template <PATH>",
+            "--style <STYLE>",
+            "cannot be used with",
+        ],
+    );
     let output = run("chat", &["--style", "fancy"], "");
     assert_usage_error(
         &output,

@@ -16,7 +16,8 @@
 //! | `--model PATH`       | the `.rkllm` model (with `--mock`: a mock model file)          |
 //! | `--lib PATH`         | the runtime library for `--model`; refused with `--mock`       |
 //! | `--mock`             | the mock runtime                                               |
-//! | `--tokenizer PATH`   | Gemma 2 `tokenizer.json`: exact counts, prompts as token ids   |
+//! | `--tokenizer PATH`   | Gemma 2 `tokenizer.json`: exact counts, prompts as token ids (with `--template`: that model's `tokenizer.json` or its directory) |
+//! | `--template PATH`    | the model's chat template: its `tokenizer_config.json`, or the directory holding it and its `tokenizer.json` |
 //! | `--tokenizer-config PATH` | serve: the model's `tokenizer_config.json`, its own chat template; `--tokenizer` is then that family's `tokenizer.json` |
 //! | `--model-dir DIR`    | serve: `DIR/tokenizer_config.json`, and `DIR/tokenizer.json` when present |
 //! | `--max-context N`    | context length in tokens, prompt and reply                     |

@@ -136,6 +136,10 @@ pub struct Completion {
     pub finish_reason: FinishReason,
     /// Timings measured on this side.
     pub timings: Timings,
+    /// A reasoning model's chain of thought (its `<think>…</think>` block), when a chat turn
+    /// with a model's own template produced one: then `text` is the answer after it. `None`
+    /// for every other run (whose `text` is the whole output).
+    pub reasoning: Option<String>,
 }
 
 /// How the runtime ended the run, for diagnostics and the on-board probe.
@@ -412,6 +416,7 @@ impl RunCore {
             token_ids: std::mem::take(&mut self.token_ids),
             finish_reason: self.finish.clone().unwrap_or(FinishReason::Finished),
             timings: self.timings(),
+            reasoning: None,
         }
     }
 

@@ -740,7 +740,7 @@ fn template_id(conversation: &Conversation, prompt: &Prefix) -> String {
         Prefix::Tokens(_) => "tokens",
         Prefix::Text(_) => "text",
     };
-    format!("{:?}/{form}", conversation.template())
+    format!("{}/{form}", conversation.template_key())
 }
 
 pub(crate) fn to_input(prompt: &Prefix) -> Result<Input> {

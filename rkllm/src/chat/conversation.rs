@@ -5,14 +5,71 @@
 //! next turn, and drops the oldest exchanges when the prompt plus the tokens reserved for the
 //! reply would exceed `max_context_len`.
 
-#[cfg(feature = "tokenizer")]
+#[cfg(any(feature = "tokenizer", feature = "template"))]
 use std::sync::Arc;
 
 use super::budget::{Counter, BOS_TOKENS, GENERATION_PROMPT_TOKENS};
+#[cfg(all(feature = "template", feature = "tokenizer"))]
+use super::hf::TemplateTokenizer;
+#[cfg(feature = "template")]
+use super::hf::{HfChatTemplate, TemplateInput};
 #[cfg(feature = "tokenizer")]
 use super::GemmaTokenizer;
 use super::{ChatError, Gemma2Template, Message, Role, SystemStyle};
 use crate::Result;
+
+/// A conversation's Hugging Face chat template, and the tokenizer of its token mode.
+#[cfg(feature = "template")]
+#[derive(Debug, Clone)]
+struct Family {
+    template: Arc<HfChatTemplate>,
+    #[cfg(feature = "tokenizer")]
+    tokenizer: Option<Arc<TemplateTokenizer>>,
+    /// The template's end ids, else the tokenizer's ids of its end-of-turn texts.
+    end_ids: Vec<u32>,
+}
+
+#[cfg(feature = "template")]
+impl Family {
+    fn new(template: Arc<HfChatTemplate>) -> Self {
+        let end_ids = super::ChatTemplate::end_tokens(&*template).to_vec();
+        Family {
+            template,
+            #[cfg(feature = "tokenizer")]
+            tokenizer: None,
+            end_ids,
+        }
+    }
+
+    /// The prompt's tokens (exact, with the tokenizer), or its UTF-8 bytes plus one: an
+    /// upper bound for byte-level BPE and byte-fallback vocabularies alike (every byte is at
+    /// most one token), with room for a BOS the runtime may add to a text prompt.
+    fn count(&self, input: &TemplateInput) -> Result<usize> {
+        #[cfg(feature = "tokenizer")]
+        if let Some(tokenizer) = &self.tokenizer {
+            let prompt = tokenizer
+                .encode(&self.template, input)
+                .map_err(ChatError::from)?;
+            return Ok(prompt.token_ids.len());
+        }
+        Ok(self.template.render(input).map_err(ChatError::from)?.len() + 1)
+    }
+
+    /// A stable name of the template, for the prompt cache's key.
+    fn key(&self) -> String {
+        // FNV-1a over every template source and special-token text: stable across builds.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        let sources = self.template.sources().map(str::to_owned);
+        let specials = self.template.special_token_texts().iter().cloned();
+        for part in sources.chain(specials) {
+            for b in part.bytes().chain([0xff]) {
+                hash ^= u64::from(b);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        format!("hf:{hash:016x}")
+    }
+}
 
 /// The context limit a prompt must respect: `prompt tokens + reserved_new_tokens <=
 /// max_context_len`.
@@ -109,8 +166,9 @@ pub struct Fit {
     pub prefix_epoch: u64,
 }
 
-/// A Gemma 2 conversation: system prompt, alternating user/assistant turns, a style, and
-/// optionally a context budget.
+/// A conversation: system prompt, alternating user/assistant turns, a Gemma 2 style (or a
+/// model's own chat template, see `Conversation::for_template`), and optionally a
+/// context budget.
 ///
 /// ```
 /// use rkllm::chat::{ContextBudget, Conversation, SystemStyle};
@@ -131,8 +189,14 @@ pub struct Fit {
 #[derive(Debug, Clone, Default)]
 pub struct Conversation {
     template: Gemma2Template,
+    /// A model's own chat template, used instead of `template` when set.
+    #[cfg(feature = "template")]
+    family: Option<Family>,
     /// The system message (if any) at index 0, then the turns, alternating from a user.
     messages: Vec<Message>,
+    /// The reasoning of each assistant message (a reasoning model's `<think>` part), parallel
+    /// to `messages`; given to a model's template as the message's `reasoning_content`.
+    reasoning: Vec<Option<String>>,
     /// Cached token count of each message's part of the prompt, parallel to `messages`.
     tokens: Vec<Option<usize>>,
     budget: Option<ContextBudget>,
@@ -207,7 +271,145 @@ impl Conversation {
         style: SystemStyle,
         messages: impl IntoIterator<Item = Message>,
     ) -> Result<Self, ChatError> {
-        let mut chat = Conversation::new(style);
+        let chat = Conversation::new(style).merged_from(messages)?;
+        chat.template.validate(&chat.messages)?;
+        Ok(chat)
+    }
+
+    /// A conversation rendered with a model's own chat template (feature `template`), such
+    /// as Qwen2.5's or Llama 3.2's `tokenizer_config.json`: every prompt is the template's
+    /// rendering, the reply ends at the template's end tokens
+    /// ([`ChatTemplate::end_tokens`](super::ChatTemplate::end_tokens), else the tokenizer's
+    /// ids of [`HfChatTemplate::end_of_turn_texts`]), and an assistant turn's reasoning
+    /// goes to the template as the message's `reasoning_content` key.
+    ///
+    /// Without a tokenizer the conversation renders in text mode
+    /// ([`HfChatTemplate::render_text_mode`]: a message holding special-token text is
+    /// refused with [`ChatError::Template`]) and the budget counts UTF-8 bytes of the whole
+    /// prompt, plus one for a BOS the runtime may add (an upper bound). With
+    /// [`with_template_tokenizer`](Self::with_template_tokenizer) it encodes in token mode
+    /// (special-token text in a message stays plain text) and the budget counts exactly, by
+    /// encoding the whole prompt.
+    ///
+    /// ```
+    /// use rkllm::chat::{Conversation, HfChatTemplate};
+    /// # fn main() -> rkllm::Result<()> {
+    /// let config = r#"{
+    ///   "eos_token": "<|im_end|>",
+    ///   "chat_template": "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    /// }"#;
+    /// let template = HfChatTemplate::from_config_json(config, "tokenizer_config.json")
+    ///     .map_err(rkllm::chat::ChatError::from)?;
+    /// let mut chat = Conversation::for_template(template);
+    /// chat.set_system("Be brief.");
+    /// chat.push_user("Hi")?;
+    /// assert_eq!(
+    ///     chat.render(true)?,
+    ///     "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n\
+    ///      <|im_start|>assistant\n"
+    /// );
+    /// chat.pop();
+    /// chat.push_user("Say <|im_end|>")?;
+    /// assert!(chat.render(true).is_err()); // text mode refuses special-token text
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "template")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "template")))]
+    pub fn for_template(template: impl Into<Arc<HfChatTemplate>>) -> Self {
+        Conversation {
+            family: Some(Family::new(template.into())),
+            ..Self::default()
+        }
+    }
+
+    /// [`from_messages`](Self::from_messages) for a model's own chat template: the same
+    /// merging policy (system and developer messages joined into one system prompt,
+    /// consecutive messages of one role joined, an assistant message first refused), then
+    /// the template renders the result once, so a conversation it refuses
+    /// (`raise_exception`) is an error here.
+    ///
+    /// # Errors
+    /// [`ChatError::Empty`] for no messages, [`ChatError::RolesMustAlternate`] as above,
+    /// [`ChatError::Template`] when the template refuses the conversation.
+    #[cfg(feature = "template")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "template")))]
+    pub fn from_messages_for(
+        template: impl Into<Arc<HfChatTemplate>>,
+        messages: impl IntoIterator<Item = Message>,
+    ) -> Result<Self, ChatError> {
+        let chat = Conversation::for_template(template).merged_from(messages)?;
+        if chat.messages.is_empty() {
+            return Err(ChatError::Empty);
+        }
+        if let Some(family) = &chat.family {
+            family
+                .template
+                .render(&chat.template_input(&chat.messages, &chat.reasoning, false))?;
+        }
+        Ok(chat)
+    }
+
+    /// Token mode for a conversation made with [`for_template`](Self::for_template):
+    /// prompts are encoded with `tokenizer` (the model's `tokenizer.json`; see
+    /// [`TemplateTokenizer::encode`]) and the budget counts exactly. The end ids come from
+    /// the tokenizer when the template's configuration lists none. Does nothing to a Gemma
+    /// conversation (use [`with_tokenizer`](Self::with_tokenizer)).
+    #[cfg(all(feature = "template", feature = "tokenizer"))]
+    #[cfg_attr(docsrs, doc(cfg(all(feature = "template", feature = "tokenizer"))))]
+    pub fn with_template_tokenizer(mut self, tokenizer: Arc<TemplateTokenizer>) -> Self {
+        if let Some(family) = &mut self.family {
+            if family.end_ids.is_empty() {
+                family.end_ids = tokenizer.token_ids(family.template.end_of_turn_texts());
+            }
+            family.tokenizer = Some(tokenizer);
+            self.epoch += 1;
+        }
+        self
+    }
+
+    /// The model's own chat template, when the conversation has one
+    /// ([`for_template`](Self::for_template)).
+    #[cfg(feature = "template")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "template")))]
+    pub fn hf_template(&self) -> Option<&HfChatTemplate> {
+        self.family.as_ref().map(|f| &*f.template)
+    }
+
+    /// The token ids that end the model's reply: the Gemma template's, or those of the
+    /// model's own template.
+    pub fn end_tokens(&self) -> Vec<u32> {
+        #[cfg(feature = "template")]
+        if let Some(family) = &self.family {
+            return family.end_ids.clone();
+        }
+        super::ChatTemplate::end_tokens(&self.template).to_vec()
+    }
+
+    /// The template's name for the prompt cache's key.
+    pub(crate) fn template_key(&self) -> String {
+        #[cfg(feature = "template")]
+        if let Some(family) = &self.family {
+            return family.key();
+        }
+        format!("{:?}", self.template)
+    }
+
+    /// For a conversation with a model's own template, a splitter for the reply's
+    /// `<think>` block (started inside it when the generation prompt opens it); `None` for
+    /// Gemma conversations, whose replies are kept whole.
+    pub(crate) fn reasoning_splitter(&self) -> Option<super::reasoning::ReasoningSplitter> {
+        #[cfg(feature = "template")]
+        if let Some(family) = &self.family {
+            let input = self.template_input(&self.messages, &self.reasoning, true);
+            let prompt = family.template.render(&input).unwrap_or_default();
+            return Some(super::reasoning::ReasoningSplitter::for_prompt(&prompt));
+        }
+        None
+    }
+
+    /// The messages merged as [`from_messages`](Self::from_messages) describes (steps 1-3).
+    fn merged_from(self, messages: impl IntoIterator<Item = Message>) -> Result<Self, ChatError> {
+        let mut chat = self;
         let mut system: Option<String> = None;
         for (index, message) in messages.into_iter().enumerate() {
             match message.role {
@@ -233,7 +435,6 @@ impl Conversation {
         if let Some(text) = system {
             chat.set_system(text);
         }
-        chat.template.validate(&chat.messages)?;
         Ok(chat)
     }
 
@@ -267,11 +468,20 @@ impl Conversation {
     /// Whether the conversation counts and encodes with a real tokenizer, so that
     /// [`Session::chat`](crate::Session::chat) sends it in token mode.
     pub fn has_tokenizer(&self) -> bool {
+        #[cfg(all(feature = "template", feature = "tokenizer"))]
+        if let Some(family) = &self.family {
+            return family.tokenizer.is_some();
+        }
         self.counter.is_exact()
     }
 
-    /// Changes the template; the prompt's prefix changes with it.
+    /// Changes the template (a model's own template set with
+    /// `Conversation::for_template` is dropped); the prompt's prefix changes with it.
     pub fn set_template(&mut self, template: Gemma2Template) {
+        #[cfg(feature = "template")]
+        if self.family.take().is_some() {
+            self.epoch += 1;
+        }
         if template != self.template {
             self.template = template;
             // The system part's count depends on the style.
@@ -318,6 +528,7 @@ impl Conversation {
             None => {
                 self.messages.insert(0, Message::system(content));
                 self.tokens.insert(0, None);
+                self.reasoning.insert(0, None);
             }
         }
         self.epoch += 1;
@@ -328,6 +539,7 @@ impl Conversation {
         if let Some(i) = self.system_index() {
             self.messages.remove(i);
             self.tokens.remove(i);
+            self.reasoning.remove(i);
             self.epoch += 1;
         }
     }
@@ -360,6 +572,30 @@ impl Conversation {
         Ok(())
     }
 
+    /// Adds the model's reply with its reasoning (a reasoning model's `<think>` part, kept
+    /// apart from the answer): a model's own template gets it as the message's
+    /// `reasoning_content` key, and decides itself whether to render it (DeepSeek-R1's drops
+    /// past reasoning; Qwen3's keeps the latest). A Gemma template ignores it.
+    ///
+    /// # Errors
+    /// As [`push_assistant`](Self::push_assistant).
+    pub fn push_assistant_with_reasoning(
+        &mut self,
+        content: impl Into<String>,
+        reasoning: Option<String>,
+    ) -> Result<(), ChatError> {
+        self.push_assistant(content)?;
+        if let Some(slot) = self.reasoning.last_mut() {
+            *slot = reasoning;
+        }
+        Ok(())
+    }
+
+    /// The reasoning stored with message `index` of [`messages`](Self::messages), if any.
+    pub fn reasoning(&self, index: usize) -> Option<&str> {
+        self.reasoning.get(index).and_then(|r| r.as_deref())
+    }
+
     /// Removes and returns the last user or assistant message (e.g. a user message whose run
     /// failed, to retry or replace it).
     pub fn pop(&mut self) -> Option<Message> {
@@ -367,6 +603,7 @@ impl Conversation {
             return None;
         }
         self.tokens.pop();
+        self.reasoning.pop();
         self.epoch += 1;
         self.messages.pop()
     }
@@ -402,6 +639,7 @@ impl Conversation {
         if self.messages.len() > keep {
             self.messages.truncate(keep);
             self.tokens.truncate(keep);
+            self.reasoning.truncate(keep);
             self.epoch += 1;
         }
         self.dropped = 0;
@@ -419,7 +657,8 @@ impl Conversation {
             .map(|i| self.messages[i].content.as_str())
     }
 
-    /// The template in use.
+    /// The Gemma template (not used while the conversation has a model's own template, see
+    /// `Conversation::for_template`).
     pub fn template(&self) -> Gemma2Template {
         self.template
     }
@@ -432,7 +671,10 @@ impl Conversation {
     /// A counter that changes whenever the rendered prompt stops being an extension of the
     /// previous one: history dropped by trimming, system prompt or template changed, a
     /// message popped, the history cleared. Adding messages does not change it. While it is
-    /// unchanged, a prompt cache of the previous prompt stays valid as a prefix.
+    /// unchanged, a prompt cache of the previous prompt stays valid as a prefix, for the Gemma
+    /// template. A model's own template may render past turns differently on the next turn
+    /// (DeepSeek-R1 drops past reasoning), so there the counter tracks the conversation's
+    /// edits only; the prompt cache never relies on it and compares the prompts themselves.
     pub fn prefix_epoch(&self) -> u64 {
         self.epoch
     }
@@ -473,6 +715,10 @@ impl Conversation {
     /// [`ChatError::MessageTooLong`] when even the newest exchange alone does not fit (then
     /// nothing is dropped), `Error::Tokenizer` if counting fails.
     pub fn fit(&mut self) -> Result<Fit> {
+        #[cfg(feature = "template")]
+        if let Some(family) = self.family.clone() {
+            return self.fit_family(&family);
+        }
         self.template.validate(&self.messages)?;
         self.fill_token_cache()?;
         let counts: Vec<usize> = self.tokens.iter().map(|t| t.unwrap_or(0)).collect();
@@ -525,6 +771,7 @@ impl Conversation {
         if drop > 0 {
             self.messages.drain(first_turn..first_turn + drop);
             self.tokens.drain(first_turn..first_turn + drop);
+            self.reasoning.drain(first_turn..first_turn + drop);
             self.dropped += drop;
             self.epoch += 1;
         }
@@ -544,6 +791,14 @@ impl Conversation {
     /// As [`fit`](Self::fit).
     pub fn render(&mut self, add_generation_prompt: bool) -> Result<String> {
         self.fit()?;
+        #[cfg(feature = "template")]
+        if let Some(family) = &self.family {
+            let input = self.template_input(&self.messages, &self.reasoning, add_generation_prompt);
+            return Ok(family
+                .template
+                .render_text_mode(&input)
+                .map_err(ChatError::from)?);
+        }
         Ok(self
             .template
             .render(&self.messages, add_generation_prompt)?)
@@ -558,6 +813,23 @@ impl Conversation {
     #[cfg(feature = "tokenizer")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tokenizer")))]
     pub fn encode(&mut self, add_generation_prompt: bool) -> Result<Vec<u32>> {
+        #[cfg(feature = "template")]
+        if let Some(family) = self.family.clone() {
+            let Some(tokenizer) = &family.tokenizer else {
+                return Err(crate::Error::Tokenizer {
+                    message: "this conversation has no tokenizer; give it one with \
+                              Conversation::with_template_tokenizer"
+                        .to_owned(),
+                    source: None,
+                });
+            };
+            self.fit()?;
+            let input = self.template_input(&self.messages, &self.reasoning, add_generation_prompt);
+            return Ok(tokenizer
+                .encode(&family.template, &input)
+                .map_err(ChatError::from)?
+                .token_ids);
+        }
         let Counter::Exact(tokenizer) = self.counter.clone() else {
             return Err(crate::Error::Tokenizer {
                 message: "this conversation has no tokenizer; build it with \
@@ -573,6 +845,102 @@ impl Conversation {
     fn push(&mut self, message: Message) {
         self.messages.push(message);
         self.tokens.push(None);
+        self.reasoning.push(None);
+    }
+
+    /// What a model's own template renders: the messages, each assistant message with its
+    /// reasoning as `reasoning_content`.
+    #[cfg(feature = "template")]
+    fn template_input(
+        &self,
+        messages: &[Message],
+        reasoning: &[Option<String>],
+        add_generation_prompt: bool,
+    ) -> TemplateInput {
+        TemplateInput::with_reasoning(messages, reasoning)
+            .add_generation_prompt(add_generation_prompt)
+    }
+
+    /// [`fit`](Self::fit) for a model's own template: the prompt is counted whole (rendered
+    /// and, with a tokenizer, encoded), for each number of oldest exchanges dropped until
+    /// it fits.
+    #[cfg(feature = "template")]
+    fn fit_family(&mut self, family: &Family) -> Result<Fit> {
+        if self.messages.is_empty() {
+            return Err(ChatError::Empty.into());
+        }
+        let first_turn = usize::from(self.system_index().is_some());
+        if self.messages.len() == first_turn {
+            return Err(ChatError::NoUserMessage.into());
+        }
+        // The prompt's count with the `k` oldest exchanges dropped.
+        let count = |k: usize| -> Result<usize> {
+            let keep = |v: usize| v < first_turn || v >= first_turn + 2 * k;
+            let messages: Vec<Message> = (0..self.messages.len())
+                .filter(|&i| keep(i))
+                .map(|i| self.messages[i].clone())
+                .collect();
+            let reasoning: Vec<Option<String>> = (0..self.reasoning.len())
+                .filter(|&i| keep(i))
+                .map(|i| self.reasoning[i].clone())
+                .collect();
+            family.count(&self.template_input(&messages, &reasoning, true))
+        };
+        let total = count(0)?;
+        let mut k = 0;
+        let mut prompt = total;
+        if let Some(budget) = self.budget {
+            let limit = usize::try_from(budget.prompt_limit()).unwrap_or(usize::MAX);
+            if total > limit {
+                let newest_user = self.messages[first_turn..]
+                    .iter()
+                    .rposition(|m| m.role == Role::User)
+                    .unwrap_or(0);
+                let droppable = newest_user / 2;
+                let mut counts = vec![total];
+                for j in 1..=droppable {
+                    counts.push(count(j)?);
+                }
+                let Some(min_k) = counts.iter().position(|&c| c <= limit) else {
+                    return Err(ChatError::MessageTooLong {
+                        needed: saturating_u32(counts[droppable]),
+                        available: budget.prompt_limit(),
+                    }
+                    .into());
+                };
+                k = match self.policy {
+                    TrimPolicy::MinimalExchanges => min_k,
+                    TrimPolicy::Chunked { drop_fraction } => {
+                        let fraction = f64::from(drop_fraction.clamp(0.0, 1.0));
+                        let fraction = if fraction.is_nan() { 0.0 } else { fraction };
+                        let target =
+                            (fraction * total.saturating_sub(counts[droppable]) as f64).ceil();
+                        let chunk_k = counts
+                            .iter()
+                            .position(|&c| total.saturating_sub(c) as f64 >= target)
+                            .unwrap_or(droppable);
+                        min_k.max(chunk_k)
+                    }
+                };
+                prompt = counts[k];
+            }
+        }
+        let drop = 2 * k;
+        if drop > 0 {
+            self.messages.drain(first_turn..first_turn + drop);
+            self.tokens.drain(first_turn..first_turn + drop);
+            self.reasoning.drain(first_turn..first_turn + drop);
+            self.dropped += drop;
+            self.epoch += 1;
+        }
+        let fit = Fit {
+            dropped_messages: drop,
+            prompt_tokens: saturating_u32(prompt),
+            exact: self.has_tokenizer(),
+            prefix_epoch: self.epoch,
+        };
+        self.last_fit = Some(fit);
+        Ok(fit)
     }
 
     fn system_index(&self) -> Option<usize> {

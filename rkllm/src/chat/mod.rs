@@ -11,6 +11,8 @@
 //! * [`Conversation`] keeps the history and fits it into `max_context_len`;
 //!   [`Conversation::from_messages`] builds one from role/content messages (an OpenAI-style
 //!   request), merging system and developer messages and consecutive turns of one role.
+//!   With feature `template`, `Conversation::for_template` does the same for any family's
+//!   Hugging Face chat template (Qwen2.5, Llama 3.2, ...), in text or token mode.
 //!
 //! ```
 //! use rkllm::chat::{Gemma2Template, Message, SystemStyle};

@@ -14,7 +14,7 @@ use super::cache::{
     to_input, CacheEstimates, ChatCacheStats, PendingTurn, PromptCacheConfig, PromptCacheState,
 };
 use super::prefix_store::Prefix;
-use super::template::ChatTemplate;
+use super::reasoning::{ReasoningPiece, ReasoningSplitter};
 use super::Conversation;
 use crate::error::{Error, Result};
 use crate::input::{GenerateOptions, Input};
@@ -28,8 +28,9 @@ impl Session {
     ///
     /// The prompt goes as token ids when the conversation has a tokenizer (recommended for
     /// Gemma: it settles who adds BOS and keeps message text from injecting control tokens),
-    /// as text otherwise. Generation stops at Gemma's `<end_of_turn>` and `<eos>` in
-    /// addition to `options`' own conditions.
+    /// as text otherwise. Generation stops at the conversation's end tokens
+    /// ([`Conversation::end_tokens`]: Gemma's `<end_of_turn>` and `<eos>`, or those of a
+    /// model's own template) in addition to `options`' own conditions.
     ///
     /// What the conversation keeps: a reply that ended normally, by a stop condition or by
     /// an abort is added as the assistant's turn (an aborted reply is kept as far as it got,
@@ -83,10 +84,7 @@ impl Session {
 
 /// The options of a chat turn: the caller's own, and the template's end tokens.
 fn chat_options(options: &GenerateOptions, conversation: &Conversation) -> GenerateOptions {
-    let template = conversation.template();
-    options
-        .clone()
-        .end_tokens(template.end_tokens().iter().copied())
+    options.clone().end_tokens(conversation.end_tokens())
 }
 
 /// A plain session has no prompt cache.
@@ -433,6 +431,18 @@ pub struct ChatStream<S = ChatSession, C: BorrowMut<Conversation> = Conversation
     pending: Option<PendingTurn>,
     /// The reply as far as it was read.
     reply: String,
+    /// The `<think>` splitter of a conversation with a model's own template, until the
+    /// reply ends.
+    splitter: Option<ReasoningSplitter>,
+    /// Whether replies of this turn are split (the conversation has a model's template).
+    splits: bool,
+    /// The reply's reasoning and answer as far as the splitter decided them.
+    reasoning: String,
+    answer: String,
+    /// How much of the reasoning and the answer [`next_split`](ChatStream::next_split) gave.
+    split_given: (usize, usize),
+    /// Set once the run's items are over (for `next_split`).
+    items_over: bool,
     /// Set once the turn is recorded.
     finished: bool,
     /// Set when the turn failed on this side (an error item met by `complete`).
@@ -482,11 +492,18 @@ impl<S, C: BorrowMut<Conversation>> ChatStream<S, C> {
         pending: Option<PendingTurn>,
         cache_of: fn(&mut S) -> Option<&mut PromptCacheState>,
     ) -> Self {
+        let splitter = conversation.borrow().reasoning_splitter();
         ChatStream {
             run: Some(run),
             conversation: Some(conversation),
             pending,
             reply: String::new(),
+            splits: splitter.is_some(),
+            splitter,
+            reasoning: String::new(),
+            answer: String::new(),
+            split_given: (0, 0),
+            items_over: false,
             finished: false,
             failed: false,
             cache_of,
@@ -497,9 +514,96 @@ impl<S, C: BorrowMut<Conversation>> ChatStream<S, C> {
         self.run.as_mut().expect("present until into_parts")
     }
 
-    /// The reply so far, as far as it was read.
+    /// The reply so far, as far as it was read: the whole text the model wrote, a
+    /// reasoning block included.
     pub fn reply(&self) -> &str {
         &self.reply
+    }
+
+    /// A reasoning model's chain of thought so far (its `<think>…</think>` block, without
+    /// the tags), as far as it is decided: `None` until the reply has shown one, and always
+    /// for a Gemma conversation. Only a conversation with a model's own template
+    /// (`Conversation::for_template`, feature
+    /// `template`) splits its replies; the split follows
+    /// [`ReasoningSplitter::for_prompt`] on the rendered prompt. Text that may still be part
+    /// of a tag is held back until the next token or the end decides it.
+    ///
+    /// The conversation records the answer as the assistant's `content` and the reasoning
+    /// apart ([`Conversation::reasoning`](crate::chat::Conversation::reasoning)), and
+    /// [`complete`](Self::complete) returns them as [`Completion::text`] and
+    /// [`Completion::reasoning`].
+    pub fn reasoning(&self) -> Option<&str> {
+        let saw = self
+            .splitter
+            .as_ref()
+            .is_some_and(ReasoningSplitter::saw_reasoning)
+            || !self.reasoning.is_empty();
+        saw.then_some(self.reasoning.as_str())
+    }
+
+    /// The answer so far: the reply without its reasoning block (see
+    /// [`reasoning`](Self::reasoning)); the reply itself for a Gemma conversation.
+    pub fn answer(&self) -> &str {
+        if self.splits {
+            &self.answer
+        } else {
+            &self.reply
+        }
+    }
+
+    /// The stream's next step as reasoning and answer text: reads the next token and returns
+    /// the text it decided, as [`ReasoningPiece`]s (the reasoning before the answer; empty
+    /// when the token's text is held back while it may be part of a tag). After the last
+    /// token, the text still held back comes as one more item; then `None`. A Gemma
+    /// conversation's text is all [`ReasoningPiece::Content`].
+    ///
+    /// Use it instead of iterating the stream (which yields the model's raw tokens, tags
+    /// included) to show thinking and answer apart; both read the same run, so don't mix
+    /// them.
+    pub fn next_split(&mut self) -> Option<Result<Vec<ReasoningPiece>>> {
+        if !self.items_over {
+            match self.next() {
+                Some(Err(e)) => return Some(Err(e)),
+                Some(Ok(_)) => return Some(Ok(self.new_pieces())),
+                None => self.items_over = true,
+            }
+        }
+        let rest = self.new_pieces();
+        (!rest.is_empty()).then_some(Ok(rest))
+    }
+
+    /// The reasoning and answer text decided since `next_split` last gave some.
+    fn new_pieces(&mut self) -> Vec<ReasoningPiece> {
+        let (given_reasoning, given_answer) = self.split_given;
+        let mut pieces = Vec::new();
+        let reasoning = self.reasoning.get(given_reasoning..).unwrap_or_default();
+        if !reasoning.is_empty() {
+            pieces.push(ReasoningPiece::Reasoning(reasoning.to_owned()));
+        }
+        let answer = self.answer().get(given_answer..).unwrap_or_default();
+        if !answer.is_empty() {
+            pieces.push(ReasoningPiece::Content(answer.to_owned()));
+        }
+        self.split_given = (self.reasoning.len(), self.answer().len());
+        pieces
+    }
+
+    fn take_pieces(&mut self, pieces: Vec<ReasoningPiece>) {
+        for piece in pieces {
+            match piece {
+                ReasoningPiece::Reasoning(s) => self.reasoning.push_str(&s),
+                ReasoningPiece::Content(s) => self.answer.push_str(&s),
+            }
+        }
+    }
+
+    /// Ends the split: text held back is decided.
+    fn end_split(&mut self) -> Option<String> {
+        let mut splitter = self.splitter.take()?;
+        let saw = splitter.saw_reasoning();
+        let pieces = splitter.finish();
+        self.take_pieces(pieces);
+        (saw || !self.reasoning.is_empty()).then(|| self.reasoning.clone())
     }
 
     /// Runs to the end and collects the reply. On an error item the turn counts as failed:
@@ -533,13 +637,27 @@ impl<S, C: BorrowMut<Conversation>> ChatStream<S, C> {
                 return Err(e);
             }
         }
+        self.end_split();
+        if self.splits {
+            let reasoning = self.reasoning().map(str::to_owned);
+            let answer = self.answer.clone();
+            let mut completion = self.run_mut().core.completion(answer);
+            completion.reasoning = reasoning;
+            return Ok(completion);
+        }
         let reply = self.reply.clone();
         Ok(self.run_mut().core.completion(reply))
     }
 
     fn record(&mut self, item: &Option<Result<Token>>) {
         match item {
-            Some(Ok(token)) => self.reply.push_str(&token.text),
+            Some(Ok(token)) => {
+                self.reply.push_str(&token.text);
+                if let Some(splitter) = self.splitter.as_mut() {
+                    let pieces = splitter.push(&token.text);
+                    self.take_pieces(pieces);
+                }
+            }
             Some(Err(_)) => {}
             None => self.finish(),
         }
@@ -562,6 +680,7 @@ impl<S, C: BorrowMut<Conversation>> ChatStream<S, C> {
             return;
         }
         self.finished = true;
+        let split = self.splits.then(|| (self.end_split(), self.answer.clone()));
         let (Some(run), Some(conversation)) = (self.run.as_mut(), self.conversation.as_mut())
         else {
             return;
@@ -574,8 +693,16 @@ impl<S, C: BorrowMut<Conversation>> ChatStream<S, C> {
         let conversation = conversation.borrow_mut();
         if failed {
             conversation.pop();
-        } else if let Err(e) = conversation.push_assistant(self.reply.clone()) {
-            log::warn!(target: "rkllm", "recording the chat reply: {e}");
+        } else {
+            let pushed = match split {
+                Some((reasoning, answer)) => {
+                    conversation.push_assistant_with_reasoning(answer, reasoning)
+                }
+                None => conversation.push_assistant(self.reply.clone()),
+            };
+            if let Err(e) = pushed {
+                log::warn!(target: "rkllm", "recording the chat reply: {e}");
+            }
         }
         let timings = run.timings();
         if let (Some(turn), Some(cache)) = (self.pending.take(), (self.cache_of)(&mut run.session))

@@ -595,31 +595,32 @@ pub fn hidden_value(token_id: i32, d: usize, dim: usize) -> f32 {
     token_id.rem_euclid(1000) as f32 + d as f32 / dim as f32
 }
 
-/// For a prompt in Gemma's, ChatML's or Llama 3's format, the text of its last user turn
-/// (`<start_of_turn>user\n…<end_of_turn>`, `<|im_start|>user\n…<|im_end|>`,
-/// `<|start_header_id|>user<|end_header_id|>\n\n…<|eot_id|>`; to the end of the prompt if the
-/// turn is unterminated); otherwise the whole prompt.
+/// The user turn markers of the chat formats the echo model knows: Gemma 2, ChatML (Qwen,
+/// ...), Llama 3.
+const USER_TURNS: [(&[u8], &[u8]); 3] = [
+    (b"<start_of_turn>user\n", b"<end_of_turn>"),
+    (b"<|im_start|>user\n", b"<|im_end|>"),
+    (
+        b"<|start_header_id|>user<|end_header_id|>\n\n",
+        b"<|eot_id|>",
+    ),
+];
+
+/// For a chat-formatted prompt (Gemma 2, ChatML or Llama 3), the text of its last user turn
+/// (to the end of the prompt if the turn is unterminated); otherwise the whole prompt.
 pub(crate) fn last_user_message(prompt: &[u8]) -> &[u8] {
-    // Gemma's turns, then ChatML's (Qwen) and Llama 3's.
-    const TURNS: [(&[u8], &[u8]); 3] = [
-        (b"<start_of_turn>user\n", b"<end_of_turn>"),
-        (b"<|im_start|>user\n", b"<|im_end|>"),
-        (
-            b"<|start_header_id|>user<|end_header_id|>\n\n",
-            b"<|eot_id|>",
-        ),
-    ];
-    for (open, close) in TURNS {
-        let Some(start) = rfind(prompt, open).map(|i| i + open.len()) else {
-            continue;
-        };
-        let rest = &prompt[start..];
-        return match find(rest, close) {
-            Some(end) => &rest[..end],
-            None => rest,
-        };
+    let Some((start, close)) = USER_TURNS
+        .iter()
+        .filter_map(|(open, close)| rfind(prompt, open).map(|i| (i + open.len(), *close)))
+        .max_by_key(|(start, _)| *start)
+    else {
+        return prompt;
+    };
+    let rest = &prompt[start..];
+    match find(rest, close) {
+        Some(end) => &rest[..end],
+        None => rest,
     }
-    prompt
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -664,5 +665,12 @@ mod tests {
         assert_eq!(last_user_message(p), b"How are you?");
         assert_eq!(last_user_message(b"plain text"), b"plain text");
         assert_eq!(last_user_message(b"<start_of_turn>user\nopen"), b"open");
+        let chatml = b"<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n\
+            <|im_start|>assistant\nYo<|im_end|>\n<|im_start|>user\nAgain?<|im_end|>\n\
+            <|im_start|>assistant\n";
+        assert_eq!(last_user_message(chatml), b"Again?");
+        let llama = b"<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi there\
+            <|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n";
+        assert_eq!(last_user_message(llama), b"Hi there");
     }
 }

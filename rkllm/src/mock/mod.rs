@@ -38,7 +38,8 @@
 //!   thread the handle owns (or the caller's thread, see [`CallbackThread`](crate::settings::CallbackThread)). Each token is
 //!   one NORMAL callback with its text (valid only during the callback) and id; a token that
 //!   leaves a UTF-8 character incomplete (non-ASCII text is byte-fallback tokens, one byte
-//!   each) is a WAITING callback; then one FINISH. The answer ends with `<end_of_turn>` (107),
+//!   each) is a WAITING callback; then one FINISH. The answer ends with `<end_of_turn>` (107;
+//!   with a `tokenizer.json`, the family's turn end such as `<|im_end|>` or `<|eot_id|>`),
 //!   whose text `skip_special_token` hides (the id still arrives). Generation also stops at
 //!   `max_new_tokens` (negative = unlimited; 0 = no token) and when prompt plus answer fill
 //!   `max_context_len`. A prompt of exactly `max_context_len` tokens generates nothing; a

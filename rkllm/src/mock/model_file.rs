@@ -30,8 +30,10 @@ pub const DEFAULT_ANSWER: &str = "Hello! I am the RKLLM mock runtime.";
 
 /// What the model answers.
 ///
-/// Every answer is tokenized with the model's tokenizer and followed by `<end_of_turn>`
-/// (Gemma id 107). In file form: `{"kind": "script", "text": "…"}`,
+/// Every answer is tokenized with the model's tokenizer and followed by its turn end:
+/// `<end_of_turn>` (Gemma id 107) with the built-in tokenizer; with a `tokenizer.json`, the
+/// family's (`<end_of_turn>`, `<|im_end|>`, `<|eot_id|>`, `<|end|>`, else `<eos>`, `</s>` or
+/// `<|endoftext|>`). In file form: `{"kind": "script", "text": "…"}`,
 /// `{"kind": "turns", "turns": ["…", "…"], "after_last": "repeat_last"}` or
 /// `{"kind": "echo"}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,8 +60,10 @@ pub enum Answer {
         /// The answer's bytes.
         bytes: Vec<u8>,
     },
-    /// The prompt's last user message: for a Gemma-formatted prompt, the text of the last
-    /// `<start_of_turn>user\n…<end_of_turn>` turn; otherwise the whole prompt. Token input
+    /// The prompt's last user message: the text of the last user turn of a Gemma 2
+    /// (`<start_of_turn>user\n…<end_of_turn>`), ChatML (`<|im_start|>user\n…<|im_end|>`) or
+    /// Llama 3 (`<|start_header_id|>user<|end_header_id|>\n\n…<|eot_id|>`) prompt; otherwise
+    /// the whole prompt. Token input
     /// is decoded first. Embedding input has no text and answers [`DEFAULT_ANSWER`].
     Echo,
 }

@@ -61,6 +61,26 @@ impl TemplateInput {
         Self::from_value(Value::from(messages))
     }
 
+    /// Input from a conversation's messages, each with its reasoning (if any) as the
+    /// message's `reasoning_content` key.
+    pub(crate) fn with_reasoning(messages: &[Message], reasoning: &[Option<String>]) -> Self {
+        let messages = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut pairs = vec![
+                    ("role", Value::from(m.role.to_string())),
+                    ("content", Value::from(m.content.as_str())),
+                ];
+                if let Some(Some(r)) = reasoning.get(i) {
+                    pairs.push(("reasoning_content", Value::from(r.as_str())));
+                }
+                Value::from_pairs(pairs)
+            })
+            .collect::<Vec<_>>();
+        Self::from_value(Value::from(messages))
+    }
+
     /// Input from the JSON text of a message list (keys kept in order).
     ///
     /// # Errors

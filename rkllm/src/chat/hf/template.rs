@@ -513,8 +513,8 @@ impl HfChatTemplate {
             })
     }
 
-    /// Every template source (for choosing sentinels no template holds).
-    #[cfg_attr(not(feature = "tokenizer"), allow(dead_code))]
+    /// Every template source (for choosing sentinels no template holds, and for the prompt
+    /// cache's key).
     pub(crate) fn sources(&self) -> impl Iterator<Item = &str> {
         self.templates.iter().map(|(_, s)| s.as_str())
     }
