@@ -12,6 +12,26 @@ use serde_json::{json, Value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rkllm-serve");
 
+/// A command that runs the server binary: through the target's cargo runner when one is set
+/// (`CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 ..."` when the tests run as
+/// aarch64 binaries under qemu: cargo applies it to test binaries, not to what they start).
+fn server_command() -> Command {
+    let runner = format!(
+        "CARGO_TARGET_{}_UNKNOWN_LINUX_GNU_RUNNER",
+        std::env::consts::ARCH.to_uppercase()
+    );
+    let runner = std::env::var(runner).unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    match words.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(BIN);
+            command
+        }
+        None => Command::new(BIN),
+    }
+}
+
 /// A server child process; killed if a test fails before it exits.
 struct Served {
     child: Child,
@@ -36,7 +56,7 @@ impl Served {
 /// Starts the server with `args` (and `--port 0`), set up by `setup`; waits for its
 /// `listening on` line.
 fn serve(args: &[&str], setup: impl FnOnce(&mut Command)) -> Served {
-    let mut command = Command::new(BIN);
+    let mut command = server_command();
     command
         .args(["--mock", "--host", "127.0.0.1", "--port", "0"])
         .args(args)
@@ -89,7 +109,7 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 
 #[test]
 fn help_lists_the_shared_flags_and_usage_errors_exit_2() {
-    let help = Command::new(BIN).arg("--help").output().unwrap();
+    let help = server_command().arg("--help").output().unwrap();
     assert!(help.status.success());
     let text = String::from_utf8(help.stdout).unwrap();
     for flag in [
@@ -115,16 +135,16 @@ fn help_lists_the_shared_flags_and_usage_errors_exit_2() {
     ] {
         assert!(text.contains(flag), "{flag} missing from:\n{text}");
     }
-    let bad = Command::new(BIN).arg("--no-such-flag").output().unwrap();
+    let bad = server_command().arg("--no-such-flag").output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--no-such-flag"));
-    let bad = Command::new(BIN)
+    let bad = server_command()
         .args(["--max-new-tokens", "lots"])
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("lots"));
-    let bad = Command::new(BIN)
+    let bad = server_command()
         .args(["--mock-decode-seconds", "-1"])
         .output()
         .unwrap();
