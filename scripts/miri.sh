@@ -57,6 +57,14 @@ SLOW_LIB=(
   chat::strip::tests::chat_strip_matches_python_isspace_on_every_code_point
   # every id of the built-in tokenizer's vocabulary: still running after 150 s
   mock::tokenizer::tests::every_id_is_in_gemmas_vocabulary_and_decodes_back
+  # the reply parsers fed every 2- and 3-way split of dozens of replies, or hundreds of
+  # random ones (pure string code, no unsafe, no threads)
+  chat::reasoning::tests::every_split_matches_one_shot
+  chat::reasoning::tests::content_is_never_delayed_beyond_a_tag_prefix
+  chat::tool_calls::tests::every_split_matches_one_shot
+  chat::tool_calls::tests::random_fragments
+  chat::tool_calls::tests::lexer_agrees_with_serde_json
+  chat::tool_calls::tests::tag_prefixes_are_held_only_as_long_as_needed
 )
 # The raw-ABI tests that read the runtime's log lines: the capture helper of
 # rkllm/tests/mock_support reads its pipe with `File::read_to_end`, which seeks ("cannot seek
