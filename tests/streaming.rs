@@ -190,9 +190,11 @@ fn a_panicking_consumer_aborts_the_run_and_leaves_the_session_usable() {
     }));
     let payload = result.unwrap_err();
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"consumer bug"));
-    assert!(!model.runtime_reports_running());
+    // Dropping the stream never blocks: the session's next run waits for the aborted one.
     let done = session.complete("q", &GenerateOptions::gemma()).unwrap();
     assert_eq!(done.text, "tick tock tick tock tick tock");
+    assert!(!model.runtime_reports_running());
+    assert_eq!(rkllm::mock::runs_of_model(model.path()).len(), 2);
 }
 
 #[test]
