@@ -193,3 +193,41 @@ fn preflight_stops_a_missing_model_before_init() {
         Ok(_) => panic!("a missing model cannot load"),
     }
 }
+
+/// An init whose log is not captured, on another thread at the same time, never lands in a
+/// captured init's diagnosis: the runtime's lines of the one are not the other's cause.
+#[test]
+fn an_uncaptured_init_beside_does_not_mislead_the_diagnosis() {
+    let board = Board::new("beside");
+    let bad = MockModel::new()
+        .fail_init(InitFailure::InvalidModelMagic)
+        .write_temp_file()
+        .unwrap();
+    let good = MockModel::new().answer("hi");
+    std::thread::scope(|scope| {
+        let noise = scope.spawn(|| {
+            for _ in 0..40 {
+                let result = Model::builder(&bad)
+                    .runtime(Runtime::mock())
+                    .preflight_root(&board.0)
+                    .capture_runtime_log(false)
+                    .build();
+                assert!(matches!(result, Err(Error::Init(_))));
+            }
+        });
+        for _ in 0..40 {
+            let model = build(&good, &board).expect("mock init");
+            assert_eq!(model.init_diagnosis().cause(), Cause::None);
+            assert!(
+                !model
+                    .init_diagnosis()
+                    .lines()
+                    .iter()
+                    .any(|l| l.contains("magic")),
+                "{:?}",
+                model.init_diagnosis().lines()
+            );
+        }
+        noise.join().unwrap();
+    });
+}

@@ -16,7 +16,8 @@
 //!   killed by `SIGPIPE` for it. Without such a child the thread ends at once.
 //! - The capture's own descriptors are close-on-exec and numbered 3 or above: children never
 //!   inherit them, and they never take the place of a closed standard stream.
-//! - Captures are serialised process-wide; a capture nested inside another on the same thread
+//! - Captures are serialised process-wide, and with the inits whose log is not captured (so
+//!   their lines never land in a capture); a capture nested inside another on the same thread
 //!   works (the inner one tees into the outer one). A closure that waits for another thread
 //!   which itself starts a capture would deadlock; nothing in this crate does that.
 //! - Only the runtime's own lines (its `I rkllm:`, `E RKNN:` … marks and unmarked failure
@@ -55,14 +56,18 @@ thread_local! {
     static DEPTH: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Runs `f`, capturing fds 1 and 2 when `enabled`, else calling it directly (empty text).
+/// Runs `f`, capturing fds 1 and 2 when `enabled`, else calling it uncaptured (empty text).
 /// The text holds the runtime's own lines only (see [`runtime_lines`]).
+///
+/// Uncaptured, `f` still holds the capture lock: what the runtime prints during an init
+/// whose log is not captured then never lands in another thread's capture and misleads that
+/// init's diagnosis. Inits are serialised either way.
 pub(crate) fn run_captured<R>(enabled: bool, f: impl FnOnce() -> R) -> (R, String) {
     if enabled {
         let (result, text) = capture(f);
         (result, runtime_lines(&text))
     } else {
-        (f(), String::new())
+        (exclusive(f), String::new())
     }
 }
 
@@ -184,9 +189,8 @@ mod tap {
     }
 }
 
-/// Runs `f` holding the capture lock, so that no capture on another thread can move fds 1
-/// and 2 meanwhile; captures inside `f` on this thread still work.
-#[cfg(test)]
+/// Runs `f` holding the capture lock, so that no capture on another thread runs meanwhile;
+/// captures inside `f` on this thread still work.
 pub(crate) fn exclusive<R>(f: impl FnOnce() -> R) -> R {
     let _lock = LockGuard::acquire();
     f()
