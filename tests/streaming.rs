@@ -170,10 +170,13 @@ fn a_run_that_returns_without_finish_still_ends_cleanly() {
 
 #[test]
 fn a_panicking_consumer_aborts_the_run_and_leaves_the_session_usable() {
+    // About 100 tokens at 10 ms each: the run is far from over when the consumer panics.
+    let answer = "tick tock ".repeat(50);
+    let answer = answer.trim_end();
     let model = common::load(
         &MockModel::new()
-            .answer("tick tock tick tock tick tock")
-            .decode_seconds_per_token(0.002),
+            .answer(answer)
+            .decode_seconds_per_token(0.01),
     );
     let mut session = model.session().unwrap();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -184,7 +187,9 @@ fn a_panicking_consumer_aborts_the_run_and_leaves_the_session_usable() {
         {
             token.unwrap();
             if i == 1 {
-                panic!("consumer bug");
+                // Unwinds as a panic does, without the panic hook: printing a backtrace
+                // (RUST_BACKTRACE in CI) could take longer than the whole run.
+                std::panic::resume_unwind(Box::new("consumer bug"));
             }
         }
     }));
@@ -192,9 +197,19 @@ fn a_panicking_consumer_aborts_the_run_and_leaves_the_session_usable() {
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"consumer bug"));
     // Dropping the stream never blocks: the session's next run waits for the aborted one.
     let done = session.complete("q", &GenerateOptions::gemma()).unwrap();
-    assert_eq!(done.text, "tick tock tick tock tick tock");
+    assert_eq!(done.text, answer);
     assert!(!model.runtime_reports_running());
-    assert_eq!(rkllm::mock::runs_of_model(model.path()).len(), 2);
+    let runs = rkllm::mock::runs_of_model(model.path());
+    assert_eq!(runs.len(), 2);
+    let (dropped, next) = (&runs[0], &runs[1]);
+    assert!(dropped.aborted, "{dropped:?}");
+    assert!(next.finished && !next.aborted, "{next:?}");
+    assert!(
+        dropped.generated_tokens < next.generated_tokens,
+        "the dropped run stopped early: {} of {} tokens",
+        dropped.generated_tokens,
+        next.generated_tokens
+    );
 }
 
 #[test]
