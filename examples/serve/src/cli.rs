@@ -138,6 +138,10 @@ pub struct Args {
     /// Seconds a client may take to send a request body
     #[arg(long, value_name = "SECS", default_value_t = Limits::default().body_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..), help_heading = "Limits")]
     pub body_timeout: u64,
+    /// Seconds a response may wait for the client to read anything; then the connection is
+    /// closed
+    #[arg(long, value_name = "SECS", default_value_t = Limits::default().write_timeout.as_secs(), value_parser = clap::value_parser!(u64).range(1..), help_heading = "Limits")]
+    pub write_timeout: u64,
     /// Largest request body in bytes; beyond, 413
     #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_body_bytes, help_heading = "Limits")]
     pub max_body_bytes: usize,
@@ -195,6 +199,7 @@ impl Args {
                 max_connections: self.max_connections,
                 header_timeout: Duration::from_secs(self.header_timeout),
                 body_timeout: Duration::from_secs(self.body_timeout),
+                write_timeout: Duration::from_secs(self.write_timeout),
                 max_body_bytes: self.max_body_bytes,
                 max_embedding_tokens: self.max_embedding_tokens,
                 shutdown_grace: Duration::from_secs(self.shutdown_grace),

@@ -31,6 +31,7 @@ mod metrics;
 mod openai;
 mod reply;
 pub mod server;
+mod stall;
 mod turn;
 
 pub use openai::base64_f32;
@@ -67,6 +68,9 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// How long a client may take to send a request body (then 408).
     pub body_timeout: Duration,
+    /// How long a response may wait for the client to read anything, before the connection
+    /// is closed (a client that stops reading mid-stream).
+    pub write_timeout: Duration,
     /// The largest request body (then 413).
     pub max_body_bytes: usize,
     /// Tokens one embeddings request may bring, all inputs together.
@@ -81,6 +85,7 @@ impl Default for Limits {
             max_connections: 512,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             max_body_bytes: 4 * 1024 * 1024,
             max_embedding_tokens: 65_536,
             shutdown_grace: Duration::from_secs(10),

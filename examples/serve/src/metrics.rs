@@ -45,6 +45,7 @@ pub struct Metrics {
     prefill_rate: Gauge<f64, AtomicU64>,
     decode_rate: Gauge<f64, AtomicU64>,
     connections: Gauge,
+    stalled_connections: Counter,
     npu_load: Family<CoreLabels, Gauge<f64, AtomicU64>>,
 }
 
@@ -100,6 +101,12 @@ impl Metrics {
             "Decode rate of the last run that reported one",
             decode_rate.clone(),
         );
+        let stalled_connections = Counter::default();
+        registry.register(
+            "stalled_connections",
+            "Connections closed because the client read nothing for the write timeout",
+            stalled_connections.clone(),
+        );
         let connections = Gauge::default();
         registry.register(
             "open_connections",
@@ -123,6 +130,7 @@ impl Metrics {
             prefill_rate,
             decode_rate,
             connections,
+            stalled_connections,
             npu_load,
         }
     }
@@ -191,6 +199,11 @@ impl Metrics {
     /// A connection opened (`+1`) or closed (`-1`).
     pub fn connection(&self, delta: i64) {
         self.connections.inc_by(delta);
+    }
+
+    /// Counts a connection closed for its write timeout.
+    pub fn stalled_connection(&self) {
+        self.stalled_connections.inc();
     }
 }
 

@@ -5,6 +5,9 @@
 //!   server starts waiting for a request head (on a new connection, and again after each
 //!   response on a keep-alive connection) to the head's end. So a silent connection, a
 //!   connection idle between requests and a head sent byte by byte are all closed after it.
+//! * A response that the client reads nothing of for
+//!   [`Limits::write_timeout`](crate::Limits::write_timeout) closes its connection (the
+//!   reply itself never waits for the client: it is produced into a channel).
 //! * Open connections are capped ([`Limits::max_connections`](crate::Limits::max_connections),
 //!   lowered to fit the open-files limit). At the cap, a new connection closes the oldest
 //!   connection that has no request in flight, so no number of idle or slow clients keeps a
@@ -17,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +33,7 @@ use tokio::sync::Notify;
 use tower::ServiceExt;
 
 use crate::body::GuardedBody;
+use crate::stall::WriteTimeout;
 use crate::AppState;
 
 /// Descriptors kept free for the model, the prompt cache and the runtime's own files when
@@ -302,7 +306,13 @@ fn spawn_connection(
             .timer(TokioTimer::new())
             .header_read_timeout(state.config.limits.header_timeout)
             .keep_alive(true);
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        let stalled = Arc::new(AtomicBool::new(false));
+        let io = WriteTimeout::new(
+            stream,
+            state.config.limits.write_timeout,
+            Arc::clone(&stalled),
+        );
+        let connection = builder.serve_connection(TokioIo::new(io), service);
         tokio::pin!(connection);
         let mut shutdown = state.shutdown.subscribe();
         tokio::select! {
@@ -317,6 +327,13 @@ fn spawn_connection(
                 let grace = state.config.limits.shutdown_grace + Duration::from_secs(2);
                 let _ = tokio::time::timeout(grace, connection.as_mut()).await;
             }
+        }
+        if stalled.load(Ordering::Relaxed) {
+            tracing::info!(
+                "closed a connection whose client read nothing for {} s",
+                state.config.limits.write_timeout.as_secs_f64()
+            );
+            state.metrics.stalled_connection();
         }
         conns
             .open

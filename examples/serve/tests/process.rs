@@ -130,6 +130,7 @@ fn help_lists_the_shared_flags_and_usage_errors_exit_2() {
         "--served-model-name <NAME>",
         "--max-connections <N>",
         "--header-timeout <SECS>",
+        "--write-timeout <SECS>",
         "--max-body-bytes <BYTES>",
         "--shutdown-grace <SECS>",
     ] {

@@ -1101,3 +1101,82 @@ async fn a_stream_longer_than_the_head_timeout_is_not_cut() {
         .collect();
     assert_eq!(text, reply);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_after_the_write_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Replies of about 1 MB each, and a client that sends 12 requests at once (HTTP/1.1
+    // pipelining) and reads nothing: more than the socket buffers between them hold, even
+    // with the receive buffer of the client shrunk and the kernel's autotuning.
+    let base = server(Config {
+        mock_replies: vec!["word ".repeat(3500)],
+        max_new_tokens: 4000,
+        limits: rkllm_serve::Limits {
+            write_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+        ..Config::default()
+    })
+    .await;
+    let stalled = || async {
+        let text = reqwest::get(format!("{base}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        sample(
+            &prometheus_samples(&text),
+            "rkllm_stalled_connections_total",
+        )
+    };
+    assert_eq!(stalled().await, 0.0);
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut client = socket.connect(addr).await.unwrap();
+    let body = json!({ "messages": user("go"), "stream": true, "max_tokens": 4000 }).to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client
+        .write_all(request.repeat(12).as_bytes())
+        .await
+        .unwrap();
+    // Generous bound against a hang, not a speed check.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while stalled().await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the stalled connection was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The model is free for the next client.
+    let next = post(
+        &base,
+        "/v1/chat/completions",
+        json!({ "messages": user("hi"), "max_tokens": 5 }),
+    )
+    .await;
+    assert_eq!(next.status(), 200);
+    // What the client gets now is what was buffered before the cut, then the end: fewer
+    // than the 12 replies.
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), client.read_to_end(&mut received))
+        .await
+        .expect("the connection ends");
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+    let done = text.matches("[DONE]").count();
+    assert!(
+        read.is_err() || done < 12,
+        "every reply arrived ({} bytes)",
+        received.len()
+    );
+}
