@@ -188,7 +188,7 @@ fn a_panicking_consumer_aborts_the_run_and_leaves_the_session_usable() {
             token.unwrap();
             if i == 1 {
                 // Unwinds as a panic does, without the panic hook: printing a backtrace
-                // (RUST_BACKTRACE in CI) could take longer than the whole run.
+                // (with RUST_BACKTRACE set) could take longer than the whole run.
                 std::panic::resume_unwind(Box::new("consumer bug"));
             }
         }
