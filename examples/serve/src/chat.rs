@@ -445,9 +445,10 @@ async fn chat_completion(
     .await
 }
 
-/// `POST /v1/chat/completions` with the model's own chat template: a raw run of the
-/// rendered prompt (no prompt cache), ended at the template's end-of-turn tokens, its reply
-/// read into reasoning, content and tool calls.
+/// `POST /v1/chat/completions` with the model's own chat template: a run of the rendered
+/// prompt (a chat turn through the prompt cache, when it is on and the request is a plain
+/// chat), ended at the template's end-of-turn tokens, its reply read into reasoning,
+/// content and tool calls.
 #[cfg(feature = "template")]
 async fn hf_completion(
     state: Arc<AppState>,
@@ -468,8 +469,23 @@ async fn hf_completion(
         .as_ref()
         .and_then(|o| o.include_usage)
         .unwrap_or(false);
+    // With the prompt cache on, a plain chat runs as a conversation on the chat session,
+    // which reuses the prefill of the conversation's earlier turns; any other request runs
+    // its rendered prompt as is. The prompt sent is the same either way.
+    let conversation = match state.config.prompt_cache {
+        Some(_) => hf.conversation(
+            &request,
+            state.config.system.as_deref(),
+            &prepared,
+            ContextBudget::new(state.config.max_context, reply_tokens),
+        ),
+        None => None,
+    };
     let session = take_session(&state, &stats).await?;
-    let turn = Running::raw(session, prepared.input, options).await?;
+    let turn = match conversation {
+        Some((conversation, user)) => Running::chat(session, conversation, user, options).await?,
+        None => Running::raw(session, prepared.input, options).await?,
+    };
     let shape = ChatShape(Meta::new(&state, "chatcmpl"));
     answer(
         state,

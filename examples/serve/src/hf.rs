@@ -11,21 +11,29 @@
 //!   messages go in as the client sent them, keys in the client's order.
 //! * The reply ends at the template's end-of-turn tokens; its reasoning (templates with
 //!   `<think>`) and tool calls (the format the template teaches) are read out of it.
+//! * With the prompt cache on, a plain chat runs as a [`Conversation`] on the chat session
+//!   (see [`HfChat::conversation`]), which reuses the prefill of its earlier turns.
 
 use std::error::Error;
 use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::Arc;
 
 use rkllm::chat::reasoning::{prompt_opens_reasoning, ReasoningSplitter, THINK_OPEN};
 use rkllm::chat::tool_calls::ToolCallFormat;
-use rkllm::chat::{HfChatTemplate, TemplateError, TemplateInput, TemplateTokenizer};
+use rkllm::chat::{
+    ContextBudget, Conversation, HfChatTemplate, Message, Role, TemplateError, TemplateInput,
+    TemplateTokenizer,
+};
 use rkllm::{GenerateOptions, Input};
 use serde::de::{MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use crate::openai::{unsupported, ApiError, ChatMessage, ChatRequest, ToolChoice, WithRaw};
+use crate::openai::{
+    unsupported, ApiError, ChatMessage, ChatRequest, Content, ToolChoice, WithRaw,
+};
 use crate::reply::ReplyParser;
 
 /// The turn-end tokens of the families RKLLM runs (ChatML, Llama 3, Phi-3, Gemma,
@@ -42,8 +50,8 @@ const TURN_ENDS: [&str; 6] = [
 /// The model's template and what the server learned from it at load.
 #[derive(Debug)]
 pub struct HfChat {
-    template: HfChatTemplate,
-    tokenizer: Option<TemplateTokenizer>,
+    template: Arc<HfChatTemplate>,
+    tokenizer: Option<Arc<TemplateTokenizer>>,
     takes_tools: bool,
     tool_format: Option<ToolCallFormat>,
     thinks: bool,
@@ -58,6 +66,11 @@ pub struct Prepared {
     pub parser: ReplyParser,
     /// Prompt tokens (an upper bound, the UTF-8 length, in text mode).
     pub prompt_tokens: usize,
+    /// The prompt as rendered, and its ids in token mode.
+    text: String,
+    ids: Option<Vec<u32>>,
+    /// Whether tools went to the template.
+    tools: bool,
 }
 
 impl HfChat {
@@ -67,7 +80,7 @@ impl HfChat {
         let template = HfChatTemplate::from_config_file(config)?;
         let sources = template_sources(config)?;
         let tokenizer = match tokenizer {
-            Some(path) => Some(TemplateTokenizer::from_file(path)?),
+            Some(path) => Some(Arc::new(TemplateTokenizer::from_file(path)?)),
             None => None,
         };
         // In token mode, the tokenizer's own special tokens are refused nowhere (they are
@@ -99,12 +112,12 @@ impl HfChat {
             )
             .into());
         }
-        let vocab_size = tokenizer.as_ref().map(vocabulary_size);
+        let vocab_size = tokenizer.as_deref().map(vocabulary_size);
         Ok(HfChat {
             takes_tools: sources.contains("tools"),
             tool_format: ToolCallFormat::detect(&sources),
             thinks: sources.contains(THINK_OPEN),
-            template,
+            template: Arc::new(template),
             tokenizer,
             end_ids,
             end_texts,
@@ -155,19 +168,22 @@ impl HfChat {
         let messages = template_messages(&request.messages, system)?;
         let mut input = TemplateInput::from_json(&messages).map_err(|e| template_error(&e))?;
         let mut offered = Vec::new();
+        let mut tools = false;
         if self.takes_tools {
-            if let Some((tools, names)) = tools_for(request)? {
-                input = input.tools_json(&tools).map_err(|e| template_error(&e))?;
+            if let Some((json, names)) = tools_for(request)? {
+                input = input.tools_json(&json).map_err(|e| template_error(&e))?;
                 offered = names;
+                tools = true;
             }
         }
-        let (input, text, prompt_tokens) = match &self.tokenizer {
+        let (input, text, ids, prompt_tokens) = match &self.tokenizer {
             Some(tokenizer) => {
                 let prompt = tokenizer
                     .encode(&self.template, &input)
                     .map_err(|e| template_error(&e))?;
                 let n = prompt.token_ids.len();
-                (Input::tokens(prompt.token_ids), prompt.text, n)
+                let ids = prompt.token_ids.clone();
+                (Input::tokens(prompt.token_ids), prompt.text, Some(ids), n)
             }
             None => {
                 let text = self
@@ -175,7 +191,7 @@ impl HfChat {
                     .render_text_mode(&input)
                     .map_err(|e| template_error(&e))?;
                 let n = text.len();
-                (Input::prompt(text.clone()), text, n)
+                (Input::prompt(text.clone()), text, None, n)
             }
         };
         if text.is_empty() {
@@ -195,7 +211,83 @@ impl HfChat {
             input,
             parser,
             prompt_tokens,
+            text,
+            ids,
+            tools,
         })
+    }
+
+    /// The request as a conversation the chat session runs with its prompt cache, and its
+    /// last user message (taken out, for the turn). Only for a plain chat: no tools went to
+    /// the template, the messages are an optional system (or developer) message first, then
+    /// user and assistant turns in alternation ending with the user's, each with text
+    /// content and no other field; and the conversation renders exactly the prompt of
+    /// `prepared` and fits `reply_tokens` beside it in `max_context`. `None` otherwise: the
+    /// request then runs as the raw prompt `prepared` holds, which is always the prompt
+    /// sent, so the choice never changes what the model sees.
+    pub fn conversation(
+        &self,
+        request: &ChatRequest,
+        system: Option<&str>,
+        prepared: &Prepared,
+        budget: ContextBudget,
+    ) -> Option<(Conversation, String)> {
+        if prepared.tools {
+            return None;
+        }
+        let mut messages = Vec::with_capacity(request.messages.len() + 1);
+        for (n, message) in request.messages.iter().enumerate() {
+            let role = match message.value.role.as_str() {
+                "system" | "developer" if n == 0 => Role::System,
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                _ => return None,
+            };
+            let mut content = None;
+            for (key, value) in ordered(&message.raw, "a message").ok()?.0 {
+                match key.as_str() {
+                    _ if value.get() == "null" => {}
+                    "role" => {}
+                    "content" => {
+                        let parsed = serde_json::from_str::<Content>(value.get()).ok()?;
+                        content = Some(parsed.into_text().ok()?);
+                    }
+                    _ => return None,
+                }
+            }
+            messages.push(Message::new(role, content?));
+        }
+        if let (Some(system), false) = (system, messages.first()?.role == Role::System) {
+            messages.insert(0, Message::system(system));
+        }
+        let turns = messages.iter().filter(|m| m.role != Role::System);
+        let alternates = turns.enumerate().all(|(i, m)| {
+            m.role
+                == if i % 2 == 0 {
+                    Role::User
+                } else {
+                    Role::Assistant
+                }
+        });
+        if !alternates || messages.last()?.role != Role::User {
+            return None;
+        }
+        let mut conversation =
+            Conversation::from_messages_for(Arc::clone(&self.template), messages)
+                .ok()?
+                .with_budget(budget);
+        if let Some(tokenizer) = &self.tokenizer {
+            conversation = conversation.with_template_tokenizer(Arc::clone(tokenizer));
+        }
+        let same = match &prepared.ids {
+            Some(ids) => conversation.encode(true).ok()? == *ids,
+            None => conversation.render(true).ok()? == prepared.text,
+        };
+        if !same || conversation.fit().ok()?.dropped_messages > 0 {
+            return None;
+        }
+        let user = conversation.take_last_user().ok()?;
+        Some((conversation, user))
     }
 }
 

@@ -253,15 +253,7 @@ pub fn load(config: Config) -> Result<Arc<AppState>, Box<dyn std::error::Error>>
     }
     #[cfg(feature = "template")]
     let hf = match &config.tokenizer_config {
-        Some(path) => {
-            if config.prompt_cache.is_some() {
-                tracing::warn!(
-                    "--prompt-cache is not used with the model's own chat template: every \
-                     request is prefilled in full"
-                );
-            }
-            Some(hf::HfChat::load(path, config.tokenizer.as_deref())?)
-        }
+        Some(path) => Some(hf::HfChat::load(path, config.tokenizer.as_deref())?),
         None => None,
     };
     #[cfg(feature = "template")]
@@ -318,7 +310,7 @@ pub fn load(config: Config) -> Result<Arc<AppState>, Box<dyn std::error::Error>>
     // Measured once (a one-token run), so `dimensions` is checked before a request queues.
     let embedding_size = session.embedding_size().ok();
     let mut chat = ChatSession::new(session);
-    if let (Some(dir), None) = (&config.prompt_cache, &config.tokenizer_config) {
+    if let Some(dir) = &config.prompt_cache {
         // A prefix store: each client conversation keeps its reuse when requests interleave,
         // and a stored system prompt survives restarts. A RAM directory (/dev/shm) is what
         // the README suggests on a board, to spare its eMMC: allowed, with a warning, since

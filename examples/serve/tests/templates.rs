@@ -62,6 +62,17 @@ impl Served {
 /// Serves the mock with `dir`'s tokenizer, answering `replies`; `config` is the chat
 /// template's `tokenizer_config.json`, `token_mode` gives the server the `tokenizer.json`.
 async fn serve(dir: &Path, config: &Path, token_mode: bool, replies: &[&str]) -> Served {
+    serve_with(dir, config, token_mode, replies, Config::default()).await
+}
+
+/// As [`serve`], with the rest of the configuration from `base`.
+async fn serve_with(
+    dir: &Path,
+    config: &Path,
+    token_mode: bool,
+    replies: &[&str],
+    base: Config,
+) -> Served {
     let tokenizer = dir.join("tokenizer.json");
     let model = MockModel::new()
         .turns(replies.iter().copied())
@@ -74,7 +85,7 @@ async fn serve(dir: &Path, config: &Path, token_mode: bool, replies: &[&str]) ->
         tokenizer: token_mode.then_some(tokenizer),
         tokenizer_config: Some(config.to_path_buf()),
         served_model_name: "m".into(),
-        ..Config::default()
+        ..base
     })
     .expect("the server loads");
     let (addr, _task) = rkllm_serve::start(state, "127.0.0.1", 0).await.unwrap();
@@ -534,4 +545,129 @@ async fn token_ids_are_checked_against_the_familys_vocabulary() {
         assert_eq!(complete(vec![100, vocab - 1]).await, 200, "{name}");
         assert_eq!(complete(vec![100, vocab]).await, 400, "{name}");
     }
+}
+
+/// With `--prompt-cache`, a plain multi-turn chat runs through the chat session and its
+/// cache: each turn's prompt is still the template's rendering of the whole history, byte
+/// for byte, and the turns after the first reuse the earlier turns' prefill. A request with
+/// tools, or with a message the conversation cannot hold, runs its rendered prompt as is.
+#[tokio::test]
+async fn with_the_prompt_cache_a_plain_chat_reuses_earlier_turns_and_the_prompt_is_the_same() {
+    let dir = family("qwen2_5");
+    let cache = tempfile::tempdir().unwrap();
+    let replies = ["First answer.", "Second answer.", "Third answer."];
+    let served = serve_with(
+        &dir,
+        &dir.join("tokenizer_config.json"),
+        true,
+        &[replies[0], replies[1], replies[2], QWEN_CALL, "plain"],
+        Config {
+            prompt_cache: Some(cache.path().to_path_buf()),
+            ..Config::default()
+        },
+    )
+    .await;
+    let mut messages = vec![json!({ "role": "system", "content": "Be brief." })];
+    for (turn, (user, reply)) in ["One?", "Two?", "Three?"].iter().zip(replies).enumerate() {
+        messages.push(json!({ "role": "user", "content": user }));
+        let history = Value::Array(messages.clone());
+        let body = json!({ "model": "m", "messages": history });
+        let (status, answer) = if turn == 1 {
+            // Streamed or not, the same path.
+            let chunks = chat_stream(&served, body).await;
+            let text: String = chunks
+                .iter()
+                .filter_map(|c| c["choices"].get(0))
+                .filter_map(|c| c["delta"]["content"].as_str())
+                .collect();
+            (
+                200,
+                json!({ "choices": [{ "message": { "content": text } }] }),
+            )
+        } else {
+            chat(&served, body).await
+        };
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["choices"][0]["message"]["content"], reply);
+        let (text, ids) = served.last_prompt();
+        let (want_text, want_ids) = rendering(&dir, &history, None);
+        assert_eq!(text, want_text, "turn {turn}");
+        assert_eq!(ids, want_ids, "turn {turn}");
+        messages.push(json!({ "role": "assistant", "content": reply }));
+    }
+    let runs = rkllm::mock::runs_of_model(served.model.path());
+    let chat_runs = &runs[runs.len() - 3..];
+    assert_eq!(chat_runs[0].reused_tokens, 0, "{:?}", chat_runs[0]);
+    for (turn, run) in chat_runs.iter().enumerate().skip(1) {
+        // Everything up to the previous turn's prompt is reused.
+        assert!(
+            run.reused_tokens >= chat_runs[turn - 1].prompt_tokens,
+            "turn {turn}: {} of {} reused, the previous prompt was {}",
+            run.reused_tokens,
+            run.prompt_tokens,
+            chat_runs[turn - 1].prompt_tokens
+        );
+        assert!(run.prefilled_tokens < run.prompt_tokens);
+    }
+
+    // Tools go to the template: the rendered prompt runs as is, the call comes back.
+    let tools_body = json!({
+        "model": "m",
+        "messages": [{ "role": "user", "content": "Weather in Paris?" }],
+        "tools": weather_tool()
+    });
+    let (status, answer) = chat(&served, tools_body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_weather_call(&answer);
+    let want = rendering(
+        &dir,
+        &json!([{ "role": "user", "content": "Weather in Paris?" }]),
+        Some(&weather_tool()),
+    );
+    assert_eq!(served.last_prompt(), want);
+
+    // A message field the conversation does not hold (`name`) still reaches the template.
+    let named = json!([{ "role": "user", "content": "Hi", "name": "ann" }]);
+    let (status, answer) = chat(&served, json!({ "model": "m", "messages": named })).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["choices"][0]["message"]["content"], "plain");
+    assert_eq!(served.last_prompt(), rendering(&dir, &named, None));
+}
+
+/// The same in text mode (no `tokenizer.json` given to the server): the prompt goes as
+/// text, still the template's rendering, and the second turn reuses the first one's.
+#[tokio::test]
+async fn with_the_prompt_cache_in_text_mode_the_second_turn_reuses_the_first() {
+    let dir = family("llama3_2");
+    let cache = tempfile::tempdir().unwrap();
+    let served = serve_with(
+        &dir,
+        &dir.join("tokenizer_config.json"),
+        false,
+        &["Hello.", "Fine."],
+        Config {
+            prompt_cache: Some(cache.path().to_path_buf()),
+            ..Config::default()
+        },
+    )
+    .await;
+    let first = json!([{ "role": "user", "content": "Hi" }]);
+    let second = json!([
+        { "role": "user", "content": "Hi" },
+        { "role": "assistant", "content": "Hello." },
+        { "role": "user", "content": "How are you?" }
+    ]);
+    for (messages, reply) in [(&first, "Hello."), (&second, "Fine.")] {
+        let (status, answer) = chat(&served, json!({ "model": "m", "messages": messages })).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["choices"][0]["message"]["content"], reply);
+        assert_eq!(served.last_prompt().0, rendering(&dir, messages, None).0);
+    }
+    let runs = rkllm::mock::runs_of_model(served.model.path());
+    let (one, two) = (&runs[runs.len() - 2], &runs[runs.len() - 1]);
+    assert_eq!(one.reused_tokens, 0);
+    assert!(
+        two.reused_tokens > 0 && two.reused_tokens < two.prompt_tokens,
+        "{two:?}"
+    );
 }
