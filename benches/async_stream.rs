@@ -23,7 +23,8 @@ use futures_core::Stream;
 use rkllm::mock::MockModel;
 use rkllm::{GenerateOptions, Model, Runtime, Session};
 
-/// Callbacks per run: 1,999 four-letter pieces (one token each for the mock) and the end.
+/// Callbacks per run: 1,999 pieces `the` (one token each for the mock; asserted below) and
+/// the end.
 const TOKENS: usize = 2_000;
 const PROMPT: &str = "Tell me a long story.";
 
@@ -94,7 +95,7 @@ fn main() {
     let mut c = Criterion::default().configure_from_args();
     let dir = tempfile::tempdir().unwrap();
     let path = MockModel::new()
-        .answer("abcd".repeat(TOKENS - 1))
+        .answer("the".repeat(TOKENS - 1))
         .write_to(dir.path().join("long-answer.rkllm"))
         .unwrap();
     let model = Model::builder(&path)
@@ -103,11 +104,16 @@ fn main() {
         .build()
         .expect("the mock model loads");
     let mut slot = Some(model.session().unwrap());
-    let yielded = with(&mut slot, sync_run);
+    // Every token but `<end_of_turn>`, whose text is empty (skipped by both forms).
+    assert_eq!(
+        with(&mut slot, sync_run),
+        TOKENS - 1,
+        "the iterator yields every token"
+    );
     assert_eq!(
         with(&mut slot, async_run),
-        yielded,
-        "both yield every token"
+        TOKENS - 1,
+        "the stream yields every token"
     );
 
     let mut group = c.benchmark_group("async_stream");
