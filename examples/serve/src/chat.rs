@@ -182,6 +182,17 @@ pub fn usage(t: &Timings) -> Value {
     })
 }
 
+/// [`usage`], with `completion_tokens_details.reasoning_tokens` for a reply read for
+/// reasoning (at most the completion tokens).
+fn usage_of(t: &Timings, parser: &ReplyParser) -> Value {
+    let mut usage = usage(t);
+    if let Some(n) = parser.reasoning_tokens() {
+        usage["completion_tokens_details"] =
+            json!({ "reasoning_tokens": n.min(t.generated_tokens) });
+    }
+    usage
+}
+
 /// The shape of a completion endpoint's answers.
 pub trait Shape: Send + Sync + 'static {
     /// The chunk before the first token, if any.
@@ -337,9 +348,10 @@ pub async fn answer<S: Shape>(
         return match outcome {
             Outcome::Finished { finish, timings } => {
                 parser.finish();
+                let usage = usage_of(&timings, &parser);
                 let reply = parser.into_reply();
                 let finish = finish_reason(finish, &reply);
-                Ok(Json(shape.whole(reply, finish, usage(&timings))).into_response())
+                Ok(Json(shape.whole(reply, finish, usage)).into_response())
             }
             Outcome::Failed(e) => Err(e),
             Outcome::Gone => Err(ApiError::server("the client went away")),
@@ -365,10 +377,11 @@ pub async fn answer<S: Shape>(
         match outcome {
             Outcome::Finished { finish, timings } => {
                 send(parser.finish());
+                let usage = usage_of(&timings, &parser);
                 let reply = parser.into_reply();
                 let _ = tx.send(data(shape.finish(finish_reason(finish, &reply))));
                 if include_usage {
-                    let _ = tx.send(data(shape.usage(usage(&timings))));
+                    let _ = tx.send(data(shape.usage(usage)));
                 }
             }
             Outcome::Failed(e) => {

@@ -40,6 +40,8 @@ pub struct ReplyParser {
     splitter: Option<ReasoningSplitter>,
     tools: Option<ToolCallParser>,
     reply: Reply,
+    /// Pushes (tokens) that touched the reasoning block, its tags included.
+    reasoning_tokens: usize,
 }
 
 impl ReplyParser {
@@ -49,6 +51,7 @@ impl ReplyParser {
             splitter: None,
             tools: None,
             reply: Reply::default(),
+            reasoning_tokens: 0,
         }
     }
 
@@ -64,15 +67,28 @@ impl ReplyParser {
         self
     }
 
-    /// Feeds the next piece of the reply; returns what is decided.
+    /// Feeds the next piece of the reply (a token's text); returns what is decided.
     pub fn push(&mut self, text: &str) -> Vec<Piece> {
         let split = match &mut self.splitter {
-            Some(s) => s.push(text),
+            Some(s) => {
+                let before = s.in_reasoning();
+                let split = s.push(text);
+                if before || s.in_reasoning() {
+                    self.reasoning_tokens += 1;
+                }
+                split
+            }
             None => vec![ReasoningPiece::Content(text.to_owned())],
         };
         let mut out = Vec::new();
         self.route(split, false, &mut out);
         out
+    }
+
+    /// The tokens pushed so far that were reasoning (the `<think>` block, its tags
+    /// included), when the reply is read for reasoning; `None` otherwise.
+    pub fn reasoning_tokens(&self) -> Option<usize> {
+        self.splitter.as_ref().map(|_| self.reasoning_tokens)
     }
 
     /// Ends the reply: returns what was held back.
@@ -150,6 +166,29 @@ impl ReplyParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasoning_tokens_are_those_of_the_think_block_and_its_tags() {
+        let tokens = ["<think>", "a", " b", "</", "think>", "Answer", " here"];
+        let mut parser = ReplyParser::plain().with_reasoning(ReasoningSplitter::new());
+        for t in tokens {
+            parser.push(t);
+        }
+        parser.finish();
+        assert_eq!(parser.reasoning_tokens(), Some(5));
+        assert_eq!(parser.into_reply().content, "Answer here");
+        // Starting inside the block (the prompt opened it): no opening tag to count.
+        let mut parser =
+            ReplyParser::plain().with_reasoning(ReasoningSplitter::starting_in_reasoning());
+        for t in ["x", "</think>", "y"] {
+            parser.push(t);
+        }
+        assert_eq!(parser.reasoning_tokens(), Some(2));
+        // A reply not read for reasoning has no such count.
+        let mut plain = ReplyParser::plain();
+        plain.push("<think>a</think>b");
+        assert_eq!(plain.reasoning_tokens(), None);
+    }
 
     fn run(mut parser: ReplyParser, pieces: &[&str]) -> (Vec<Piece>, Reply) {
         let mut out = Vec::new();

@@ -377,12 +377,18 @@ async fn reasoning_comes_apart_from_the_content() {
     };
     assert_eq!(field("content"), "It is 4.");
     assert_eq!(field("reasoning_content"), "The user asks 2+2.\nThat is 4.");
-    // Usage counts every generated token, reasoning included.
+    // Usage counts every generated token, reasoning included, and the reasoning's tokens
+    // apart: those of the thinking text and its closing tag, none of the answer's.
     let usage = &chunks.last().unwrap()["usage"];
-    assert_eq!(
-        usage["completion_tokens"],
-        answer["usage"]["completion_tokens"]
-    );
+    assert_eq!(usage, &answer["usage"]);
+    let completion = usage["completion_tokens"].as_u64().unwrap();
+    let reasoning = usage["completion_tokens_details"]["reasoning_tokens"]
+        .as_u64()
+        .unwrap();
+    let tokenizer = TemplateTokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let count = |text: &str| tokenizer.encode_text(text).unwrap().len() as u64;
+    assert_eq!(completion, count(reply));
+    assert_eq!(reasoning, completion - count("It is 4."));
 
     // A template without `<think>`: the same reply is all content.
     let plain = serve(&dir, &dir.join("tokenizer_config.json"), true, &[reply]).await;
