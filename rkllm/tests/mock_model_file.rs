@@ -264,3 +264,28 @@ mod json_tokenizer {
         std::fs::remove_file(tok).ok();
     }
 }
+
+#[test]
+fn a_file_that_is_not_utf8_is_refused_as_the_runtime_refuses_it() {
+    // The fuzz finding `mock_model_file/read-from-accepts-invalid-utf8`: a model whose answer
+    // holds a byte that is not UTF-8 was read lossily by `read_from`, while `rkllm_init` and
+    // `is_mock_model_file` refused it.
+    let json = MockModel::new().answer("Hello, w\u{f6}rld").to_json();
+    let mut bytes = json.into_bytes();
+    let at = bytes
+        .windows(2)
+        .position(|w| w == "ö".as_bytes())
+        .expect("the answer is in the file");
+    bytes[at] = 0x82; // a continuation byte where the ö began: two bytes that start nothing
+    let path = std::env::temp_dir().join(format!("rkllm-not-utf8-{}.rkllm", std::process::id()));
+    std::fs::write(&path, &bytes).unwrap();
+    let refused = is_mock_model_file(&path);
+    let read = MockModel::read_from(&path);
+    std::fs::remove_file(&path).unwrap();
+
+    assert!(!refused);
+    let err = read.unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("not UTF-8"), "{message}");
+    assert!(message.contains(&format!("offset {at}")), "{message}");
+}

@@ -651,15 +651,25 @@ impl MockModel {
         }
     }
 
-    /// Reads a mock model file.
+    /// Reads a mock model file. It accepts exactly the files the mock runtime's `rkllm_init`
+    /// accepts: UTF-8 JSON with the format marker and valid values.
     pub fn read_from(path: impl AsRef<Path>) -> Result<MockModel> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
             path: path.to_owned(),
             source,
         })?;
-        let text = String::from_utf8_lossy(&bytes);
-        MockModel::from_json(&text).map_err(|reason| Error::InvalidParameter {
+        // The mock runtime's init refuses bytes that are not UTF-8, so this does too: a lossy
+        // decode would accept a file the runtime then refuses.
+        let text = std::str::from_utf8(&bytes).map_err(|e| Error::InvalidParameter {
+            name: "mock model file",
+            reason: format!(
+                "{} is not UTF-8 (invalid byte at offset {})",
+                path.display(),
+                e.valid_up_to()
+            ),
+        })?;
+        MockModel::from_json(text).map_err(|reason| Error::InvalidParameter {
             name: "mock model file",
             reason,
         })
