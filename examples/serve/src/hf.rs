@@ -10,7 +10,8 @@
 //!   `tool_calls` (arguments parsed to objects, as templates print them) and `tool`
 //!   messages go in as the client sent them, keys in the client's order.
 //! * The reply ends at the template's end-of-turn tokens; its reasoning (templates with
-//!   `<think>`) and tool calls (the format the template teaches) are read out of it.
+//!   `<think>`) and tool calls (the format the template teaches) are read out of it. A
+//!   `tool_choice` that forces a call ends the prompt with the call's opening.
 //! * With the prompt cache on, a plain chat runs as a [`Conversation`] on the chat session
 //!   (see [`HfChat::conversation`]), which reuses the prefill of its earlier turns.
 
@@ -176,22 +177,19 @@ impl HfChat {
                 tools = true;
             }
         }
-        let (input, text, ids, prompt_tokens) = match &self.tokenizer {
+        let (mut text, mut ids) = match &self.tokenizer {
             Some(tokenizer) => {
                 let prompt = tokenizer
                     .encode(&self.template, &input)
                     .map_err(|e| template_error(&e))?;
-                let n = prompt.token_ids.len();
-                let ids = prompt.token_ids.clone();
-                (Input::tokens(prompt.token_ids), prompt.text, Some(ids), n)
+                (prompt.text, Some(prompt.token_ids))
             }
             None => {
                 let text = self
                     .template
                     .render_text_mode(&input)
                     .map_err(|e| template_error(&e))?;
-                let n = text.len();
-                (Input::prompt(text.clone()), text, None, n)
+                (text, None)
             }
         };
         if text.is_empty() {
@@ -200,13 +198,35 @@ impl HfChat {
                 Some("messages"),
             ));
         }
+        let reasons = self.thinks || prompt_opens_reasoning(&text);
         let mut parser = ReplyParser::plain();
-        if self.thinks || prompt_opens_reasoning(&text) {
+        if reasons {
             parser = parser.with_reasoning(ReasoningSplitter::for_prompt(&text));
         }
+        let forced = if tools {
+            self.forced_call(request, &offered, reasons)?
+        } else {
+            None
+        };
         if let (Some(format), false) = (self.tool_format, offered.is_empty()) {
             parser = parser.with_tools(format, offered);
         }
+        if let Some(opening) = &forced {
+            // The prompt ends with the call's opening; the reply parser reads it as the
+            // model's. Its text is the server's, so its special tokens are control tokens.
+            if let (Some(ids), Some(tokenizer)) = (&mut ids, &self.tokenizer) {
+                let more = tokenizer
+                    .encode_prompt_text(opening)
+                    .map_err(|e| template_error(&e))?;
+                ids.extend(more);
+            }
+            text.push_str(opening);
+            parser.prime(opening);
+        }
+        let (input, prompt_tokens) = match &ids {
+            Some(ids) => (Input::tokens(ids.clone()), ids.len()),
+            None => (Input::prompt(text.clone()), text.len()),
+        };
         Ok(Prepared {
             input,
             parser,
@@ -215,6 +235,39 @@ impl HfChat {
             ids,
             tools,
         })
+    }
+
+    /// The opening of a tool call the prompt ends with, when `tool_choice` forces a call
+    /// (`"required"`, or a named function, the one in `offered`): without constrained
+    /// decoding, a prompt that has begun the call is how the reply is made one. Refused
+    /// (400) where that cannot work: a template whose call format the server does not read,
+    /// or one whose reply reasons first.
+    fn forced_call(
+        &self,
+        request: &ChatRequest,
+        offered: &[String],
+        reasons: bool,
+    ) -> Result<Option<String>, ApiError> {
+        let name = match &request.tool_choice {
+            Some(ToolChoice::Mode(mode)) if mode == "required" => None,
+            Some(ToolChoice::Named(_)) => offered.first().map(String::as_str),
+            _ => return Ok(None),
+        };
+        let Some(format) = self.tool_format else {
+            return Err(unsupported(
+                "tool_choice",
+                "tool_choice cannot force a call: the chat template's tool-call format is \
+                 not one this server reads (Hermes <tool_call> or Llama 3 JSON); use \"auto\"",
+            ));
+        };
+        if reasons {
+            return Err(unsupported(
+                "tool_choice",
+                "tool_choice cannot force a call with a reasoning template (its reply \
+                 thinks first); use \"auto\"",
+            ));
+        }
+        Ok(Some(format.call_opening(name)))
     }
 
     /// The request as a conversation the chat session runs with its prompt cache, and its

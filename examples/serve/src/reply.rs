@@ -42,6 +42,8 @@ pub struct ReplyParser {
     reply: Reply,
     /// Pushes (tokens) that touched the reasoning block, its tags included.
     reasoning_tokens: usize,
+    /// What [`prime`](Self::prime)'s text decided, given out by the next push or finish.
+    primed: Vec<Piece>,
 }
 
 impl ReplyParser {
@@ -52,6 +54,7 @@ impl ReplyParser {
             tools: None,
             reply: Reply::default(),
             reasoning_tokens: 0,
+            primed: Vec::new(),
         }
     }
 
@@ -67,8 +70,20 @@ impl ReplyParser {
         self
     }
 
+    /// Feeds text the server put at the start of the reply, at the end of the prompt (a
+    /// forced tool call's opening): it is read as the model's own text, and what it decides
+    /// comes out first, from the next [`push`](Self::push) or [`finish`](Self::finish).
+    pub fn prime(&mut self, text: &str) {
+        let counted = self.reasoning_tokens;
+        let pieces = self.push(text);
+        // Not the model's tokens: they are the prompt's.
+        self.reasoning_tokens = counted;
+        self.primed.extend(pieces);
+    }
+
     /// Feeds the next piece of the reply (a token's text); returns what is decided.
     pub fn push(&mut self, text: &str) -> Vec<Piece> {
+        let mut out = std::mem::take(&mut self.primed);
         let split = match &mut self.splitter {
             Some(s) => {
                 let before = s.in_reasoning();
@@ -80,7 +95,6 @@ impl ReplyParser {
             }
             None => vec![ReasoningPiece::Content(text.to_owned())],
         };
-        let mut out = Vec::new();
         self.route(split, false, &mut out);
         out
     }
@@ -97,7 +111,7 @@ impl ReplyParser {
             Some(s) => s.finish(),
             None => Vec::new(),
         };
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.primed);
         self.route(split, true, &mut out);
         out
     }
@@ -243,6 +257,29 @@ mod tests {
             .collect();
         assert_eq!(args, r#"{"city": "Paris"}"#);
         assert!(!pieces.iter().any(|p| matches!(p, Piece::Content(_))));
+    }
+
+    #[test]
+    fn a_primed_call_opening_comes_out_first_and_reads_as_the_models() {
+        let format = ToolCallFormat::Hermes;
+        let mut parser = ReplyParser::plain().with_tools(format, vec!["get_weather".into()]);
+        parser.prime(&format.call_opening(Some("get_weather")));
+        let (pieces, reply) = run(parser, &["{\"city\":", " \"Paris\"}}\n</tool_call>"]);
+        assert!(
+            matches!(&pieces[0], Piece::CallStarted { index: 0, name, .. } if name == "get_weather"),
+            "{pieces:?}"
+        );
+        assert_eq!(reply.content, "");
+        assert_eq!(reply.calls.len(), 1);
+        assert_eq!(reply.calls[0].arguments, r#"{"city": "Paris"}"#);
+
+        // With no token after it, finish gives it out, as text: an unfinished call is no
+        // call, whoever began it.
+        let mut parser = ReplyParser::plain().with_tools(format, vec!["get_weather".into()]);
+        let opening = format.call_opening(Some("get_weather"));
+        parser.prime(&opening);
+        assert_eq!(parser.finish(), [Piece::Content(opening.clone())]);
+        assert_eq!(parser.into_reply().content, opening);
     }
 
     #[test]

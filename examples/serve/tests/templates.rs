@@ -677,3 +677,116 @@ async fn with_the_prompt_cache_in_text_mode_the_second_turn_reuses_the_first() {
         "{two:?}"
     );
 }
+
+/// The tools of [`weather_tool`] and a second one, so a named `tool_choice` has one to
+/// leave out.
+fn two_tools() -> Value {
+    let mut tools = weather_tool();
+    tools.as_array_mut().unwrap().push(json!({
+        "type": "function",
+        "function": { "name": "get_time", "description": "The time in a city",
+                      "parameters": { "type": "object", "properties": {} } }
+    }));
+    tools
+}
+
+#[tokio::test]
+async fn a_forcing_tool_choice_ends_the_prompt_with_the_calls_opening() {
+    // The mock answers only the rest of the call: the server's prompt began it.
+    let dir = family("qwen2_5");
+    let tokenizer = TemplateTokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let messages = json!([{ "role": "user", "content": "Weather in Paris?" }]);
+
+    // "required": the prompt ends with `<tool_call>\n{"name": "` and every tool is offered.
+    let rest = "get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+    let served = serve(&dir, &dir.join("tokenizer_config.json"), true, &[rest]).await;
+    let body = json!({ "messages": messages, "tools": two_tools(), "tool_choice": "required" });
+    let (status, answer) = chat(&served, body.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_weather_call(&answer);
+    let opening = "<tool_call>\n{\"name\": \"";
+    let (want_text, mut want_ids) = rendering(&dir, &messages, Some(&two_tools()));
+    let rendered = want_ids.len();
+    want_ids.extend(tokenizer.encode_prompt_text(opening).unwrap());
+    let (text, ids) = served.last_prompt();
+    assert_eq!(text, format!("{want_text}{opening}"));
+    assert_eq!(ids, want_ids);
+    // `<tool_call>` went as the one control token the model was trained on.
+    assert_eq!(tokenizer.token_ids(["<tool_call>"]), [ids[rendered]]);
+    assert!(text.contains("get_time"), "every tool is offered");
+    assert_streamed_weather_call(&chat_stream(&served, body).await);
+
+    // A named function: only it is offered, and the prompt names it.
+    let rest = "{\"city\": \"Paris\"}}\n</tool_call>";
+    let served = serve(&dir, &dir.join("tokenizer_config.json"), true, &[rest]).await;
+    let named = json!({ "type": "function", "function": { "name": "get_weather" } });
+    let body = json!({ "messages": messages, "tools": two_tools(), "tool_choice": named });
+    let (status, answer) = chat(&served, body.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_weather_call(&answer);
+    let opening = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": ";
+    let (want_text, mut want_ids) = rendering(&dir, &messages, Some(&weather_tool()));
+    want_ids.extend(tokenizer.encode_prompt_text(opening).unwrap());
+    let (text, ids) = served.last_prompt();
+    assert_eq!(text, format!("{want_text}{opening}"));
+    assert_eq!(ids, want_ids);
+    assert!(!text.contains("get_time"), "only the named tool is offered");
+    assert_streamed_weather_call(&chat_stream(&served, body).await);
+}
+
+#[tokio::test]
+async fn llama_3_2_in_text_mode_forces_a_named_call() {
+    let dir = family("llama3_2");
+    let rest = "{\"city\": \"Paris\"}}";
+    let served = serve(&dir, &dir.join("tokenizer_config.json"), false, &[rest]).await;
+    let messages = json!([{ "role": "user", "content": "Weather in Paris?" }]);
+    let named = json!({ "type": "function", "function": { "name": "get_weather" } });
+    let body = json!({ "messages": messages, "tools": two_tools(), "tool_choice": named });
+    let (status, answer) = chat(&served, body.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_weather_call(&answer);
+    let (want_text, _) = rendering(&dir, &messages, Some(&weather_tool()));
+    let (text, _) = served.last_prompt();
+    assert_eq!(
+        text,
+        format!("{want_text}{{\"name\": \"get_weather\", \"parameters\": ")
+    );
+    assert_streamed_weather_call(&chat_stream(&served, body).await);
+}
+
+#[tokio::test]
+async fn a_call_cannot_be_forced_where_the_template_teaches_no_known_format() {
+    // A template that takes tools but teaches no call format the server reads.
+    let dir = family("qwen2_5");
+    let config = tempfile::tempdir().unwrap();
+    let path = config.path().join("tokenizer_config.json");
+    std::fs::write(
+        &path,
+        json!({
+            "eos_token": "<|im_end|>",
+            "chat_template": "{% if tools %}<|im_start|>system\nTools: {{ tools | tojson }}<|im_end|>\n{% endif %}{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let served = serve(&dir, &path, true, &["ok"]).await;
+    let runs = || rkllm::mock::runs_of_model(served.model.path()).len();
+    let before = runs();
+    let messages = json!([{ "role": "user", "content": "Weather in Paris?" }]);
+    for choice in [
+        json!("required"),
+        json!({ "type": "function", "function": { "name": "get_weather" } }),
+    ] {
+        let body = json!({ "messages": messages, "tools": weather_tool(), "tool_choice": choice });
+        let (status, error) = chat(&served, body).await;
+        assert_eq!(status, 400, "{error}");
+        assert_eq!(error["error"]["param"], "tool_choice", "{error}");
+        assert_eq!(error["error"]["code"], "unsupported_parameter", "{error}");
+    }
+    assert_eq!(runs(), before, "a refused request never runs");
+    // "auto" runs.
+    let body = json!({ "messages": messages, "tools": weather_tool(), "tool_choice": "auto" });
+    let (status, answer) = chat(&served, body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(runs(), before + 1);
+}

@@ -97,6 +97,50 @@ impl ToolCallFormat {
             None
         }
     }
+
+    /// The text that opens a call in this format, up to the function's name (`name` is
+    /// `None`) or, with the name, up to its arguments' value. A prompt that ends with it
+    /// leaves the model to complete a call, which is how a server honours OpenAI's
+    /// `tool_choice: "required"` or a named function without constrained decoding. Fed
+    /// to a [`ToolCallParser`] before the model's text, it reads as the model's own.
+    ///
+    /// ```
+    /// use rkllm::chat::tool_calls::ToolCallFormat;
+    /// assert_eq!(ToolCallFormat::Hermes.call_opening(None), "<tool_call>\n{\"name\": \"");
+    /// assert_eq!(
+    ///     ToolCallFormat::Llama3Json.call_opening(Some("get_weather")),
+    ///     r#"{"name": "get_weather", "parameters": "#
+    /// );
+    /// ```
+    pub fn call_opening(self, name: Option<&str>) -> String {
+        let (open, arguments) = match self {
+            ToolCallFormat::Hermes => ("<tool_call>\n{\"name\": ", "arguments"),
+            ToolCallFormat::Llama3Json => ("{\"name\": ", "parameters"),
+        };
+        match name {
+            None => format!("{open}\""),
+            Some(name) => format!("{open}{}, \"{arguments}\": ", json_string(name)),
+        }
+    }
+}
+
+/// `text` as a JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// A tool call the model made, as OpenAI's `tool_calls[i]` of type `function`.
@@ -1486,6 +1530,44 @@ mod tests {
         for id in ids {
             assert!(id.starts_with("call_") && id[5..].chars().all(|c| c.is_ascii_alphanumeric()));
         }
+    }
+
+    #[test]
+    fn a_reply_after_the_call_opening_reads_as_the_call() {
+        let cases = [
+            (
+                Hermes,
+                None,
+                "get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>",
+            ),
+            (
+                Hermes,
+                Some("get_weather"),
+                "{\"city\": \"Paris\"}}\n</tool_call>",
+            ),
+            (
+                Llama3Json,
+                None,
+                "get_weather\", \"parameters\": {\"city\": \"Paris\"}}",
+            ),
+            (Llama3Json, Some("get_weather"), "{\"city\": \"Paris\"}}"),
+        ];
+        for (format, name, rest) in cases {
+            let reply = format!("{}{rest}", format.call_opening(name));
+            let parsed = parse_tool_calls(format, &reply);
+            assert_eq!(parsed.content, "", "{reply}");
+            assert_eq!(parsed.calls.len(), 1, "{reply}");
+            assert_eq!(parsed.calls[0].name, "get_weather");
+            assert_eq!(parsed.calls[0].arguments, "{\"city\": \"Paris\"}");
+        }
+        // A name that needs escaping stays one JSON string.
+        let opening = Hermes.call_opening(Some("a\"b\\c\n\u{1}"));
+        assert_eq!(
+            opening,
+            "<tool_call>\n{\"name\": \"a\\\"b\\\\c\\n\\u0001\", \"arguments\": "
+        );
+        let parsed = parse_tool_calls(Hermes, &format!("{opening}{{}}}}\n</tool_call>"));
+        assert_eq!(parsed.calls[0].name, "a\"b\\c\n\u{1}");
     }
 
     #[test]
