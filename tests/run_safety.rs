@@ -438,6 +438,121 @@ fn dropping_a_stream_mid_prefill_returns_before_the_run_ends_and_the_next_run_wa
     drop(file);
 }
 
+/// Wakes the thread that polls, and counts its wake-ups.
+struct Unpark {
+    thread: std::thread::Thread,
+    wakes: std::sync::atomic::AtomicUsize,
+}
+
+impl std::task::Wake for Unpark {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.wakes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.thread.unpark();
+    }
+}
+
+/// Polls `future` once with a waker that counts its wake-ups; then, if it was pending,
+/// `between()`, and polls on (parking in between) until it is ready. Returns what
+/// `between` returned, the output and the wake-ups.
+fn poll_twice<F: std::future::Future, T>(
+    future: F,
+    between: impl FnOnce() -> T,
+) -> (Option<T>, F::Output, usize) {
+    use std::task::{Context, Poll};
+    let unpark = std::sync::Arc::new(Unpark {
+        thread: std::thread::current(),
+        wakes: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let waker = std::task::Waker::from(std::sync::Arc::clone(&unpark));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    let mut between = Some(between);
+    let mut seen = None;
+    let output = loop {
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(output) => break output,
+            Poll::Pending => match between.take() {
+                Some(f) => seen = Some(f()),
+                None => std::thread::park(),
+            },
+        }
+    };
+    let wakes = unpark.wakes.load(std::sync::atomic::Ordering::SeqCst);
+    (seen, output, wakes)
+}
+
+#[test]
+fn waiting_for_a_dropped_run_asynchronously_never_blocks_the_polling_thread() {
+    let file = uninterruptible_prefill().write_temp_file().unwrap();
+    let path = file.to_path_buf();
+    let (in_flight_after_poll, waited, wakes, after, next) =
+        within(Duration::from_secs(60), move || {
+            let model = Model::builder(&path)
+                .runtime(Runtime::mock())
+                .build()
+                .unwrap();
+            let mut session = model.session().unwrap();
+            let stream = session
+                .generate(ten_tokens(), &GenerateOptions::new())
+                .unwrap();
+            wait_until_running(&model);
+            drop(stream);
+            // The first poll returns while the dropped run is still in its prefill.
+            let (in_flight_after_poll, waited, wakes) =
+                poll_twice(session.wait_idle_async(), || {
+                    (
+                        rkllm::mock::runs_of_model(&path).len(),
+                        model.runtime_reports_running(),
+                    )
+                });
+            let after = (
+                rkllm::mock::runs_of_model(&path).len(),
+                model.runtime_reports_running(),
+            );
+            let next = session
+                .complete(ten_tokens(), &GenerateOptions::new())
+                .unwrap();
+            (in_flight_after_poll, waited, wakes, after, next)
+        });
+    assert_eq!(
+        in_flight_after_poll,
+        Some((0, true)),
+        "the first poll waited"
+    );
+    waited.unwrap();
+    // Woken by the run's return (the stop deadline is two minutes away).
+    assert!(wakes >= 1);
+    assert_eq!(after, (1, false));
+    assert_eq!(next.text, "after the prefill");
+    drop(file);
+}
+
+#[test]
+fn an_async_wait_for_a_run_that_never_returns_ends_at_the_stop_timeout() {
+    let mock = slow("one two three").with_runtime(|r| r.run_never_returns = true);
+    let file = mock.write_temp_file().unwrap();
+    let path = file.to_path_buf();
+    let (pending_first, waited, later) = within(Duration::from_secs(20), move || {
+        let model = Model::builder(&path)
+            .runtime(Runtime::mock())
+            .stop_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let mut session = model.session().unwrap();
+        let mut stream = session.generate("q", &GenerateOptions::new()).unwrap();
+        stream.next().unwrap().unwrap();
+        drop(stream);
+        let (pending_first, waited, _) = poll_twice(session.wait_idle_async(), || ());
+        let later = session.complete("q", &GenerateOptions::new()).unwrap_err();
+        (pending_first.is_some(), waited, later)
+    });
+    assert!(pending_first);
+    let err = waited.unwrap_err();
+    assert!(matches!(err, Error::ModelUnusable { .. }), "{err:?}");
+    assert!(matches!(later, Error::ModelUnusable { .. }), "{later:?}");
+    drop(file);
+}
+
 #[test]
 fn a_dropped_chat_turn_mid_prefill_is_recorded_and_the_session_runs_again() {
     use rkllm::chat::{ChatSession, Conversation, SystemStyle};

@@ -16,7 +16,8 @@
 //! re-raised in the task that polls). Dropping a stream never blocks, so async code drops it
 //! where it likes: the runtime is asked to abort on a thread of its own, and the session's
 //! next call waits for the run (at most the model's stop timeout). To wait for the run in
-//! async code, `stream.stop_async().await`.
+//! async code, `stream.stop_async().await`, or after the drop
+//! [`Session::wait_idle_async`](crate::Session::wait_idle_async) before the next call.
 //!
 //! ```
 //! # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {

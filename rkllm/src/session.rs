@@ -357,10 +357,59 @@ impl Session {
         self.inner.handle.release_prompt_cache()
     }
 
-    /// Waits until no run is in flight: a run whose stream was dropped is waited for, at
-    /// most the model's stop timeout from the drop.
-    pub(crate) fn wait_idle(&mut self) -> Result<()> {
+    /// Waits until no run is in flight: a run let go earlier (its stream was dropped, or
+    /// given back with [`TokenStream::into_session`]) is waited for, at most the model's
+    /// stop timeout from the drop. The session's next call does this itself; call it to
+    /// choose where the wait happens.
+    ///
+    /// # Errors
+    /// [`Error::ModelUnusable`] when the run did not return within the stop timeout.
+    pub fn wait_idle(&mut self) -> Result<()> {
         self.inner.handle.stop_active()
+    }
+
+    /// The async form of [`wait_idle`](Self::wait_idle): resolves once no run is in flight,
+    /// without blocking the thread that polls it (executor-agnostic). Dropping a stream
+    /// never waits, but a session call after the drop waits for the dropped run (a prefill
+    /// the runtime cannot cut short runs on); in async code, await this first so that wait
+    /// never holds an executor thread.
+    ///
+    /// ```
+    /// # #[cfg(feature = "mock")] fn main() -> rkllm::Result<()> {
+    /// use rkllm::{mock::MockModel, GenerateOptions, Model, Runtime};
+    /// let file = MockModel::new().answer("Hello!").write_temp_file()?;
+    /// let model = Model::builder(file.path()).runtime(Runtime::mock()).build()?;
+    /// let mut session = model.session()?;
+    /// futures::executor::block_on(async {
+    ///     let stream = session.generate("Hi", &GenerateOptions::new())?;
+    ///     drop(stream); // returns at once; the run is stopped off this thread
+    ///     session.wait_idle_async().await?; // the executor thread stays free meanwhile
+    ///     let next = session.complete("Hi again", &GenerateOptions::new())?;
+    ///     assert_eq!(next.text, "Hello!");
+    ///     Ok(())
+    /// })
+    /// # }
+    /// # #[cfg(not(feature = "mock"))] fn main() {}
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::ModelUnusable`] when the run did not return within the stop timeout.
+    pub fn wait_idle_async(&mut self) -> impl Future<Output = Result<()>> + '_ {
+        let mut timer: Option<crate::wait::TimerEntry> = None;
+        std::future::poll_fn(move |cx| match self.inner.handle.poll_idle(cx.waker()) {
+            Ok(None) => Poll::Ready(Ok(())),
+            Err(e) => Poll::Ready(Err(e)),
+            Ok(Some(deadline)) => {
+                // Woken when the run returns, or at the deadline to settle it.
+                if !timer.as_ref().is_some_and(|t| t.update(cx.waker())) {
+                    timer = Some(crate::wait::wake_at_unless_dropped(
+                        deadline,
+                        cx.waker().clone(),
+                    ));
+                }
+                Poll::Pending
+            }
+        })
     }
 
     /// A handle that aborts this session's current run, whichever it is, from any thread.

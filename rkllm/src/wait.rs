@@ -480,6 +480,11 @@ pub(crate) fn wake_at(at: Instant, waker: Waker) {
     TIMER.add(at, waker).forget();
 }
 
+/// Wakes `waker` at `at` (or soon after), until the returned entry is dropped.
+pub(crate) fn wake_at_unless_dropped(at: Instant, waker: Waker) -> TimerEntry {
+    TIMER.add(at, waker)
+}
+
 /// The process's timer for async timeouts.
 static TIMER: Timer = Timer::new();
 
@@ -600,7 +605,7 @@ impl TimerEntry {
 
     /// Makes the entry wake `waker` instead, unless it already would. Returns false when the
     /// entry is no longer pending (it was due, or the timer had no thread).
-    fn update(&self, waker: &Waker) -> bool {
+    pub(crate) fn update(&self, waker: &Waker) -> bool {
         let Some(key) = self.key else {
             return false;
         };

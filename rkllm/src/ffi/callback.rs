@@ -214,8 +214,8 @@ impl RunShared {
         }
     }
 
-    /// Registers the async consumer's waker, woken at the next event.
-    #[allow(dead_code)] // Used by the async stream.
+    /// Registers a waker, woken at the next event: the async consumer's, or once its stream
+    /// is gone, that of a wait for the run to return.
     pub(crate) fn set_waker(&self, waker: &Waker) {
         let mut slot = lock(&self.waker);
         match &*slot {

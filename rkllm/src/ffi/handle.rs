@@ -16,6 +16,7 @@ use std::ffi::CStr;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Waker;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -375,6 +376,42 @@ impl Handle {
         match active {
             Some(active) => self.stop(active),
             None => Ok(()),
+        }
+    }
+
+    /// Whether the next call on the handle can start without waiting: `Ok(None)` when it
+    /// can (a run that has returned is joined now, at once); `Ok(Some(deadline))` while a
+    /// run let go earlier is still in `rkllm_run`: `waker` is woken when it returns, and
+    /// from `deadline` on the next call settles it. A run that was never asked to stop (its
+    /// stream was leaked) is asked now, as the next call would ask it.
+    ///
+    /// # Errors
+    /// [`Error::ModelUnusable`] when a run did not return within the stop timeout.
+    pub(crate) fn poll_idle(&self, waker: &Waker) -> Result<Option<Instant>> {
+        self.check_usable()?;
+        let Some(id) = lock(&self.active).as_ref().map(|a| a.shared.id()) else {
+            return Ok(None);
+        };
+        self.stop_in_background(id);
+        let slot = lock(&self.active);
+        let Some(active) = slot.as_ref().filter(|a| a.shared.id() == id) else {
+            // It had returned and was joined.
+            return Ok(None);
+        };
+        active.shared.set_waker(waker);
+        // Looked at after the waker is in place, so a return in between is not missed.
+        if active.shared.return_code().is_some() {
+            drop(slot);
+            self.finish_run(id);
+            return Ok(None);
+        }
+        match active.deadline {
+            Some(deadline) if Instant::now() < deadline => Ok(Some(deadline)),
+            // Past the deadline: settled as the next call would settle it, without waiting.
+            _ => {
+                drop(slot);
+                self.stop_active().map(|()| None)
+            }
         }
     }
 
