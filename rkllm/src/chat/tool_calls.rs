@@ -47,6 +47,7 @@
 //! assert!(parsed.calls[0].id.starts_with("call_"));
 //! ```
 
+use std::fmt::Write as _;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -119,28 +120,43 @@ impl ToolCallFormat {
         };
         match name {
             None => format!("{open}\""),
-            Some(name) => format!("{open}{}, \"{arguments}\": ", json_string(name)),
+            Some(name) => {
+                let mut out = open.to_owned();
+                write_json_string(name, false, &mut out);
+                let _ = write!(out, ", \"{arguments}\": ");
+                out
+            }
         }
     }
 }
 
-/// `text` as a JSON string literal.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
+/// Writes `s` as a JSON string literal, as Python's `json` encoder writes it (with
+/// `ensure_ascii`, every non-ASCII character as `\u` escapes). Used by the template's
+/// `tojson` too.
+pub(crate) fn write_json_string(s: &str, ensure_ascii: bool, out: &mut String) {
     out.push('"');
-    for c in text.chars() {
+    for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c if ensure_ascii && !c.is_ascii() => {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    let _ = write!(out, "\\u{unit:04x}");
+                }
+            }
             c => out.push(c),
         }
     }
     out.push('"');
-    out
 }
 
 /// A tool call the model made, as OpenAI's `tool_calls[i]` of type `function`.

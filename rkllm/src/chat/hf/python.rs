@@ -7,6 +7,7 @@ use minijinja::value::{Kwargs, ValueKind};
 use minijinja::{Error, ErrorKind, State, Value};
 
 use crate::chat::strip::is_python_space;
+use crate::chat::tool_calls::write_json_string;
 
 /// Python's `str(value)`, as jinja2 prints `{{ value }}`: strings raw, `None`, `True`,
 /// `False`, Python float reprs, and `repr` for lists and dicts.
@@ -202,7 +203,9 @@ fn json_value(
         ValueKind::None => out.push_str("null"),
         ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
         ValueKind::Number => push_number(value, out, true),
-        ValueKind::String => json_str(value.as_str().unwrap_or_default(), style.ensure_ascii, out),
+        ValueKind::String => {
+            write_json_string(value.as_str().unwrap_or_default(), style.ensure_ascii, out)
+        }
         ValueKind::Seq | ValueKind::Iterable => {
             let items: Vec<Value> = value.try_iter()?.collect();
             if items.is_empty() {
@@ -257,7 +260,7 @@ fn json_value(
                     out.push_str(&style.item_sep);
                 }
                 json_newline(style, level + 1, out);
-                json_str(name, style.ensure_ascii, out);
+                write_json_string(name, style.ensure_ascii, out);
                 out.push_str(&style.key_sep);
                 json_value(item, style, level + 1, out)?;
             }
@@ -272,33 +275,6 @@ fn json_value(
         }
     }
     Ok(())
-}
-
-/// A JSON string as Python's encoder writes it.
-fn json_str(s: &str, ensure_ascii: bool, out: &mut String) {
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c if ensure_ascii && !c.is_ascii() => {
-                let mut buf = [0u16; 2];
-                for unit in c.encode_utf16(&mut buf) {
-                    let _ = write!(out, "\\u{unit:04x}");
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// transformers' `tojson` filter:
