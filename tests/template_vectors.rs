@@ -172,8 +172,11 @@ fn check(case: &Case, tokenizers: &mut Tokenizers) -> Result<(), String> {
         ));
     }
     // Hugging Face's own ids (special-token text parsed everywhere) for information in the
-    // vectors: the text-tokenizing path must reproduce them.
+    // vectors: the text-tokenizing path must reproduce them (with the special tokens the
+    // template's configuration adds, as `encode` takes them).
     let hf_ids = tokenizer
+        .clone()
+        .with_template_tokens(&template)
         .encode_prompt_text(&prompt.text)
         .map_err(|e| e.to_string())?;
     match (&case.hf_token_ids, case.content_holds_special_tokens) {

@@ -80,8 +80,11 @@ impl HfChat {
     pub fn load(config: &Path, tokenizer: Option<&Path>) -> Result<HfChat, Box<dyn Error>> {
         let template = HfChatTemplate::from_config_file(config)?;
         let sources = template_sources(config)?;
+        // With the special tokens only the configuration declares (InternLM2's).
         let tokenizer = match tokenizer {
-            Some(path) => Some(Arc::new(TemplateTokenizer::from_file(path)?)),
+            Some(path) => Some(Arc::new(
+                TemplateTokenizer::from_file(path)?.with_template_tokens(&template),
+            )),
             None => None,
         };
         // In token mode, the tokenizer's own special tokens are refused nowhere (they are

@@ -358,6 +358,11 @@ impl Conversation {
     #[cfg_attr(docsrs, doc(cfg(all(feature = "template", feature = "tokenizer"))))]
     pub fn with_template_tokenizer(mut self, tokenizer: Arc<TemplateTokenizer>) -> Self {
         if let Some(family) = &mut self.family {
+            // Merged once here, with the special tokens only the configuration declares.
+            let tokenizer = match tokenizer.merged(&family.template) {
+                Some(merged) => Arc::new(merged),
+                None => tokenizer,
+            };
             if family.end_ids.is_empty() {
                 family.end_ids = tokenizer.token_ids(family.template.end_of_turn_texts());
             }

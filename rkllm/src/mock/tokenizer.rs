@@ -334,6 +334,10 @@ impl JsonTokenizer {
                 t.get_vocab_size(true),
             ),
         };
+        let byte_level = match &backend {
+            Backend::Shared(t) => t.inner().get_decoder().is_some_and(is_byte_level),
+            Backend::Full(t) => t.get_decoder().is_some_and(is_byte_level),
+        };
         // Only added tokens: a byte-level vocabulary may hold `<s>` as an ordinary piece.
         let id = |names: &[&str]| {
             names.iter().find_map(|n| {
@@ -353,18 +357,21 @@ impl JsonTokenizer {
             "<|endoftext|>",
             "<|end_of_text|>",
         ])
+        .or_else(|| {
+            // A SentencePiece vocabulary whose tokenizer.json lists no added tokens
+            // (InternLM2's: its turn markers are only in tokenizer_config.json) holds its
+            // sequence end as an ordinary piece; a byte-level one may hold `</s>` as text.
+            (!byte_level).then(|| token_to_id("</s>")).flatten()
+        })
         .ok_or_else(|| format!("tokenizer {} has no end-of-turn token", path.display()))?;
-        let specials = added
+        let mut specials: std::collections::HashSet<i32> = added
             .iter()
             .filter(|(_, t)| t.special)
             .map(|(id, _)| *id as i32)
             .collect();
+        specials.insert(end_of_turn as i32);
         let added = added.keys().map(|id| *id as i32).collect();
         drop(token_to_id);
-        let byte_level = match &backend {
-            Backend::Shared(t) => t.inner().get_decoder().is_some_and(is_byte_level),
-            Backend::Full(t) => t.get_decoder().is_some_and(is_byte_level),
-        };
         Ok(JsonTokenizer {
             bos: bos.map(|b| b as i32),
             end_of_turn: end_of_turn as i32,

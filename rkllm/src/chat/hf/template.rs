@@ -144,6 +144,20 @@ pub struct HfChatTemplate {
     clock: Clock,
     /// The ids of [`end_of_turn_texts`](Self::end_of_turn_texts), where known.
     end_ids: Vec<u32>,
+    /// The `special` entries of the configuration's `added_tokens_decoder`, with their ids.
+    added_tokens: Vec<ConfigToken>,
+}
+
+/// A special token the configuration declares in `added_tokens_decoder`: transformers adds
+/// it to the tokenizer, so the template's text of it is that id even where the model's
+/// `tokenizer.json` does not list it (InternLM2's names those ids `[UNUSED_TOKEN_…]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ConfigToken {
+    pub(crate) content: String,
+    pub(crate) id: u32,
+    pub(crate) lstrip: bool,
+    pub(crate) rstrip: bool,
+    pub(crate) single_word: bool,
 }
 
 impl fmt::Debug for HfChatTemplate {
@@ -253,13 +267,22 @@ impl HfChatTemplate {
             .map(|list| list.iter().filter_map(token_text).collect())
             .unwrap_or_default();
         let mut extra_specials: Vec<String> = additional.clone();
-        let mut ids: Vec<(String, u32)> = Vec::new();
+        let mut added: Vec<ConfigToken> = Vec::new();
         if let Some(decoder) = obj.get("added_tokens_decoder").and_then(|v| v.as_object()) {
             for (id, token) in decoder {
                 let special = token.get("special").and_then(|v| v.as_bool()) == Some(true);
                 if let (true, Some(text)) = (special, token_text(token)) {
-                    if let Ok(id) = id.parse::<u32>() {
-                        ids.push((text.clone(), id));
+                    if let (Ok(id), false) = (id.parse::<u32>(), text.is_empty()) {
+                        let flag = |name: &str| {
+                            token.get(name).and_then(serde_json::Value::as_bool) == Some(true)
+                        };
+                        added.push(ConfigToken {
+                            content: text.clone(),
+                            id,
+                            lstrip: flag("lstrip"),
+                            rstrip: flag("rstrip"),
+                            single_word: flag("single_word"),
+                        });
                     }
                     extra_specials.push(text);
                 }
@@ -269,9 +292,10 @@ impl HfChatTemplate {
         let ends: Vec<u32> = template
             .end_of_turn_texts()
             .iter()
-            .filter_map(|text| ids.iter().find(|(t, _)| t == text).map(|&(_, id)| id))
+            .filter_map(|text| added.iter().find(|t| t.content == *text).map(|t| t.id))
             .collect();
         template.end_ids = ends;
+        template.added_tokens = added;
         Ok(template)
     }
 
@@ -343,6 +367,7 @@ impl HfChatTemplate {
             first_bytes,
             clock,
             end_ids: Vec::new(),
+            added_tokens: Vec::new(),
         })
     }
 
@@ -412,6 +437,11 @@ impl HfChatTemplate {
     /// longest first: what [`check_text_mode`](Self::check_text_mode) refuses in messages.
     pub fn special_token_texts(&self) -> &[String] {
         &self.special_texts
+    }
+
+    /// The configuration's `added_tokens_decoder` special tokens, with their ids.
+    pub(crate) fn added_tokens(&self) -> &[ConfigToken] {
+        &self.added_tokens
     }
 
     /// The texts that end a reply: `eos_token`, and the family's turn-end tokens

@@ -141,7 +141,7 @@ impl TemplateTokenizer {
     }
 
     fn with_specials(backend: Backend, added: impl IntoIterator<Item = (u32, AddedToken)>) -> Self {
-        let mut specials: Vec<Special> = added
+        let specials: Vec<Special> = added
             .into_iter()
             .filter(|(_, t)| t.special && !t.content.is_empty())
             .map(|(id, t)| Special {
@@ -152,6 +152,10 @@ impl TemplateTokenizer {
                 single_word: t.single_word,
             })
             .collect();
+        Self::with_special_list(backend, specials)
+    }
+
+    fn with_special_list(backend: Backend, mut specials: Vec<Special>) -> Self {
         specials.sort_by(|a, b| {
             b.content
                 .len()
@@ -169,6 +173,65 @@ impl TemplateTokenizer {
         }
     }
 
+    /// This tokenizer with the special tokens `template`'s configuration declares and its
+    /// `tokenizer.json` does not: each `special` entry of the configuration's
+    /// `added_tokens_decoder`, at the id it gives (with its strip flags), then each named or
+    /// additional special token that is a single token of the vocabulary. The template's
+    /// text of such a token is then its id; in messages it stays plain text.
+    ///
+    /// Most families' `tokenizer.json` lists every special token, and this changes nothing.
+    /// InternLM2's does not: its ids 92538 to 92543 are `[UNUSED_TOKEN_…]` there, and only
+    /// the configuration says they are `<|plugin|>` … `<|im_start|>`, the ids the model was
+    /// trained with. (transformers' fast tokenizer, built from such a pair, appends these
+    /// tokens past the vocabulary instead: ids the model never saw.)
+    /// [`encode`](Self::encode) applies this by itself; use it for
+    /// [`encode_prompt_text`](Self::encode_prompt_text) and
+    /// [`token_to_id`](Self::token_to_id) of such tokens.
+    #[must_use]
+    pub fn with_template_tokens(self, template: &HfChatTemplate) -> Self {
+        match self.merged(template) {
+            Some(merged) => merged,
+            None => self,
+        }
+    }
+
+    /// The tokenizer with `template`'s extra special tokens, `None` when it has none.
+    pub(crate) fn merged(&self, template: &HfChatTemplate) -> Option<Self> {
+        let known = |specials: &[Special], text: &str| specials.iter().any(|s| s.content == text);
+        let mut extra: Vec<Special> = Vec::new();
+        for token in template.added_tokens() {
+            if !known(&self.specials, &token.content) && !known(&extra, &token.content) {
+                extra.push(Special {
+                    content: token.content.clone(),
+                    id: token.id,
+                    lstrip: token.lstrip,
+                    rstrip: token.rstrip,
+                    single_word: token.single_word,
+                });
+            }
+        }
+        for text in template.special_token_texts() {
+            if known(&self.specials, text) || known(&extra, text) {
+                continue;
+            }
+            if let Some(id) = self.backend_token_to_id(text) {
+                extra.push(Special {
+                    content: text.clone(),
+                    id,
+                    lstrip: false,
+                    rstrip: false,
+                    single_word: false,
+                });
+            }
+        }
+        if extra.is_empty() {
+            return None;
+        }
+        let mut specials = self.specials.clone();
+        specials.extend(extra);
+        Some(Self::with_special_list(self.backend.clone(), specials))
+    }
+
     /// The texts of the tokenizer's special tokens (its added tokens marked `special`),
     /// longest first.
     pub fn special_token_texts(&self) -> impl Iterator<Item = &str> {
@@ -177,6 +240,13 @@ impl TemplateTokenizer {
 
     /// The id of a token (a special token's text, or a vocabulary piece).
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        match self.specials.iter().find(|s| s.content == token) {
+            Some(special) => Some(special.id),
+            None => self.backend_token_to_id(token),
+        }
+    }
+
+    fn backend_token_to_id(&self, token: &str) -> Option<u32> {
         match &self.backend {
             Backend::Lean(t) => t.inner().token_to_id(token),
             Backend::Full(t) => t.token_to_id(token),
@@ -244,6 +314,17 @@ impl TemplateTokenizer {
     /// text in a way whose result cannot be traced back to the message (then no prompt is
     /// safe to give).
     pub fn encode(
+        &self,
+        template: &HfChatTemplate,
+        input: &TemplateInput,
+    ) -> Result<RenderedPrompt, TemplateError> {
+        match self.merged(template) {
+            Some(merged) => merged.encode_with(template, input),
+            None => self.encode_with(template, input),
+        }
+    }
+
+    fn encode_with(
         &self,
         template: &HfChatTemplate,
         input: &TemplateInput,
@@ -415,6 +496,48 @@ mod tests {
       "post_processor": null, "decoder": null,
       "model": {"type": "WordLevel", "vocab": {"<unk>": 0, "<|user|>": 1, "<|end|>": 2, "hi": 3, "there": 4, "<|": 5, "|>": 6, "end": 7}, "unk_token": "<unk>"}
     }"#;
+
+    #[test]
+    fn special_tokens_only_the_configuration_declares_are_their_ids() {
+        // The tokenizer has `<|user|>` and `<|end|>`; the configuration also declares
+        // `<|sys|>` at id 8, a slot the vocabulary calls `[UNUSED_8]` (as InternLM2's does).
+        let mut json: serde_json::Value = serde_json::from_str(WORD_LEVEL).unwrap();
+        json["model"]["vocab"]["[UNUSED_8]"] = 8.into();
+        json["model"]["vocab"]["sys"] = 9.into();
+        let tok = TemplateTokenizer::from_bytes(json.to_string().as_bytes()).unwrap();
+        let config = serde_json::json!({
+            "eos_token": "<|end|>",
+            "added_tokens_decoder": {
+                "2": { "content": "<|end|>", "special": true, "rstrip": true },
+                "8": { "content": "<|sys|>", "special": true }
+            },
+            "chat_template": "{% for m in messages %}<|sys|>{{ m.content }}<|end|> {% endfor %}"
+        });
+        let template = HfChatTemplate::from_config_json(&config.to_string(), "config").unwrap();
+        assert_eq!(tok.token_to_id("<|sys|>"), None);
+        let prompt = tok
+            .encode(
+                &template,
+                &TemplateInput::new(&[Message::user("hi <|sys|> there")]),
+            )
+            .unwrap();
+        assert_eq!(prompt.text, "<|sys|>hi <|sys|> there<|end|> ");
+        // The template's `<|sys|>` is id 8; the message's is the words `<|`, `sys`, `|>`.
+        assert_eq!(prompt.token_ids, [8, 3, 5, 9, 6, 4, 2]);
+
+        let merged = tok.clone().with_template_tokens(&template);
+        assert_eq!(merged.token_to_id("<|sys|>"), Some(8));
+        assert_eq!(merged.encode_prompt_text("<|sys|>hi").unwrap(), [8, 3]);
+        // Without the configuration's tokens, the text is words.
+        assert_eq!(tok.encode_prompt_text("<|sys|>hi").unwrap(), [5, 9, 6, 3]);
+        // A template whose configuration adds nothing leaves the tokenizer as it is.
+        let plain = HfChatTemplate::from_template_str("{{ messages }}", [("eos_token", "<|end|>")])
+            .unwrap();
+        assert_eq!(
+            tok.clone().with_template_tokens(&plain).specials.len(),
+            tok.specials.len()
+        );
+    }
 
     #[test]
     fn template_tokens_any_model_type_keeps_message_specials_as_text() {
