@@ -29,7 +29,13 @@ pub fn token_ids(
     if ids.is_empty() {
         return Err(ApiError::bad_request("an input has no tokens", Some(param)));
     }
-    let vocab = i64::from(state.vocab_size);
+    let Some(vocab) = state.vocab_size.map(i64::from) else {
+        return Err(ApiError::bad_request(
+            "token ids are not accepted: the server does not know the model's vocabulary \
+             (start it with the model's tokenizer.json: --tokenizer or --model-dir); send text",
+            Some(param),
+        ));
+    };
     ids.into_iter()
         .map(|id| {
             if (0..vocab).contains(&id) {

@@ -171,7 +171,10 @@ pub struct AppState {
     #[cfg(feature = "template")]
     hf: Option<hf::HfChat>,
     /// The model's vocabulary size: token ids are checked against it before they queue.
-    vocab_size: u32,
+    /// `None` when it is not known (a family's template without its `tokenizer.json`):
+    /// token-id input is then refused, since an id past the vocabulary would make the
+    /// runtime read past its embedding table.
+    vocab_size: Option<u32>,
     /// The embedding size, measured at load (`None` when the runtime could not tell).
     embedding_size: Option<usize>,
     created: u64,
@@ -293,19 +296,22 @@ pub fn load(config: Config) -> Result<Arc<AppState>, Box<dyn std::error::Error>>
         };
         (config.model.clone().expect("checked above"), runtime)
     };
+    // Gemma 2's, with the built-in template; a family's from its tokenizer.json, else unknown.
     #[cfg(feature = "template")]
-    let vocab_size = hf
-        .as_ref()
-        .and_then(hf::HfChat::vocab_size)
-        .unwrap_or(rkllm::gemma::VOCAB_SIZE);
+    let vocab_size = match &hf {
+        Some(hf) => hf.vocab_size(),
+        None => Some(rkllm::gemma::VOCAB_SIZE),
+    };
     #[cfg(not(feature = "template"))]
-    let vocab_size = rkllm::gemma::VOCAB_SIZE;
-    let model = Model::builder(&path)
+    let vocab_size = Some(rkllm::gemma::VOCAB_SIZE);
+    let mut builder = Model::builder(&path)
         .runtime(runtime)
         .max_context_len(config.max_context)
-        .max_new_tokens(config.max_new_tokens)
-        .vocab_size(vocab_size)
-        .build()?;
+        .max_new_tokens(config.max_new_tokens);
+    if let Some(size) = vocab_size {
+        builder = builder.vocab_size(size);
+    }
+    let model = builder.build()?;
     let mut session = model.into_session()?;
     // Measured once (a one-token run), so `dimensions` is checked before a request queues.
     let embedding_size = session.embedding_size().ok();

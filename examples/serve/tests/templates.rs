@@ -553,6 +553,56 @@ async fn token_ids_are_checked_against_the_familys_vocabulary() {
     }
 }
 
+#[tokio::test]
+async fn without_the_tokenizer_json_token_ids_are_refused_not_checked_against_gemmas_vocabulary() {
+    // Text mode with Qwen2.5's template: the server does not know the vocabulary, so an id
+    // (even one below Gemma 2's 256,000 and above Qwen's 151,665) never reaches the runtime.
+    let dir = family("qwen2_5");
+    let served = serve(&dir, &dir.join("tokenizer_config.json"), false, &["ok"]).await;
+    let runs = || rkllm::mock::runs_of_model(served.model.path()).len();
+    let before = runs();
+    let client = reqwest::Client::new();
+    for (path, body, param) in [
+        (
+            "completions",
+            json!({ "prompt": [100, 200_000], "max_tokens": 2 }),
+            "prompt",
+        ),
+        (
+            "completions",
+            json!({ "prompt": [100, 101], "max_tokens": 2 }),
+            "prompt",
+        ),
+        ("embeddings", json!({ "input": [100, 101] }), "input"),
+    ] {
+        let response = client
+            .post(format!("{}/v1/{path}", served.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{path} {body}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(error["error"]["param"], param, "{error}");
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("tokenizer.json"),
+            "{error}"
+        );
+    }
+    assert_eq!(runs(), before, "a refused request never runs");
+    // Text still works.
+    let response = client
+        .post(format!("{}/v1/completions", served.base))
+        .json(&json!({ "prompt": "Once upon", "max_tokens": 2 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
+
 /// With `--prompt-cache`, a plain multi-turn chat runs through the chat session and its
 /// cache: each turn's prompt is still the template's rendering of the whole history, byte
 /// for byte, and the turns after the first reuse the earlier turns' prefill. A request with
