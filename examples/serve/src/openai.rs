@@ -169,6 +169,8 @@ impl ChatRequest {
 #[derive(Debug)]
 pub struct WithRaw<T> {
     pub value: T,
+    // Read by the model's-own-template path (feature `template`).
+    #[cfg_attr(not(feature = "template"), allow(dead_code))]
     pub raw: Box<RawValue>,
 }
 

@@ -59,12 +59,14 @@ impl ReplyParser {
     }
 
     /// Splits off the reasoning with `splitter`.
+    #[cfg_attr(not(feature = "template"), allow(dead_code))]
     pub fn with_reasoning(mut self, splitter: ReasoningSplitter) -> ReplyParser {
         self.splitter = Some(splitter);
         self
     }
 
     /// Reads tool calls of `format`, of the functions named `names` only.
+    #[cfg_attr(not(feature = "template"), allow(dead_code))]
     pub fn with_tools(mut self, format: ToolCallFormat, names: Vec<String>) -> ReplyParser {
         self.tools = Some(ToolCallParser::new(format).with_tool_names(names));
         self
@@ -73,6 +75,7 @@ impl ReplyParser {
     /// Feeds text the server put at the start of the reply, at the end of the prompt (a
     /// forced tool call's opening): it is read as the model's own text, and what it decides
     /// comes out first, from the next [`push`](Self::push) or [`finish`](Self::finish).
+    #[cfg_attr(not(feature = "template"), allow(dead_code))]
     pub fn prime(&mut self, text: &str) {
         let counted = self.reasoning_tokens;
         let pieces = self.push(text);
