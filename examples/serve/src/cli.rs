@@ -46,6 +46,11 @@ pub struct Args {
         help_heading = "Model"
     )]
     pub model_dir: Option<PathBuf>,
+    /// A control token's text that the model's files do not mark special (ChatGLM3's
+    /// <|user|>, ...): with --tokenizer-config or --model-dir, a message holding it is
+    /// refused (repeatable)
+    #[arg(long, value_name = "TEXT", help_heading = "Model")]
+    pub special_token: Vec<String>,
     /// Run on the mock runtime (the default without --model)
     #[arg(long, help_heading = "Model")]
     pub mock: bool,
@@ -183,6 +188,7 @@ impl Args {
             lib: self.lib.clone(),
             tokenizer,
             tokenizer_config,
+            special_tokens: self.special_token.clone(),
             mock: self.mock,
             mock_replies: self.mock_reply.clone(),
             mock_prefill_seconds: self.mock_prefill_seconds,

@@ -59,6 +59,9 @@ pub struct HfChat {
     end_ids: Vec<u32>,
     end_texts: Vec<String>,
     vocab_size: Option<u32>,
+    /// In token mode, refuses the control-token texts named with `--special-token` (in
+    /// text mode the template refuses them with its own).
+    named_specials: Option<HfChatTemplate>,
 }
 
 /// A request made ready to run.
@@ -76,9 +79,25 @@ pub struct Prepared {
 
 impl HfChat {
     /// Loads the template of `config` (a `tokenizer_config.json`) and, for token mode, the
-    /// model's `tokenizer.json`.
-    pub fn load(config: &Path, tokenizer: Option<&Path>) -> Result<HfChat, Box<dyn Error>> {
-        let template = HfChatTemplate::from_config_file(config)?;
+    /// model's `tokenizer.json`. A message holding one of `special_tokens` (control-token
+    /// texts the model's files do not mark special) is refused in either mode.
+    pub fn load(
+        config: &Path,
+        tokenizer: Option<&Path>,
+        special_tokens: &[String],
+    ) -> Result<HfChat, Box<dyn Error>> {
+        if let Some(empty) = special_tokens.iter().position(String::is_empty) {
+            return Err(format!("--special-token number {} is empty", empty + 1).into());
+        }
+        let template = HfChatTemplate::from_config_file(config)?
+            .with_special_token_texts(special_tokens.iter().cloned());
+        let named_specials = match special_tokens.is_empty() {
+            true => None,
+            false => Some(
+                HfChatTemplate::from_template_str("", [("", ""); 0])?
+                    .with_special_token_texts(special_tokens.iter().cloned()),
+            ),
+        };
         let sources = template_sources(config)?;
         // With the special tokens only the configuration declares (InternLM2's).
         let tokenizer = match tokenizer {
@@ -126,6 +145,7 @@ impl HfChat {
             end_ids,
             end_texts,
             vocab_size,
+            named_specials,
         })
     }
 
@@ -182,6 +202,24 @@ impl HfChat {
         }
         let (mut text, mut ids) = match &self.tokenizer {
             Some(tokenizer) => {
+                if let Some(named) = &self.named_specials {
+                    named.check_text_mode(&input).map_err(|e| match e {
+                        TemplateError::SpecialTokenInText { token, location } => {
+                            let param = match location.starts_with("tools") {
+                                true => "tools",
+                                false => "messages",
+                            };
+                            ApiError::bad_request(
+                                format!(
+                                    "{location} contains `{token}`, a control token of this \
+                                     model (named with --special-token); remove it"
+                                ),
+                                Some(param),
+                            )
+                        }
+                        other => template_error(&other),
+                    })?;
+                }
                 let prompt = tokenizer
                     .encode(&self.template, &input)
                     .map_err(|e| template_error(&e))?;

@@ -106,6 +106,9 @@ pub struct Config {
     /// The model's `tokenizer_config.json`: chat with its own template (feature
     /// `template`) instead of the built-in Gemma 2 one.
     pub tokenizer_config: Option<PathBuf>,
+    /// Control-token texts the model's files do not mark special, added to the template's
+    /// (with `tokenizer_config`): a message holding one is refused, in text and token mode.
+    pub special_tokens: Vec<String>,
     /// Run on the mock runtime.
     pub mock: bool,
     /// Mock: the replies, in order (the last repeats); empty echoes the user.
@@ -143,6 +146,7 @@ impl Default for Config {
             lib: None,
             tokenizer: None,
             tokenizer_config: None,
+            special_tokens: Vec::new(),
             mock: false,
             mock_replies: Vec::new(),
             mock_prefill_seconds: 0.0,
@@ -254,9 +258,20 @@ pub fn load(config: Config) -> Result<Arc<AppState>, Box<dyn std::error::Error>>
     if config.tokenizer_config.is_some() {
         return Err("--tokenizer-config and --model-dir need the `template` feature".into());
     }
+    if config.tokenizer_config.is_none() && !config.special_tokens.is_empty() {
+        return Err(
+            "--special-token needs the model's template (--tokenizer-config or --model-dir); \
+             the built-in Gemma 2 template knows its own"
+                .into(),
+        );
+    }
     #[cfg(feature = "template")]
     let hf = match &config.tokenizer_config {
-        Some(path) => Some(hf::HfChat::load(path, config.tokenizer.as_deref())?),
+        Some(path) => Some(hf::HfChat::load(
+            path,
+            config.tokenizer.as_deref(),
+            &config.special_tokens,
+        )?),
         None => None,
     };
     #[cfg(feature = "template")]
