@@ -91,10 +91,12 @@ impl HfChat {
         }
         let template = HfChatTemplate::from_config_file(config)?
             .with_special_token_texts(special_tokens.iter().cloned());
+        // Token mode refuses only these (the template's own special tokens stay plain text
+        // there): an empty template that knows just them does the library's scan.
         let named_specials = match special_tokens.is_empty() {
             true => None,
             false => Some(
-                HfChatTemplate::from_template_str("", [("", ""); 0])?
+                HfChatTemplate::from_template_str("", std::iter::empty::<(String, String)>())?
                     .with_special_token_texts(special_tokens.iter().cloned()),
             ),
         };
@@ -203,22 +205,9 @@ impl HfChat {
         let (mut text, mut ids) = match &self.tokenizer {
             Some(tokenizer) => {
                 if let Some(named) = &self.named_specials {
-                    named.check_text_mode(&input).map_err(|e| match e {
-                        TemplateError::SpecialTokenInText { token, location } => {
-                            let param = match location.starts_with("tools") {
-                                true => "tools",
-                                false => "messages",
-                            };
-                            ApiError::bad_request(
-                                format!(
-                                    "{location} contains `{token}`, a control token of this \
-                                     model (named with --special-token); remove it"
-                                ),
-                                Some(param),
-                            )
-                        }
-                        other => template_error(&other),
-                    })?;
+                    named
+                        .check_text_mode(&input)
+                        .map_err(|e| named_special_error(&e))?;
                 }
                 let prompt = tokenizer
                     .encode(&self.template, &input)
@@ -395,10 +384,32 @@ fn template_error(e: &TemplateError) -> ApiError {
         TemplateError::InvalidJson { what, .. } if what == "tools" => {
             ApiError::bad_request(e.to_string(), Some("tools"))
         }
-        TemplateError::SpecialTokenInText { location, .. } if location.starts_with("tools") => {
-            ApiError::bad_request(e.to_string(), Some("tools"))
+        TemplateError::SpecialTokenInText { location, .. } => {
+            ApiError::bad_request(e.to_string(), Some(param_of(location)))
         }
         _ => ApiError::bad_request(e.to_string(), Some("messages")),
+    }
+}
+
+/// A token-mode request holding a text named with `--special-token`.
+fn named_special_error(e: &TemplateError) -> ApiError {
+    match e {
+        TemplateError::SpecialTokenInText { token, location } => ApiError::bad_request(
+            format!(
+                "{location} contains `{token}`, a control token of this model (named with \
+                 --special-token); remove it"
+            ),
+            Some(param_of(location)),
+        ),
+        other => template_error(other),
+    }
+}
+
+/// The request field a special token was found in (`tools`, else `messages`).
+fn param_of(location: &str) -> &'static str {
+    match location.starts_with("tools") {
+        true => "tools",
+        false => "messages",
     }
 }
 
